@@ -1,0 +1,126 @@
+"""Versioned catalog schema. Each migration moves a file from version N-1 to N.
+
+Append new migrations; never edit one that has shipped, since user catalogs
+were built from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+CLASSES = ("bicycle", "pedestrian", "vehicle", "background")
+_CLASS_LIST = ", ".join(f"'{c}'" for c in CLASSES)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "clips, labels and runs", f"""
+        CREATE TABLE clips (
+            id          VARCHAR PRIMARY KEY,  -- SHA-256 of the bytes; 'unreadable:'||sha256(path) if unreadable
+            path        VARCHAR NOT NULL,     -- the first path it was seen at
+            size_bytes  BIGINT,
+            duration_s  DOUBLE,
+            fps         DOUBLE,
+            n_frames    INTEGER,
+            width       INTEGER,
+            height      INTEGER,
+            codec       VARCHAR,
+            status      VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+            error       VARCHAR,
+            ingested_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE labels (
+            clip_id       VARCHAR NOT NULL,
+            class         VARCHAR NOT NULL CHECK (class IN ({_CLASS_LIST})),
+            event_start_s DOUBLE,
+            event_end_s   DOUBLE,
+            source        VARCHAR NOT NULL,
+            created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (clip_id, source),
+            CHECK (event_end_s IS NULL OR event_start_s <= event_end_s)
+        );
+        CREATE TABLE runs (
+            id          VARCHAR PRIMARY KEY,
+            flow        VARCHAR NOT NULL,
+            parameters  JSON,
+            started_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+            finished_at TIMESTAMPTZ,
+            status      VARCHAR NOT NULL,     -- running | completed | failed | crashed
+            counts      JSON,
+            error       VARCHAR,
+            pid         INTEGER,
+            host        VARCHAR,
+            prefect_flow_run_id VARCHAR
+        );
+    """),
+    Migration(2, "clip_paths: every path a clip was seen at", """
+        CREATE TABLE clip_paths (
+            clip_id       VARCHAR NOT NULL,
+            path          VARCHAR NOT NULL,
+            size_bytes    BIGINT,
+            mtime_ns      BIGINT,      -- lets a re-run skip hashing files it has seen unchanged
+            first_seen_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            last_seen_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (path, clip_id)
+        );
+        INSERT INTO clip_paths (clip_id, path, size_bytes, first_seen_at, last_seen_at)
+            SELECT id, path, size_bytes, ingested_at, ingested_at FROM clips;
+        CREATE VIEW clip_summary AS
+            SELECT c.status, count(*) AS clips, sum(c.duration_s) / 60 AS minutes,
+                   count(l.clip_id) AS labelled
+            FROM clips c LEFT JOIN (SELECT DISTINCT clip_id FROM labels) l ON l.clip_id = c.id
+            GROUP BY c.status;
+    """),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: str = "catalog", target: int = LATEST_VERSION) -> int:
+    """Bring the catalog to `target`, one transaction per migration. Returns the version reached."""
+    version = current_version(con)
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{path} has catalog schema version {version}, newer than this nearmiss "
+            f"understands ({LATEST_VERSION}). Upgrade nearmiss to open it; nothing was changed."
+        )
+    if version == 0:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, description VARCHAR,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+    for m in MIGRATIONS:
+        if version < m.version <= target:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(m.sql)
+                con.execute("INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                            [m.version, m.description])
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            version = m.version
+    return version

@@ -1,0 +1,270 @@
+"""Ingest: find video files, identify them by content, probe them, record them.
+
+Bad input never stops the batch: every file ends as a clip row (status ok or
+failed, with an error a person can act on). Each file is committed in its own
+short transaction, so a killed run keeps what it did and the next run skips
+it; unchanged paths are not even re-hashed.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from catalog import Catalog, default_db_path
+from catalog.clips import ClipRow, clip_durations, clip_statuses, path_index, record_clip, seen_paths
+from catalog.labels import LabelRow, upsert_labels
+from flows.lineage import tracked_run
+from flows.progress import Progress
+from pipeline.discover import Candidate, discover, display_path
+from pipeline.hashing import sha256_file, sha256_text
+from pipeline.isolation import IsolatedWorker
+from pipeline.labels import LabelEntry, LabelsError, check_event_within, read_labels
+from pipeline.probe import VideoInfo, probe_video
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    workers: int = 2                   # files probed at once (each in its own decoder process)
+    probe_timeout_s: float = 120.0     # a decoder that takes longer is treated as hung
+    max_file_bytes: int = 64 << 30     # larger files are refused, not read
+    retry_failed: bool = False         # probe again files whose bytes failed before
+    batch_size: int = 256              # files per Prefect task
+
+
+@dataclass
+class FileOutcome:
+    path: str
+    outcome: str                       # new | duplicate | unchanged | failed | known_failed
+    clip_id: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    run_id: str | None = None
+    files: int = 0
+    new: int = 0
+    duplicate: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    known_failed: int = 0
+    labels: int = 0
+    label_errors: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict:
+        d = asdict(self)
+        d.pop("failures")
+        d.pop("run_id")
+        return d
+
+
+# --- per-file work (threads; no catalog writes) ------------------------------
+
+def _os_error(exc: OSError, what: str) -> str:
+    import errno
+    reasons = {
+        errno.ENOENT: "the file disappeared (moved or deleted) before it could be read",
+        errno.EACCES: "no permission to read the file",
+        errno.EPERM: "no permission to read the file",
+        errno.ELOOP: "the path is a symbolic link loop (it never reaches a real file)",
+        errno.EISDIR: "is a folder, not a video file",
+        errno.EIO: "the storage reported an I/O error while reading the file",
+    }
+    return reasons.get(exc.errno, f"could not {what} the file: {exc.strerror or exc}")
+
+
+def _failure(c: Candidate, error: str, clip_id: str | None = None, size: int | None = None) -> tuple:
+    row = ClipRow(id=clip_id or f"unreadable:{sha256_text(c.raw)}", path=c.path, status="failed",
+                  size_bytes=size, error=error)
+    return row, None
+
+
+def _examine(c: Candidate, cfg: IngestConfig, seen: dict, known: dict,
+             prober: Callable[[str], object]) -> tuple[ClipRow | None, int | None, str]:
+    """Decide what a file is. Returns (row to record or None, mtime_ns, outcome)."""
+    if c.problem:
+        return (*_failure(c, c.problem), "failed")
+    try:
+        st = os.stat(c.raw)
+    except OSError as exc:
+        return (*_failure(c, _os_error(exc, "open")), "failed")
+    if stat.S_ISDIR(st.st_mode):
+        return (*_failure(c, "is a folder, not a video file"), "failed")
+    if not stat.S_ISREG(st.st_mode):
+        return (*_failure(c, "is not a regular file (device, pipe or socket)"), "failed")
+    if st.st_size == 0:
+        return (*_failure(c, "the file is empty (0 bytes)", size=0), "failed")
+    if st.st_size > cfg.max_file_bytes:
+        return (*_failure(c, f"the file is {st.st_size / 2**30:.1f} GiB, over the "
+                             f"{cfg.max_file_bytes / 2**30:.0f} GiB limit (max_file_bytes); not read",
+                          size=st.st_size), "failed")
+    prev = seen.get(c.path)
+    if prev and prev.size_bytes == st.st_size and prev.mtime_ns == st.st_mtime_ns \
+            and not (cfg.retry_failed and prev.status == "failed"):
+        return None, None, "unchanged"
+    try:
+        clip_id = sha256_file(c.raw)
+    except OSError as exc:
+        return (*_failure(c, _os_error(exc, "read")), "failed")
+    status = known.get(clip_id)
+    if status == "ok":
+        return ClipRow(clip_id, c.path, "ok", size_bytes=st.st_size), st.st_mtime_ns, "duplicate"
+    if status == "failed" and not cfg.retry_failed:
+        return ClipRow(clip_id, c.path, "failed", size_bytes=st.st_size), st.st_mtime_ns, "known_failed"
+    result = prober(os.fsdecode(c.raw))
+    if not result.ok:
+        error = result.error
+        if not os.path.exists(c.raw):
+            error = "the file disappeared (moved or deleted) while it was being read"
+        row = ClipRow(clip_id, c.path, "failed", size_bytes=st.st_size, error=error)
+        return row, st.st_mtime_ns, "failed"
+    info: VideoInfo = result.value
+    row = ClipRow(clip_id, c.path, "ok", size_bytes=st.st_size, duration_s=info.duration_s, fps=info.fps,
+                  n_frames=info.n_frames, width=info.width, height=info.height, codec=info.codec)
+    return row, st.st_mtime_ns, "new"
+
+
+# --- steps (plain functions; the flow wraps them as tasks) -------------------
+
+def discover_inputs(paths: list[str]) -> list[Candidate]:
+    return discover(paths)
+
+
+def ingest_batch(db: str, candidates: list[Candidate], cfg: IngestConfig,
+                 progress: Progress | None = None) -> list[FileOutcome]:
+    catalog = Catalog(db)
+    with catalog.write() as con:
+        seen = seen_paths(con)
+        known = clip_statuses(con)
+    local = threading.local()
+    workers: list[IsolatedWorker] = []
+    lock = threading.Lock()
+
+    def prober(path: str):
+        if not hasattr(local, "worker"):
+            local.worker = IsolatedWorker(probe_video, timeout_s=cfg.probe_timeout_s)
+            with lock:
+                workers.append(local.worker)
+        return local.worker(path)
+
+    outcomes: list[FileOutcome] = []
+    try:
+        with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
+            futures = [pool.submit(_examine, c, cfg, seen, known, prober) for c in candidates]
+            for c, fut in zip(candidates, futures):
+                row, mtime_ns, outcome = fut.result()
+                if row is not None:
+                    with catalog.write() as con:  # one short transaction per file
+                        record_clip(con, row, mtime_ns, replace_failed=cfg.retry_failed)
+                    known.setdefault(row.id, row.status)
+                    if cfg.retry_failed and outcome in ("new", "failed"):
+                        known[row.id] = row.status
+                outcomes.append(FileOutcome(c.path, outcome, row.id if row else seen[c.path].clip_id,
+                                            row.error if row is not None and row.status == "failed" else None))
+                if progress:
+                    progress.advance(1)
+    finally:
+        for w in workers:
+            w.close()
+    return outcomes
+
+
+def _match_labels(entries: list[LabelEntry], labels_path: Path, index: list[tuple[str, str, str]],
+                  source: str) -> tuple[list[tuple[LabelEntry, str]], list[str]]:
+    """Find the clip each label row names: by path (relative to the labels file) or by file name."""
+    by_path = {p: (cid, st) for p, cid, st in index}
+    by_name: dict[str, set[tuple[str, str]]] = {}
+    for p, cid, st in index:
+        by_name.setdefault(os.path.basename(p), set()).add((cid, st))
+    matched, errors = [], []
+    for e in entries:
+        target = os.path.normpath(os.path.join(labels_path.parent.resolve(), e.path))
+        hit = by_path.get(display_path(os.fsencode(os.path.abspath(target))))
+        if hit is None:
+            cands = by_name.get(os.path.basename(e.path), set())
+            if len({cid for cid, _ in cands}) > 1:
+                errors.append(f"{e.where(source)}: the file name matches {len(cands)} different clips; "
+                              "give its path instead")
+                continue
+            hit = next(iter(cands), None)
+        if hit is None:
+            errors.append(f"{e.where(source)}: no ingested clip has this path or file name")
+        elif hit[1] != "ok":
+            errors.append(f"{e.where(source)}: the clip failed to ingest, so its label was not stored")
+        else:
+            matched.append((e, hit[0]))
+    return matched, errors
+
+
+def apply_labels(db: str, labels_file: str) -> tuple[int, list[str]]:
+    """Store validated labels for ingested clips. Returns (stored, per-row errors)."""
+    path = Path(labels_file)
+    entries = read_labels(path)  # raises LabelsError naming every bad row
+    catalog = Catalog(db)
+    source = path.name
+    with catalog.write() as con:
+        matched, errors = _match_labels(entries, path, path_index(con), source)
+        durations = clip_durations(con, [cid for _, cid in matched])
+        rows = []
+        for e, cid in matched:
+            try:
+                check_event_within(e, durations.get(cid), source)
+            except LabelsError as exc:
+                errors.append(str(exc))
+                continue
+            rows.append(LabelRow(cid, e.cls, e.event_start_s, e.event_end_s, source))
+        upsert_labels(con, rows)
+    return len(rows), errors
+
+
+# --- the flow ----------------------------------------------------------------
+
+discover_task = task(discover_inputs, name="discover", cache_policy=NO_CACHE)
+ingest_batch_task = task(ingest_batch, name="ingest-batch", cache_policy=NO_CACHE, retries=1,
+                         retry_delay_seconds=2)
+apply_labels_task = task(apply_labels, name="apply-labels", cache_policy=NO_CACHE)
+
+
+def run_ingest(paths: list[str], db: str | None = None, labels: str | None = None,
+               cfg: IngestConfig = IngestConfig(), use_prefect: bool = False,
+               show_progress: bool = False) -> IngestSummary:
+    """The body of the ingest flow; with use_prefect=False the same steps run as plain calls."""
+    db = db or default_db_path()
+    call = (lambda t, *a, **k: t(*a, **k)) if use_prefect else (lambda t, *a, **k: t.fn(*a, **k))
+    if labels:
+        read_labels(labels)  # refuse a bad sidecar before touching anything
+    params = {"paths": [str(p) for p in paths], "labels": labels, **asdict(cfg)}
+    with tracked_run(Catalog(db), "ingest", params) as run:
+        summary = IngestSummary(run_id=run.id)
+        candidates = call(discover_task, [str(p) for p in paths])
+        summary.files = len(candidates)
+        with Progress("ingest", total=len(candidates), unit="clip", enabled=show_progress) as bar:
+            for start in range(0, len(candidates), cfg.batch_size):
+                chunk = candidates[start:start + cfg.batch_size]
+                for o in call(ingest_batch_task, db, chunk, cfg, bar):
+                    setattr(summary, o.outcome, getattr(summary, o.outcome) + 1)
+                    if o.outcome == "failed":
+                        summary.failures.append((o.path, o.error))
+        if labels:
+            summary.labels, summary.label_errors = call(apply_labels_task, db, labels)
+        run.counts = summary.counts()
+    return summary
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(paths: list[str], db: str | None = None, labels: str | None = None,
+                workers: int = 2, probe_timeout_s: float = 120.0, retry_failed: bool = False) -> dict:
+    """Ingest video files, folders or globs into the catalog (idempotent; safe to re-run after a crash)."""
+    cfg = IngestConfig(workers=workers, probe_timeout_s=probe_timeout_s, retry_failed=retry_failed)
+    summary = run_ingest(paths, db=db, labels=labels, cfg=cfg, use_prefect=True)
+    print(f"ingest: {summary.counts()}")
+    return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}

@@ -1,0 +1,139 @@
+"""`nearmiss`: the one command-line entry point. Every job is a subcommand."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from catalog import default_db_path
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=argparse.SUPPRESS,
+                   help="catalog file (default: $NEARMISS_DB or ./nearmiss.duckdb)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nearmiss", description=__doc__)
+    parser.add_argument("--db", default=None, help="catalog file (default: $NEARMISS_DB or ./nearmiss.duckdb)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="render labelled synthetic dashcam clips")
+    p.add_argument("out_dir")
+    p.add_argument("--n", type=int, default=8, help="number of clips (classes dealt in balance)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--min-duration", type=float, default=5.0)
+    p.add_argument("--max-duration", type=float, default=15.0)
+    p.add_argument("--jobs", type=int, default=None, help="parallel renderers (default: all cores)")
+
+    p = sub.add_parser("ingest", help="add video files, folders or globs to the catalog")
+    _add_db(p)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--labels", help="labels CSV: path (or file), class, event_start_s, event_end_s")
+    p.add_argument("--workers", type=int, default=2, help="files probed at once")
+    p.add_argument("--probe-timeout", type=float, default=120.0, help="seconds before a decoder counts as hung")
+    p.add_argument("--retry-failed", action="store_true", help="probe again files that failed before")
+    p.add_argument("--direct", action="store_true", help="run the same steps without Prefect (no server start)")
+
+    p = sub.add_parser("query", help="run read-only SQL against the catalog")
+    _add_db(p)
+    p.add_argument("sql")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--max-rows", type=int, default=200, help="table format only")
+
+    p = sub.add_parser("demo", help="the main job end to end on embedded defaults")
+    _add_db(p)
+    p.add_argument("--out", default="demo_out", help="folder for clips (and later the report)")
+    p.add_argument("--n", type=int, default=12)
+    p.add_argument("--seed", type=int, default=2026)
+    return parser
+
+
+def _db(args) -> str:
+    return getattr(args, "db", None) or default_db_path()
+
+
+def cmd_synth(args) -> int:
+    from pipeline.synth.dataset import LABELS_FILE, make_dataset
+    from pipeline.synth.scenario import SynthConfig
+
+    cfg = SynthConfig(width=args.width, height=args.height, fps=args.fps,
+                      min_duration_s=args.min_duration, max_duration_s=args.max_duration)
+    clips = make_dataset(args.out_dir, args.n, args.seed, cfg, jobs=args.jobs)
+    by_class: dict[str, int] = {}
+    for c in clips:
+        by_class[c.cls] = by_class.get(c.cls, 0) + 1
+    print(f"wrote {len(clips)} clips to {args.out_dir} ({', '.join(f'{k} {v}' for k, v in sorted(by_class.items()))})")
+    print(f"labels: {Path(args.out_dir) / LABELS_FILE}")
+    return 0
+
+
+def _print_ingest(summary) -> int:
+    c = summary.counts()
+    print(f"ingest: {c['files']} files -> {c['new']} new, {c['duplicate']} duplicate, "
+          f"{c['unchanged']} unchanged, {c['failed']} failed, {c['known_failed']} known-bad")
+    for path, error in summary.failures:
+        print(f"  failed: {path}: {error}")
+    if summary.labels or summary.label_errors:
+        print(f"labels: {summary.labels} stored")
+    for e in summary.label_errors:
+        print(f"  label error: {e}")
+    return 1 if summary.label_errors else 0
+
+
+def cmd_ingest(args) -> int:
+    from flows.ingest import IngestConfig, ingest_flow, run_ingest
+
+    cfg = IngestConfig(workers=args.workers, probe_timeout_s=args.probe_timeout, retry_failed=args.retry_failed)
+    if args.direct:
+        summary = run_ingest(args.paths, db=_db(args), labels=args.labels, cfg=cfg, show_progress=True)
+    else:
+        state = ingest_flow(args.paths, db=_db(args), labels=args.labels, workers=cfg.workers,
+                            probe_timeout_s=cfg.probe_timeout_s, retry_failed=cfg.retry_failed)
+        from flows.ingest import IngestSummary
+        failures = [tuple(f) for f in state.pop("failures")]
+        run_id = state.pop("run_id")
+        summary = IngestSummary(run_id=run_id, failures=failures, **state)
+    return _print_ingest(summary)
+
+
+def cmd_query(args) -> int:
+    from catalog.readonly import run_query
+    from nearmiss.formatting import format_rows
+    from catalog import Catalog
+
+    result = run_query(Catalog(_db(args)), args.sql)
+    sys.stdout.write(format_rows(result.columns, result.rows, args.format, args.max_rows))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from nearmiss.demo import run_demo
+    return run_demo(db=_db(args), out=args.out, n=args.n, seed=args.seed)
+
+
+COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "query": cmd_query, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from catalog import CatalogLocked, CatalogMissing, SchemaTooNew
+    from catalog.readonly import WriteRefused
+    from pipeline.labels import LabelsError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (WriteRefused, LabelsError, SchemaTooNew, CatalogMissing, CatalogLocked, ValueError) as exc:
+        print(f"nearmiss {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept, re-run to complete", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

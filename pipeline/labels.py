@@ -1,0 +1,108 @@
+"""Labels sidecar: CSV with columns path (or file), class, event_start_s, event_end_s.
+
+Parsed and validated here, before anything is written; every problem names
+its row so a person can fix the file.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASSES = ("bicycle", "pedestrian", "vehicle", "background")
+LABEL_COLUMNS = ("path", "class", "event_start_s", "event_end_s")
+
+
+class LabelsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabelEntry:
+    row: int                 # 1-based line number in the file (header is line 1)
+    path: str                # as written in the file
+    cls: str
+    event_start_s: float | None
+    event_end_s: float | None
+
+    def where(self, source: str) -> str:
+        return f"{source} line {self.row} ({self.path})"
+
+
+def _time(value: str | None, column: str, where: str) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        raise LabelsError(f"{where}: {column} {value!r} is not a number of seconds") from None
+    if not math.isfinite(t) or t < 0:
+        raise LabelsError(f"{where}: {column} {value!r} must be a time in seconds >= 0")
+    return t
+
+
+def read_labels(path: str | Path) -> list[LabelEntry]:
+    """Read and validate every row; raises LabelsError listing each bad row."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise LabelsError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    path_col = "path" if "path" in header else "file" if "file" in header else None
+    if path_col is None or "class" not in header:
+        raise LabelsError(f"{path}: needs a header with columns path (or file), class, "
+                          f"event_start_s, event_end_s; found {header}")
+    entries: list[LabelEntry] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        where = f"{path.name} line {i}"
+        try:
+            clip = row.get(path_col, "")
+            if not clip:
+                raise LabelsError(f"{where}: the {path_col} column is empty")
+            where = f"{where} ({clip})"
+            cls = row.get("class", "").lower()
+            if cls not in CLASSES:
+                raise LabelsError(f"{where}: unknown class {row.get('class')!r}; expected one of {', '.join(CLASSES)}")
+            start = _time(row.get("event_start_s"), "event_start_s", where)
+            end = _time(row.get("event_end_s"), "event_end_s", where)
+            if (start is None) != (end is None):
+                raise LabelsError(f"{where}: give both event_start_s and event_end_s, or neither")
+            if start is not None and end < start:
+                raise LabelsError(f"{where}: event ends ({end:g}s) before it starts ({start:g}s)")
+            if cls == "background" and start is not None:
+                raise LabelsError(f"{where}: a background clip has no near-miss event; leave the times empty")
+            if clip in seen:
+                raise LabelsError(f"{where}: this clip is already labelled on line {seen[clip]}")
+            seen[clip] = i
+            entries.append(LabelEntry(i, clip, cls, start, end))
+        except LabelsError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LabelsError(f"{len(problems)} bad row(s) in {path}:\n  " + "\n  ".join(problems))
+    return entries
+
+
+def check_event_within(entry: LabelEntry, duration_s: float | None, source: str,
+                       tolerance_s: float = 0.05) -> None:
+    """An event cannot end after the clip does (a frame of slack for rounding)."""
+    if entry.event_end_s is None or duration_s is None:
+        return
+    if entry.event_end_s > duration_s + tolerance_s:
+        raise LabelsError(
+            f"{entry.where(source)}: event ends at {entry.event_end_s:g}s, past the clip's end "
+            f"({duration_s:.2f}s)"
+        )
+
+
+def write_labels(path: str | Path, rows: list[tuple[str, str, float | None, float | None]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(LABEL_COLUMNS)
+        for name, cls, start, end in rows:
+            w.writerow([name, cls, "" if start is None else f"{start:.3f}", "" if end is None else f"{end:.3f}"])

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned packages when it is missing or out of date. Sourced by the other scripts.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+STAMP="$VENV/.nearmiss-lock"
+want="$(cat "$ROOT/requirements.lock" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing pinned packages into $VENV (first run takes a few minutes)" >&2
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3" >/dev/null 2>&1 \
+    || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.lock"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+  echo "$want" > "$STAMP"
+fi
+# Keep Prefect's state (ephemeral server database, settings) inside the project, not in ~/.prefect.
+export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export DO_NOT_TRACK=1
+export PATH="$VENV/bin:$PATH"
