@@ -66,6 +66,9 @@ def read_labels(path: str | Path) -> list[LabelEntry]:
             if not clip:
                 raise LabelsError(f"{where}: the {path_col} column is empty")
             where = f"{where} ({clip})"
+            if clip in seen:
+                raise LabelsError(f"{where}: this clip is already labelled on line {seen[clip]}")
+            seen[clip] = i
             cls = row.get("class", "").lower()
             if cls not in CLASSES:
                 raise LabelsError(f"{where}: unknown class {row.get('class')!r}; expected one of {', '.join(CLASSES)}")
@@ -77,9 +80,6 @@ def read_labels(path: str | Path) -> list[LabelEntry]:
                 raise LabelsError(f"{where}: event ends ({end:g}s) before it starts ({start:g}s)")
             if cls == "background" and start is not None:
                 raise LabelsError(f"{where}: a background clip has no near-miss event; leave the times empty")
-            if clip in seen:
-                raise LabelsError(f"{where}: this clip is already labelled on line {seen[clip]}")
-            seen[clip] = i
             entries.append(LabelEntry(i, clip, cls, start, end))
         except LabelsError as exc:
             problems.append(str(exc))

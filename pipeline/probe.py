@@ -18,23 +18,45 @@ class ProbeError(Exception):
     pass
 
 
-# FFmpeg's wording -> what a person should read in the catalog.
-_EXPLANATIONS = (
-    ("moov atom not found", "truncated or incomplete MP4: its index (moov atom) is missing, "
-                            "so the file was probably cut off while being written or copied"),
-    ("Invalid data found", "not a video FFmpeg can read (the bytes are not a known container)"),
-    ("cannot find video stream", "the file has no video stream"),
-    ("No such file", "the file disappeared before it could be decoded"),
-    ("Permission denied", "no permission to read the file"),
-)
+def _sniff(head: bytes) -> str | None:
+    """What the first bytes say the file is, when FFmpeg cannot open it."""
+    if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
+        return ("truncated or incomplete MP4: the container starts correctly but its index (moov atom) "
+                "is missing, so the file was probably cut off while being written or copied")
+    if head and sum(32 <= b < 127 or b in (9, 10, 13) for b in head) / len(head) > 0.95:
+        return "a text file, not a video"
+    return None
 
 
-def explain(message: str) -> str:
-    for needle, text in _EXPLANATIONS:
-        if needle.lower() in message.lower():
-            return text
-    first = message.strip().splitlines()[0] if message.strip() else "unknown decoder error"
-    return f"could not decode the video: {first[:300]}"
+def diagnose(path: str, decord_message: str = "") -> str:
+    """A sentence a person can act on, from a second opinion (PyAV) and the file's first bytes."""
+    import av
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        return f"could not read the file: {exc.strerror or exc}"
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return "the file has no video stream"
+            stream = container.streams.video[0]
+            total = float(container.duration or 0) / 1e6
+            t = 0.0
+            try:
+                for frame in container.decode(stream):
+                    t = float(frame.time or t)
+            except Exception:
+                return (f"truncated or corrupt video: frames stop decoding at {t:.1f}s"
+                        + (f" of {total:.1f}s" if total else ""))
+    except Exception as exc:
+        sniffed = _sniff(head)
+        if sniffed:
+            return sniffed
+        return f"not a video FFmpeg can read ({str(exc).split(':')[0]})"
+    first = decord_message.strip().splitlines()[0][:200] if decord_message.strip() else "unknown error"
+    return f"decord could not decode the video ({first})"
 
 
 def _codec_name(path: str) -> str | None:
@@ -53,7 +75,7 @@ def probe_video(path: str) -> VideoInfo:
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:
-        raise ProbeError(explain(str(exc))) from None
+        raise ProbeError(diagnose(path, str(exc))) from None
     n = len(vr)
     if n <= 0:
         raise ProbeError("the video stream has no frames")
@@ -64,9 +86,7 @@ def probe_video(path: str) -> VideoInfo:
         first = vr[0].shape
         vr[n - 1]
     except Exception as exc:
-        raise ProbeError(
-            f"truncated or corrupt video: a frame could not be decoded ({explain(str(exc))})"
-        ) from None
+        raise ProbeError(diagnose(path, str(exc))) from None
     try:
         duration = float(vr.get_frame_timestamp(n - 1)[1])
     except Exception:

@@ -26,6 +26,12 @@ class SynthConfig:
     max_duration_s: float = 15.0
     crf: int = 23
 
+    def __post_init__(self) -> None:
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"frame size must be even for H.264 4:2:0, got {self.width}x{self.height}")
+        if not 0 < self.min_duration_s <= self.max_duration_s:
+            raise ValueError("need 0 < min_duration_s <= max_duration_s")
+
 
 @dataclass
 class Actor:

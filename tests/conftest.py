@@ -1,0 +1,45 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.synth.dataset import make_dataset
+from pipeline.synth.scenario import SynthConfig
+
+REAL_DASHCAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_dashcam"
+# Small and short so the suite stays fast; the renderer is the same as the full-size default.
+TEST_SYNTH = SynthConfig(width=320, height=180, fps=15.0, min_duration_s=2.0, max_duration_s=3.0)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """Eight labelled synthetic clips, two per class, rendered once per session."""
+    out = tmp_path_factory.mktemp("synth") / "clips"
+    make_dataset(out, 8, seed=11, cfg=TEST_SYNTH, jobs=2)
+    return out
+
+
+@pytest.fixture
+def clips(synth_dir, tmp_path) -> Path:
+    """A private copy of the synthetic clips a test may add to or break."""
+    dst = tmp_path / "clips"
+    shutil.copytree(synth_dir, dst)
+    return dst
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return str(tmp_path / "catalog.duckdb")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
