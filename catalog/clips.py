@@ -38,8 +38,9 @@ def seen_paths(con: duckdb.DuckDBPyConnection) -> dict[str, SeenPath]:
     return {r[0]: SeenPath(r[1], r[2], r[3], r[4]) for r in rows}
 
 
-def clip_statuses(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    return dict(con.execute("SELECT id, status FROM clips").fetchall())
+def clip_statuses(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | None]]:
+    """clip id -> (status, error)."""
+    return {r[0]: (r[1], r[2]) for r in con.execute("SELECT id, status, error FROM clips").fetchall()}
 
 
 def record_clip(con: duckdb.DuckDBPyConnection, row: ClipRow, mtime_ns: int | None,

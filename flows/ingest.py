@@ -115,7 +115,7 @@ def _examine(c: Candidate, cfg: IngestConfig, seen: dict, known: dict,
         clip_id = sha256_file(c.raw)
     except OSError as exc:
         return (*_failure(c, _os_error(exc, "read")), "failed")
-    status = known.get(clip_id)
+    status = known.get(clip_id, (None, None))[0]
     if status == "ok":
         return ClipRow(clip_id, c.path, "ok", size_bytes=st.st_size), st.st_mtime_ns, "duplicate"
     if status == "failed" and not cfg.retry_failed:
@@ -162,12 +162,15 @@ def ingest_batch(db: str, candidates: list[Candidate], cfg: IngestConfig,
             futures = [pool.submit(_examine, c, cfg, seen, known, prober) for c in candidates]
             for c, fut in zip(candidates, futures):
                 row, mtime_ns, outcome = fut.result()
+                prev = seen.get(c.path)
+                if (row is not None and row.status == "failed" and prev is not None and prev.clip_id == row.id
+                        and known.get(row.id) == ("failed", row.error)):
+                    row, outcome = None, "known_failed"  # the same failure is on record already
                 if row is not None:
                     with catalog.write() as con:  # one short transaction per file
                         record_clip(con, row, mtime_ns, replace_failed=cfg.retry_failed)
-                    known.setdefault(row.id, row.status)
-                    if cfg.retry_failed and outcome in ("new", "failed"):
-                        known[row.id] = row.status
+                    if row.id not in known or (cfg.retry_failed and outcome in ("new", "failed")):
+                        known[row.id] = (row.status, row.error)
                 outcomes.append(FileOutcome(c.path, outcome, row.id if row else seen[c.path].clip_id,
                                             row.error if row is not None and row.status == "failed" else None))
                 if progress:

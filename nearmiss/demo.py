@@ -5,6 +5,8 @@ the Prefect flow (Prefect's ephemeral server), and show what the catalog holds.
 """
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 from catalog import Catalog
@@ -28,6 +30,17 @@ def _show(catalog: Catalog, sql: str) -> None:
     print(format_rows(r.columns, r.rows), end="")
 
 
+def _nearmiss_command() -> str:
+    """How this shell reaches the CLI: bare if it is on PATH, else the venv's script."""
+    script = Path(sys.executable).parent / "nearmiss"
+    if shutil.which("nearmiss") == str(script):
+        return "nearmiss"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def run_demo(db: str, out: str, n: int = 12, seed: int = 2026) -> int:
     clips_dir = Path(out) / "clips"
     cfg = SynthConfig(min_duration_s=5.0, max_duration_s=8.0)
@@ -43,6 +56,7 @@ def run_demo(db: str, out: str, n: int = 12, seed: int = 2026) -> int:
         _show(catalog, sql)
     print(f"\ncatalog: {Path(db).resolve()}")
     print("query it yourself, e.g.:")
+    exe = _nearmiss_command()
     for sql in EXAMPLE_QUERIES:
-        print(f"  nearmiss --db {db} query \"{sql}\"")
+        print(f"  {exe} --db {db} query \"{sql}\"")
     return 0

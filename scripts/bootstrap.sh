@@ -13,7 +13,8 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3" >/dev/null 2>&1 \
     || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.lock"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+  out=$("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+        -e "$ROOT" 2>&1) || { echo "$out" >&2; exit 1; }
   echo "$want" > "$STAMP"
 fi
 # Keep Prefect's state (ephemeral server database, settings) inside the project, not in ~/.prefect.

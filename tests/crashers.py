@@ -1,5 +1,6 @@
 """Probe stand-ins that misbehave like a native decoder can; importable by spawned children."""
 import ctypes
+import os
 import time
 
 from pipeline.probe import probe_video
@@ -23,9 +24,10 @@ def fail(_arg):
 
 def probe_or_misbehave(path: str):
     """Crash on files named *crash*, hang on *hang*, otherwise the real decord probe."""
-    if "crash" in path:
+    name = os.path.basename(path)
+    if "crash" in name:
         segfault(path)
-    if "hang" in path:
+    if "hang" in name:
         hang(path)
     return probe_video(path)
 
