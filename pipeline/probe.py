@@ -87,11 +87,16 @@ def probe_video(path: str) -> VideoInfo:
         vr[n - 1]
     except Exception as exc:
         raise ProbeError(diagnose(path, str(exc))) from None
+    # Frames stamped before 0 are pre-roll that an MP4 edit list hides from players: decord
+    # counts them, so count only what is presented (and what featurize will sample).
     try:
-        duration = float(vr.get_frame_timestamp(n - 1)[1])
+        stamps = vr.get_frame_timestamp(list(range(n)))
+        shown = stamps[:, 0] >= -1e-3
+        n_shown = int(shown.sum())
+        duration = float(stamps[-1, 1] - max(float(stamps[shown][0, 0]), 0.0)) if n_shown else 0.0
     except Exception:
-        duration = n / fps
-    if not duration > 0:
-        duration = n / fps
-    return VideoInfo(n_frames=n, fps=fps, duration_s=duration, width=int(first[1]),
+        n_shown, duration = n, n / fps
+    if n_shown <= 0 or not duration > 0:
+        n_shown, duration = n, n / fps
+    return VideoInfo(n_frames=n_shown, fps=fps, duration_s=duration, width=int(first[1]),
                      height=int(first[0]), codec=_codec_name(path))

@@ -1,0 +1,26 @@
+"""Ingest on real footage: the codecs, rates and sizes real dashcams produce."""
+import csv
+
+import pytest
+
+from catalog import Catalog
+from conftest import REAL_DASHCAM
+from flows.ingest import run_ingest
+
+pytestmark = [pytest.mark.real_data,
+              pytest.mark.skipif(not REAL_DASHCAM.is_dir(), reason="../shared/data/real_dashcam is absent")]
+
+
+def test_real_clips_ingest_with_plausible_metadata(db):
+    expected = {r["file"] for r in csv.DictReader((REAL_DASHCAM / "labels.csv").open())}
+    summary = run_ingest([str(REAL_DASHCAM)], db=db)
+    assert summary.failed == 0 and summary.new + summary.duplicate == len(expected)
+    with Catalog(db).read() as con:
+        rows = con.execute("SELECT p.path, c.fps, c.width, c.height, c.duration_s, c.n_frames, c.codec"
+                           " FROM clips c JOIN clip_paths p ON p.clip_id = c.id").fetchall()
+    assert {r[0].rsplit("/", 1)[1] for r in rows} == expected
+    for path, fps, w, h, duration, n, codec in rows:
+        assert 9 <= fps <= 61, path
+        assert 320 <= w <= 1920 and 180 <= h <= 1080, path
+        assert duration == pytest.approx(n / fps, rel=0.1), path
+        assert codec, path
