@@ -41,6 +41,11 @@ def clip_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def _ground_speed(actor, fps: float) -> np.ndarray:
+    v = np.hypot(np.gradient(actor.s), np.gradient(actor.d)) * fps
+    return v
+
+
 def truth_record(scene: Scene, boxes: list[list]) -> dict:
     """Per-frame ground truth: ego speed/yaw, and each actor's box (key actor first-class)."""
     key = [i for i, a in enumerate(scene.actors) if a.key]
@@ -51,7 +56,9 @@ def truth_record(scene: Scene, boxes: list[list]) -> dict:
         "ego_speed_mps": np.round(scene.ego_speed, 3).tolist(),
         "ego_yaw_rate": np.round(scene.yaw_rate(), 5).tolist(),
         "key_actor": {"kind": scene.actors[key[0]].kind, "role": scene.actors[key[0]].role,
-                      "boxes": [b[key[0]] for b in boxes]} if key else None,
+                      "boxes": [b[key[0]] for b in boxes],
+                      "ground_speed_mps": np.round(_ground_speed(scene.actors[key[0]], scene.fps), 3).tolist()}
+        if key else None,
         "actors": [{"kind": a.kind, "role": a.role, "boxes": [b[i] for b in boxes]}
                    for i, a in enumerate(scene.actors)],
     }

@@ -25,6 +25,7 @@ class SynthConfig:
     min_duration_s: float = 5.0
     max_duration_s: float = 15.0
     crf: int = 23
+    distractors: bool = True      # parked cars, other-lane traffic, sidewalk pedestrians
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2:
@@ -222,7 +223,8 @@ def build_scene(cls: str, seed: int, cfg: SynthConfig) -> Scene:
                   ego_s=ego_s, ego_speed=ego_v, ego_d=ego_d, curvature=curvature, heading=heading,
                   lighting=str(lighting), two_way=two_way, seed=seed,
                   noise_sigma={"day": 2.0, "dusk": 4.0, "night": 6.0}[str(lighting)])
-    scene.actors.extend(_distractors(rng, scene, t))
+    if cfg.distractors:
+        scene.actors.extend(_distractors(rng, scene, t))
 
     if kind in ("pedestrian", "bicycle") and variant == "crossing":
         actor, (start, peak, end) = _crossing(rng, scene, t, kind, near, t_event)

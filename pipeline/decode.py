@@ -1,0 +1,164 @@
+"""Decode a clip once, at sampled times, resized while decoding.
+
+One small interface, two backends: decord (the design's default) and PyAV
+(FFmpeg with frame threads; about 4x faster on 720p H.264 here). Both return
+the same sampled times and frame size, so the motion and embedding stages do
+not care which one ran.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    sample_fps: float = 4.0       # frames kept per second of video
+    height: int = 224             # decoded frame height; width keeps the aspect ratio (even)
+
+
+@dataclass
+class SampledFrames:
+    frames: np.ndarray            # (N, H, W, 3) uint8 RGB
+    times_s: np.ndarray           # (N,) presentation time of each frame
+    source_fps: float
+    prev_frames: np.ndarray       # (N, H, W, 3) the source frame just before each one (flow's short baseline)
+    prev_dt_s: np.ndarray         # (N,) seconds from prev_frames[k] to frames[k]; 0 where there is none
+
+
+class DecodeError(Exception):
+    pass
+
+
+class Decoder(Protocol):
+    name: str
+
+    def decode(self, path: str, spec: DecodeSpec) -> SampledFrames: ...
+
+
+def output_size(width: int, height: int, spec: DecodeSpec) -> tuple[int, int]:
+    w = max(2, int(round(width * spec.height / height / 2)) * 2)
+    return w, spec.height
+
+
+def sample_times(duration_s: float, sample_fps: float) -> np.ndarray:
+    n = max(1, int(np.floor(duration_s * sample_fps + 1e-6)))
+    return np.arange(n) / sample_fps
+
+
+def nearest_frames(frame_starts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index of the frame shown at each target time (the last one starting at or before it)."""
+    idx = np.searchsorted(frame_starts, targets + 1e-6, side="right") - 1
+    return np.clip(idx, 0, len(frame_starts) - 1)
+
+
+class DecordDecoder:
+    name = "decord"
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads
+
+    def decode(self, path: str, spec: DecodeSpec) -> SampledFrames:
+        import decord
+
+        try:
+            probe = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            h0, w0 = probe[0].shape[:2]
+            stamps = probe.get_frame_timestamp(list(range(len(probe))))
+            fps = float(probe.get_avg_fps())
+            del probe
+            w, h = output_size(w0, h0, spec)
+            vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=self.threads)
+        except Exception as exc:
+            raise DecodeError(f"decord could not open the video: {str(exc).splitlines()[0][:200]}") from None
+        starts = stamps[:, 0]
+        shown = np.flatnonzero(starts >= -1e-3)  # skip edit-list pre-roll
+        if len(shown) == 0:
+            raise DecodeError("the video has no presented frames")
+        t0 = starts[shown[0]]
+        duration = float(stamps[-1, 1] - t0)
+        times = sample_times(duration, spec.sample_fps)
+        pos = nearest_frames(starts[shown] - t0, times)
+        indices, prev = shown[pos], shown[np.maximum(pos - 1, 0)]
+        wanted = np.unique(np.concatenate([indices, prev]))
+        try:
+            batch = vr.get_batch(wanted.tolist()).asnumpy()
+        except Exception as exc:
+            raise DecodeError(f"decoding failed part-way (decord: {str(exc).splitlines()[0][:200]})") from None
+        at = {int(i): j for j, i in enumerate(wanted)}
+        frames = batch[[at[int(i)] for i in indices]]
+        prev_frames = batch[[at[int(i)] for i in prev]]
+        return SampledFrames(frames, times, fps, prev_frames, (starts[indices] - starts[prev]).astype(float))
+
+
+class PyAVDecoder:
+    name = "pyav"
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads
+
+    def decode(self, path: str, spec: DecodeSpec) -> SampledFrames:
+        import av
+
+        try:
+            container = av.open(path)
+        except Exception as exc:
+            raise DecodeError(f"FFmpeg could not open the video: {exc}") from None
+        with container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if self.threads:
+                stream.codec_context.thread_count = self.threads
+            w, h = output_size(stream.codec_context.width, stream.codec_context.height, spec)
+            tb = float(stream.time_base)
+            duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
+            times = sample_times(duration, spec.sample_fps) if duration > 0 else None
+            kept, kept_t, before, before_dt = [], [], [], []
+            k, t = 0, 0.0
+            prev = older = None
+            try:
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        continue
+                    t = frame.pts * tb
+                    if t < -1e-3:
+                        continue  # pre-roll
+                    # Keep, for each target, the last frame starting at or before it.
+                    while times is not None and k < len(times) and times[k] < t - 1e-6 and prev is not None:
+                        self._keep(prev, older, times[k], kept, kept_t, before, before_dt)
+                        k += 1
+                    if times is not None and k >= len(times):
+                        break
+                    older = prev
+                    prev = (frame.reformat(width=w, height=h, format="rgb24").to_ndarray(), t)
+            except Exception as exc:
+                raise DecodeError(f"decoding failed part-way, at {t:.2f}s ({exc})") from None
+            while times is not None and k < len(times) and prev is not None and times[k] <= prev[1] + 0.5:
+                self._keep(prev, older, times[k], kept, kept_t, before, before_dt)
+                k += 1
+            if times is not None and k < len(times) - 1:
+                raise DecodeError(f"decoding stopped at {t:.2f}s of {duration:.2f}s (truncated or corrupt)")
+            if not kept:
+                raise DecodeError("no frames could be decoded")
+            fps = float(stream.average_rate or 0)
+        return SampledFrames(np.stack(kept), np.asarray(kept_t, float), fps, np.stack(before),
+                             np.asarray(before_dt, float))
+
+    @staticmethod
+    def _keep(prev, older, t, kept, kept_t, before, before_dt) -> None:
+        kept.append(prev[0])
+        kept_t.append(t)
+        before.append(older[0] if older is not None else prev[0])
+        before_dt.append(prev[1] - older[1] if older is not None else 0.0)
+
+
+DECODERS = {"decord": DecordDecoder, "pyav": PyAVDecoder}
+
+
+def make_decoder(name: str, threads: int = 0) -> Decoder:
+    try:
+        return DECODERS[name](threads=threads)
+    except KeyError:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}") from None
