@@ -80,6 +80,66 @@ MIGRATIONS: tuple[Migration, ...] = (
     """),
 )
 
+MIGRATIONS += (
+    Migration(3, "feature sets, per-frame CLIP/EmbCLIP embeddings and motion descriptors", """
+        CREATE TABLE feature_sets (
+            id          VARCHAR PRIMARY KEY,  -- hash of the extractor configuration
+            name        VARCHAR NOT NULL,     -- e.g. RN50/openai@4fps
+            config      JSON NOT NULL,
+            embed_dim   INTEGER,
+            embclip_dim INTEGER,
+            untrained   BOOLEAN NOT NULL,     -- random CLIP weights (tests, benchmarks)
+            created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE feature_projections (    -- EmbCLIP channel PCA, fitted once per feature set
+            feature_set_id   VARCHAR PRIMARY KEY,
+            n_in             INTEGER NOT NULL,
+            n_out            INTEGER NOT NULL,
+            mean             FLOAT[] NOT NULL,
+            matrix           FLOAT[] NOT NULL,  -- row-major (n_in, n_out)
+            fitted_on_frames INTEGER NOT NULL,
+            created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE clip_features (          -- one row per clip and feature set: done, or why not
+            clip_id        VARCHAR NOT NULL,
+            feature_set_id VARCHAR NOT NULL,
+            status         VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+            error          VARCHAR,
+            n_frames       INTEGER,
+            decoder        VARCHAR,
+            device         VARCHAR,
+            seconds        DOUBLE,
+            created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (clip_id, feature_set_id)
+        );
+        CREATE TABLE frame_features (
+            clip_id        VARCHAR NOT NULL,
+            feature_set_id VARCHAR NOT NULL,
+            frame_idx      INTEGER NOT NULL,
+            t_s            DOUBLE NOT NULL,
+            clip_embedding FLOAT[] NOT NULL,    -- L2-normalised; cast to FLOAT[d] for array_cosine_similarity
+            embclip        FLOAT[],             -- EmbCLIP grid after the projection: channels x 7 x 7
+            PRIMARY KEY (clip_id, feature_set_id, frame_idx)
+        );
+        CREATE TABLE motion_features (
+            clip_id        VARCHAR NOT NULL,
+            feature_set_id VARCHAR NOT NULL,
+            frame_idx      INTEGER NOT NULL,
+            t_s            DOUBLE NOT NULL,
+            ego_speed      FLOAT,   -- divergence of the road's background flow (1/s): grows with speed
+            ego_yaw        FLOAT,   -- mean sideways background motion (frame widths/s)
+            ego_pitch      FLOAT,   -- mean vertical background motion (frame heights/s)
+            residual_rms   FLOAT,   -- motion the camera's own motion does not explain
+            looming        FLOAT,   -- strongest foreground expansion (1/s)
+            fg_energy      FLOAT[] NOT NULL,  -- grid rows x cols, row-major
+            fg_area        FLOAT[] NOT NULL,
+            fg_expansion   FLOAT[] NOT NULL,
+            flow_stack     FLOAT[] NOT NULL,  -- 4 x rows x cols: background u, v, foreground u, v
+            PRIMARY KEY (clip_id, feature_set_id, frame_idx)
+        );
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

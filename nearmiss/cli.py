@@ -39,6 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="probe again files that failed before")
     p.add_argument("--direct", action="store_true", help="run the same steps without Prefect (no server start)")
 
+    p = sub.add_parser("featurize", help="motion and CLIP/EmbCLIP features for clips that lack them")
+    _add_db(p)
+    p.add_argument("--model", default="RN50", help="open_clip model name (a ResNet gives EmbCLIP grids too)")
+    p.add_argument("--pretrained", default="openai", help="open_clip pretrained tag, or a local checkpoint path")
+    p.add_argument("--untrained", action="store_true", help="random CLIP weights: tests and benchmarks only")
+    p.add_argument("--fps", type=float, default=4.0, help="frames sampled per second of video")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per CLIP forward pass")
+    p.add_argument("--decoder", choices=["decord", "pyav"], default="decord")
+    p.add_argument("--limit", type=int, default=None, help="at most this many clips")
+    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--direct", action="store_true", help="run the same steps without Prefect")
+
+    p = sub.add_parser("search", help="find frames by text with the feature set's CLIP model")
+    _add_db(p)
+    p.add_argument("text")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
     p = sub.add_parser("query", help="run read-only SQL against the catalog")
     _add_db(p)
     p.add_argument("sql")
@@ -101,6 +121,53 @@ def cmd_ingest(args) -> int:
     return _print_ingest(summary)
 
 
+def cmd_featurize(args) -> int:
+    from flows.featurize import FeaturizeConfig, featurize_flow, run_featurize
+    from pipeline.decode import DecodeSpec
+    from pipeline.embed import ClipSpec
+
+    if args.direct:
+        cfg = FeaturizeConfig(clip=ClipSpec(args.model, args.pretrained, args.untrained),
+                              decode=DecodeSpec(sample_fps=args.fps), device=args.device, batch_size=args.batch_size,
+                              decoder=args.decoder, limit=args.limit, retry_failed=args.retry_failed)
+        s = run_featurize(_db(args), cfg, show_progress=True)
+        counts, failures = s.counts(), s.failures
+    else:
+        counts = featurize_flow(_db(args), args.model, args.pretrained, args.untrained, args.fps, args.device,
+                                args.batch_size, args.decoder, args.limit, args.retry_failed)
+        failures = counts.pop("failures")
+    print(f"featurize: feature set {counts['feature_set_id']}: {counts['done']} clips done, {counts['failed']} failed, "
+          f"{counts['frames']} frames in {counts['seconds']:.1f}s")
+    for clip_id, error in failures:
+        print(f"  failed: {clip_id[:16]}: {error}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from catalog import Catalog
+    from catalog.features import feature_set, search_frames
+    from nearmiss.formatting import format_rows
+    from pipeline.embed import ClipSpec, embed_text, load_clip, resolve_device
+
+    catalog = Catalog(_db(args))
+    with catalog.read() as con:
+        found = feature_set(con, args.feature_set)
+    if found is None:
+        raise ValueError("no feature set in the catalog: run `nearmiss featurize` first")
+    fs_id, config = found
+    weights = config["weights"]
+    if weights and weights.startswith("file:"):
+        raise ValueError(f"feature set {fs_id} used a local checkpoint; search needs the same file: "
+                         "re-run featurize with --pretrained PATH")
+    spec = ClipSpec(model=config["model"], pretrained=None if weights == "untrained" else weights,
+                    untrained=weights == "untrained")
+    vector = embed_text(load_clip(spec, resolve_device("auto")), [args.text])[0]
+    with catalog.read() as con:
+        rows = search_frames(con, fs_id, vector, args.k)
+    sys.stdout.write(format_rows(["path", "t_s", "similarity", "clip_id"], rows, args.format))
+    return 0
+
+
 def cmd_query(args) -> int:
     from catalog.readonly import run_query
     from nearmiss.formatting import format_rows
@@ -116,18 +183,21 @@ def cmd_demo(args) -> int:
     return run_demo(db=_db(args), out=args.out, n=args.n, seed=args.seed)
 
 
-COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "query": cmd_query, "demo": cmd_demo}
+COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize, "search": cmd_search,
+            "query": cmd_query, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from catalog import CatalogLocked, CatalogMissing, SchemaTooNew
     from catalog.readonly import WriteRefused
+    from pipeline.embed import WeightsUnavailable
     from pipeline.labels import LabelsError
 
     try:
         return COMMANDS[args.command](args)
-    except (WriteRefused, LabelsError, SchemaTooNew, CatalogMissing, CatalogLocked, ValueError) as exc:
+    except (WriteRefused, LabelsError, SchemaTooNew, CatalogMissing, CatalogLocked, WeightsUnavailable,
+            ValueError) as exc:
         print(f"nearmiss {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -44,7 +44,7 @@ def output_size(width: int, height: int, spec: DecodeSpec) -> tuple[int, int]:
 
 
 def sample_times(duration_s: float, sample_fps: float) -> np.ndarray:
-    n = max(1, int(np.floor(duration_s * sample_fps + 1e-6)))
+    n = max(1, int(np.floor(duration_s * sample_fps - 1e-6)) + 1)  # every k/fps strictly inside the clip
     return np.arange(n) / sample_fps
 
 

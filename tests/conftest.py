@@ -43,3 +43,12 @@ def prefect_server():
 @pytest.fixture
 def is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def isolated_dir(tmp_path_factory) -> Path:
+    """Near-miss clips without distractor traffic: only the key road user moves in the scene."""
+    out = tmp_path_factory.mktemp("isolated") / "clips"
+    cfg = SynthConfig(width=320, height=180, fps=15.0, min_duration_s=4.0, max_duration_s=5.0, distractors=False)
+    make_dataset(out, 6, seed=21, cfg=cfg, jobs=2)
+    return out

@@ -1,0 +1,128 @@
+"""Feature sets and per-frame features. A clip's features land in one transaction."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class PendingClip:
+    clip_id: str
+    paths: list[str]
+    duration_s: float | None
+
+
+def register_feature_set(con: duckdb.DuckDBPyConnection, fs_id: str, name: str, config: dict,
+                         embed_dim: int, embclip_dim: int | None, untrained: bool) -> None:
+    con.execute(
+        "INSERT INTO feature_sets (id, name, config, embed_dim, embclip_dim, untrained) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO NOTHING",
+        [fs_id, name, json.dumps(config, sort_keys=True), embed_dim, embclip_dim, untrained],
+    )
+
+
+def feature_set(con: duckdb.DuckDBPyConnection, fs_id: str | None) -> tuple[str, dict] | None:
+    """(id, config) for fs_id, or the newest feature set when fs_id is None."""
+    sql = "SELECT id, config FROM feature_sets " + ("WHERE id = ?" if fs_id else "ORDER BY created_at DESC LIMIT 1")
+    row = con.execute(sql, [fs_id] if fs_id else []).fetchone()
+    return (row[0], json.loads(row[1])) if row else None
+
+
+def load_projection(con: duckdb.DuckDBPyConnection, fs_id: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    row = con.execute("SELECT n_in, n_out, mean, matrix, fitted_on_frames FROM feature_projections"
+                      " WHERE feature_set_id = ?", [fs_id]).fetchone()
+    if row is None:
+        return None
+    n_in, n_out, mean, matrix, n = row
+    return np.asarray(mean, np.float32), np.asarray(matrix, np.float32).reshape(n_in, n_out), n
+
+
+def save_projection(con: duckdb.DuckDBPyConnection, fs_id: str, mean: np.ndarray, matrix: np.ndarray,
+                    fitted_on_frames: int) -> None:
+    con.execute(
+        "INSERT INTO feature_projections (feature_set_id, n_in, n_out, mean, matrix, fitted_on_frames)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (feature_set_id) DO NOTHING",
+        [fs_id, matrix.shape[0], matrix.shape[1], mean.tolist(), matrix.reshape(-1).tolist(), fitted_on_frames],
+    )
+
+
+def clips_needing_features(con: duckdb.DuckDBPyConnection, fs_id: str, limit: int | None = None,
+                           retry_failed: bool = False) -> list[PendingClip]:
+    done = "" if retry_failed else " OR f.status = 'failed'"
+    rows = con.execute(
+        "SELECT c.id, list(p.path ORDER BY p.last_seen_at DESC), c.duration_s FROM clips c"
+        " JOIN clip_paths p ON p.clip_id = c.id"
+        " LEFT JOIN clip_features f ON f.clip_id = c.id AND f.feature_set_id = ?"
+        f" WHERE c.status = 'ok' AND NOT coalesce(f.status = 'ok'{done}, false)"
+        " GROUP BY c.id, c.duration_s, c.ingested_at ORDER BY c.ingested_at, c.id"
+        + (" LIMIT ?" if limit else ""),
+        [fs_id, limit] if limit else [fs_id],
+    ).fetchall()
+    return [PendingClip(r[0], r[1], r[2]) for r in rows]
+
+
+def _list_column(x: np.ndarray) -> pa.Array:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]).cast(pa.list_(pa.float32()))
+
+
+def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, times_s: np.ndarray,
+                        embeddings: np.ndarray, embclip: np.ndarray | None, motion, meta: dict) -> None:
+    """Replace whatever this clip had for the feature set with the new frames, then mark it done."""
+    n = len(times_s)
+    con.execute("DELETE FROM frame_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+    con.execute("DELETE FROM motion_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+    base = {"clip_id": pa.array([clip_id] * n), "feature_set_id": pa.array([fs_id] * n),
+            "frame_idx": pa.array(np.arange(n, dtype=np.int32)), "t_s": pa.array(np.asarray(times_s, float))}
+    frames = pa.table({**base, "clip_embedding": _list_column(embeddings),
+                       "embclip": _list_column(embclip) if embclip is not None else pa.nulls(n, pa.list_(pa.float32()))})
+    ego = motion.ego
+    looming = (motion.fg_expansion * motion.fg_area).max(axis=1)
+    moves = pa.table({**base, "ego_speed": pa.array(ego[:, 0]), "ego_yaw": pa.array(ego[:, 1]),
+                      "ego_pitch": pa.array(ego[:, 2]), "residual_rms": pa.array(ego[:, 3]),
+                      "looming": pa.array(looming.astype(np.float32)),
+                      "fg_energy": _list_column(motion.fg_energy), "fg_area": _list_column(motion.fg_area),
+                      "fg_expansion": _list_column(motion.fg_expansion),
+                      "flow_stack": _list_column(motion.flow_stack.reshape(n, -1))})
+    con.register("_frames", frames)
+    con.register("_moves", moves)
+    try:
+        con.execute("INSERT INTO frame_features BY NAME SELECT * FROM _frames")
+        con.execute("INSERT INTO motion_features BY NAME SELECT * FROM _moves")
+    finally:
+        con.unregister("_frames")
+        con.unregister("_moves")
+    _mark(con, clip_id, fs_id, "ok", None, n, meta)
+
+
+def record_feature_failure(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, error: str, meta: dict) -> None:
+    con.execute("DELETE FROM frame_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+    con.execute("DELETE FROM motion_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+    _mark(con, clip_id, fs_id, "failed", error, None, meta)
+
+
+def _mark(con, clip_id, fs_id, status, error, n_frames, meta) -> None:
+    con.execute(
+        "INSERT INTO clip_features (clip_id, feature_set_id, status, error, n_frames, decoder, device, seconds)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (clip_id, feature_set_id) DO UPDATE SET"
+        " status = excluded.status, error = excluded.error, n_frames = excluded.n_frames,"
+        " decoder = excluded.decoder, device = excluded.device, seconds = excluded.seconds, created_at = now()",
+        [clip_id, fs_id, status, error, n_frames, meta.get("decoder"), meta.get("device"), meta.get("seconds")],
+    )
+
+
+def search_frames(con: duckdb.DuckDBPyConnection, fs_id: str, vector: np.ndarray, k: int = 10) -> list[tuple]:
+    """Frames most similar to `vector` (cosine), best first: (path, t_s, similarity, clip_id)."""
+    d = int(len(vector))
+    return con.execute(
+        f"SELECT any_value(p.path) AS path, f.t_s, array_cosine_similarity(f.clip_embedding::FLOAT[{d}],"
+        f" ?::FLOAT[{d}]) AS similarity, f.clip_id"
+        " FROM frame_features f JOIN clip_paths p ON p.clip_id = f.clip_id"
+        " WHERE f.feature_set_id = ? GROUP BY f.clip_id, f.frame_idx, f.t_s, f.clip_embedding"
+        " ORDER BY similarity DESC LIMIT ?",
+        [np.asarray(vector, np.float32).tolist(), fs_id, k],
+    ).fetchall()

@@ -1,0 +1,258 @@
+"""Featurize: decode each clip once, compute motion and CLIP/EmbCLIP features, store them.
+
+Decode and motion run on worker threads (native code releases the GIL);
+CLIP runs on the main thread in batches that mix frames from several clips.
+A clip's rows are written in one transaction, so a killed run leaves no
+half-written clip, and the next run computes only what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from catalog import Catalog, default_db_path
+from catalog.features import (PendingClip, clips_needing_features, load_projection, record_feature_failure,
+                              register_feature_set, save_projection, write_clip_features)
+from flows.lineage import tracked_run
+from flows.progress import Progress
+from pipeline.decode import DecodeError, DecodeSpec, make_decoder
+from pipeline.embed import ChannelProjection, ClipSpec, LoadedClip, embed_frames, fit_projection, load_clip, resolve_device
+from pipeline.motion import MotionSpec, motion_features
+
+FEATURE_VERSION = 1  # bump when the extractor's numbers change for the same configuration
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    clip: ClipSpec = ClipSpec()
+    decode: DecodeSpec = DecodeSpec()
+    motion: MotionSpec = MotionSpec()
+    device: str = "auto"
+    batch_size: int = 64             # frames per CLIP forward pass, drawn from several clips
+    decoder: str = "decord"
+    decode_workers: int = 2
+    limit: int | None = None
+    retry_failed: bool = False
+    projection_frames: int = 64      # frames the EmbCLIP projection is fitted on, once per feature set
+
+
+@dataclass
+class FeaturizeSummary:
+    run_id: str | None = None
+    feature_set_id: str = ""
+    clips: int = 0
+    done: int = 0
+    failed: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("failures", "run_id")}
+
+
+def _weights_identity(spec: ClipSpec) -> str | None:
+    if spec.untrained:
+        return "untrained"
+    p = Path(spec.pretrained or "").expanduser()
+    if spec.pretrained and p.is_file():
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        return f"file:{h.hexdigest()[:16]}"
+    return spec.pretrained
+
+
+def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
+    """(id, name, config) of the feature set: everything that changes the stored numbers, nothing else."""
+    config = {"version": FEATURE_VERSION, "model": cfg.clip.model, "weights": _weights_identity(cfg.clip),
+              "embclip_channels": cfg.clip.embclip_channels, "decode": asdict(cfg.decode),
+              "motion": asdict(cfg.motion)}
+    fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    name = f"{cfg.clip.model}/{config['weights']}@{cfg.decode.sample_fps:g}fps"
+    return fs_id, name, config
+
+
+@lru_cache(maxsize=2)
+def _model(spec: ClipSpec, device: str) -> LoadedClip:
+    return load_clip(spec, resolve_device(device))
+
+
+@dataclass
+class _Work:
+    clip: PendingClip
+    times: np.ndarray | None = None
+    frames: np.ndarray | None = None
+    motion: object = None
+    error: str | None = None
+    seconds: float = 0.0
+    embeddings: list = field(default_factory=list)
+    grids: list = field(default_factory=list)
+    embedded: int = 0
+
+
+def _decode_and_move(pc: PendingClip, cfg: FeaturizeConfig, motion_device: str) -> _Work:
+    t0 = time.perf_counter()
+    work = _Work(pc)
+    decoder = make_decoder(cfg.decoder)
+    last_error = "no readable path: the file was moved or deleted since ingest"
+    for path in pc.paths:
+        if not Path(path).exists():
+            continue
+        try:
+            s = decoder.decode(path, cfg.decode)
+        except DecodeError as exc:
+            last_error = str(exc)
+            continue
+        work.times, work.frames = s.times_s, s.frames
+        work.motion = motion_features(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion, device=motion_device)
+        work.seconds = time.perf_counter() - t0
+        return work
+    work.error = last_error
+    return work
+
+
+def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_id: str,
+                    progress: Progress | None = None) -> list[tuple[str, str | None, int]]:
+    """Featurize these clips; returns (clip_id, error or None, frames) per clip."""
+    catalog = Catalog(db)
+    model = _model(cfg.clip, cfg.device)
+    device = str(model.device)
+    motion_device = device if cfg.motion.flow == "torch" else "cpu"
+    with catalog.read() as con:
+        stored = load_projection(con, fs_id)
+    projection = ChannelProjection(*stored) if stored else None
+    results: list[tuple[str, str | None, int]] = []
+    ready: deque[_Work] = deque()      # decoded, waiting for CLIP
+    held: list[_Work] = []             # embedded, waiting for the projection to be fitted
+    meta = {"decoder": cfg.decoder, "device": device}
+
+    def finish(work: _Work) -> None:
+        emb = np.concatenate(work.embeddings)
+        grid = np.concatenate(work.grids) if model.has_grid else None
+        with catalog.write() as con:
+            write_clip_features(con, work.clip.clip_id, fs_id, work.times, emb,
+                                projection.apply(grid) if grid is not None else None, work.motion,
+                                {**meta, "seconds": work.seconds})
+        results.append((work.clip.clip_id, None, len(work.times)))
+        if progress:
+            progress.advance(1, frames=len(work.times))
+
+    def embed_ready(final: bool) -> None:
+        nonlocal projection
+        while ready:
+            pending = sum(len(w.times) - w.embedded for w in ready)
+            if pending < cfg.batch_size and not final:
+                return
+            # One batch, taken across clips in order.
+            take, parts = cfg.batch_size, []
+            for w in ready:
+                k = min(take, len(w.times) - w.embedded)
+                if k:
+                    parts.append((w, w.embedded, w.embedded + k))
+                    take -= k
+                if take == 0:
+                    break
+            batch = np.concatenate([w.frames[a:b] for w, a, b in parts])
+            emb, grid = embed_frames(model, batch)
+            off = 0
+            for w, a, b in parts:
+                w.embeddings.append(emb[off:off + b - a])
+                if grid is not None:
+                    w.grids.append(grid[off:off + b - a])
+                w.embedded = b
+                off += b - a
+            while ready and ready[0].embedded == len(ready[0].times):
+                w = ready.popleft()
+                w.frames = None  # free the pixels early
+                held.append(w)
+            if model.has_grid and projection is None:
+                seen = sum(len(w.times) for w in held)
+                if seen < cfg.projection_frames and not (final and not ready):
+                    continue
+                if held:
+                    grids = np.concatenate([g for w in held for g in w.grids])[: max(cfg.projection_frames, 1)]
+                    fitted = fit_projection(grids, cfg.clip.embclip_channels)
+                    with catalog.write() as con:
+                        save_projection(con, fs_id, fitted.mean, fitted.matrix, fitted.fitted_on_frames)
+                    with catalog.read() as con:  # a parallel run may have fitted first: use the stored one
+                        projection = ChannelProjection(*load_projection(con, fs_id))
+            while held and (projection is not None or not model.has_grid):
+                finish(held.pop(0))
+
+    with ThreadPoolExecutor(max(1, cfg.decode_workers)) as pool:
+        inflight = deque()
+        queue = deque(clips)
+        while queue or inflight:
+            while queue and len(inflight) < 2 * max(1, cfg.decode_workers):
+                pc = queue.popleft()
+                inflight.append(pool.submit(_decode_and_move, pc, cfg, motion_device))
+            work = inflight.popleft().result()
+            if work.error:
+                with catalog.write() as con:
+                    record_feature_failure(con, work.clip.clip_id, fs_id, work.error, meta)
+                results.append((work.clip.clip_id, work.error, 0))
+                if progress:
+                    progress.advance(1)
+                continue
+            ready.append(work)
+            embed_ready(final=False)
+        embed_ready(final=True)
+    return results
+
+
+featurize_batch_task = task(featurize_batch, name="featurize-batch", cache_policy=NO_CACHE)
+
+
+def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(), use_prefect: bool = False,
+                  show_progress: bool = False, chunk: int = 256) -> FeaturizeSummary:
+    db = db or default_db_path()
+    call = (lambda t, *a: t(*a)) if use_prefect else (lambda t, *a: t.fn(*a))
+    fs_id, name, config = feature_set_identity(cfg)
+    catalog = Catalog(db)
+    model = _model(cfg.clip, cfg.device)  # fail early and clearly when weights cannot be had
+    params = {"feature_set": fs_id, "name": name, **asdict(cfg)}
+    with tracked_run(catalog, "featurize", params) as run:
+        with catalog.write() as con:
+            register_feature_set(con, fs_id, name, config, model.embed_dim,
+                                 cfg.clip.embclip_channels * 49 if model.has_grid else None, cfg.clip.untrained)
+            pending = clips_needing_features(con, fs_id, cfg.limit, cfg.retry_failed)
+        summary = FeaturizeSummary(run_id=run.id, feature_set_id=fs_id, clips=len(pending))
+        t0 = time.perf_counter()
+        with Progress("featurize", total=len(pending), unit="clip", enabled=show_progress) as bar:
+            for start in range(0, len(pending), chunk):
+                for clip_id, error, frames in call(featurize_batch_task, db, pending[start:start + chunk], cfg,
+                                                   fs_id, bar):
+                    if error:
+                        summary.failed += 1
+                        summary.failures.append((clip_id, error))
+                    else:
+                        summary.done += 1
+                        summary.frames += frames
+        summary.seconds = round(time.perf_counter() - t0, 3)
+        run.counts = summary.counts()
+    return summary
+
+
+@flow(name="featurize", log_prints=True)
+def featurize_flow(db: str | None = None, model: str = "RN50", pretrained: str | None = "openai",
+                   untrained: bool = False, fps: float = 4.0, device: str = "auto", batch_size: int = 64,
+                   decoder: str = "decord", limit: int | None = None, retry_failed: bool = False) -> dict:
+    """Compute motion and CLIP/EmbCLIP features for every ingested clip that lacks them."""
+    cfg = FeaturizeConfig(clip=ClipSpec(model=model, pretrained=pretrained, untrained=untrained),
+                          decode=DecodeSpec(sample_fps=fps), device=device, batch_size=batch_size,
+                          decoder=decoder, limit=limit, retry_failed=retry_failed)
+    summary = run_featurize(db, cfg, use_prefect=True)
+    print(f"featurize: {summary.counts()}")
+    return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}

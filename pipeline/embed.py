@@ -1,0 +1,169 @@
+"""CLIP frame embeddings and the EmbCLIP spatial grid, batched across clips.
+
+One forward pass of an open_clip ResNet gives both: the trunk's 2048 x 7 x 7
+grid (EmbCLIP: the model with attnpool replaced by identity) and, through
+attnpool, the pooled CLIP image embedding. The grid is stored compressed by a
+channel projection (PCA, 2048 -> 32, so 32 x 7 x 7 = 1568 values per frame),
+fitted once per feature set and versioned with it; the heads' learnable 1x1
+compressor works on top of it.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    model: str = "RN50"
+    pretrained: str | None = "openai"   # open_clip tag, or a local checkpoint path
+    untrained: bool = False             # random weights: only for tests and benchmarks, recorded in the feature set
+    embclip_channels: int = 32          # stored EmbCLIP channels after the fitted projection
+
+
+@dataclass
+class LoadedClip:
+    model: torch.nn.Module
+    spec: ClipSpec
+    device: torch.device
+    embed_dim: int
+    has_grid: bool
+    image_size: int
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU here")
+    return torch.device(device)
+
+
+def _hub_reachable(host: str = "huggingface.co") -> bool:
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+def load_clip(spec: ClipSpec, device: torch.device) -> LoadedClip:
+    """open_clip model by name and pretrained tag, a local checkpoint, or (explicitly) untrained."""
+    import open_clip
+
+    if spec.untrained:
+        model = open_clip.create_model(spec.model, pretrained=None)
+    elif spec.pretrained and Path(spec.pretrained).expanduser().is_file():
+        model = open_clip.create_model(spec.model, pretrained=str(Path(spec.pretrained).expanduser()))
+    else:
+        how = (f"Point --pretrained at a local checkpoint file (an open_clip or OpenAI .pt/.bin for {spec.model}), "
+               f"or pass --untrained for random weights (tests and benchmarks only).")
+        if not spec.pretrained:
+            raise WeightsUnavailable(f"no weights named for {spec.model}. {how}")
+        if _hub_reachable():
+            try:
+                model = open_clip.create_model(spec.model, pretrained=spec.pretrained)
+            except Exception as exc:
+                raise WeightsUnavailable(f"cannot load {spec.model} weights '{spec.pretrained}': {exc}. {how}") from None
+        else:  # no network: the local cache only, without minutes of retries
+            import huggingface_hub.constants as hub
+
+            previous, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True
+            try:
+                model = open_clip.create_model(spec.model, pretrained=spec.pretrained)
+            except Exception:
+                raise WeightsUnavailable(
+                    f"cannot load {spec.model} weights '{spec.pretrained}': they are not in the local cache and "
+                    f"the model hub cannot be reached (no network). {how}") from None
+            finally:
+                hub.HF_HUB_OFFLINE = previous
+    model = model.eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    visual = model.visual
+    has_grid = hasattr(visual, "attnpool") and hasattr(visual, "layer4")
+    size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    return LoadedClip(model, spec, device, int(model.text_projection.shape[1]) if hasattr(model, "text_projection")
+                      and model.text_projection is not None else int(visual.output_dim), has_grid, int(size))
+
+
+def _prepare(frames: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> normalised (B, 3, size, size); the whole view is kept (squashed, not cropped)."""
+    x = torch.from_numpy(frames).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def embed_frames(clip: LoadedClip, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pooled L2-normalised embeddings (B, D) and, for ResNets, trunk grids (B, 2048, 7, 7)."""
+    device = clip.device
+    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null()
+    with torch.inference_mode(), autocast:
+        x = _prepare(frames, clip.image_size, device)
+        visual = clip.model.visual
+        if clip.has_grid:
+            x = x.to(next(visual.parameters()).dtype)
+            grid = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(x)))))
+            pooled = visual.attnpool(grid)
+        else:
+            grid, pooled = None, clip.model.encode_image(x)
+        pooled = F.normalize(pooled.float(), dim=-1)
+    return pooled.cpu().numpy(), None if grid is None else grid.float().cpu().numpy()
+
+
+def embed_text(clip: LoadedClip, texts: list[str]) -> np.ndarray:
+    import open_clip
+
+    tokens = open_clip.get_tokenizer(clip.spec.model)(texts).to(clip.device)
+    with torch.inference_mode():
+        return F.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+@dataclass
+class ChannelProjection:
+    """PCA of grid channels: x (C) -> (x - mean) @ matrix (C, K)."""
+    mean: np.ndarray      # (C,)
+    matrix: np.ndarray    # (C, K)
+    fitted_on_frames: int
+
+    def apply(self, grids: np.ndarray) -> np.ndarray:
+        """(B, C, h, w) -> (B, K * h * w) float32, channel-major like the EmbCLIP compressor's output."""
+        b, c, h, w = grids.shape
+        x = grids.transpose(0, 2, 3, 1).reshape(-1, c) - self.mean
+        return (x @ self.matrix).reshape(b, h, w, -1).transpose(0, 3, 1, 2).reshape(b, -1).astype(np.float32)
+
+
+def fit_projection(grids: np.ndarray, k: int) -> ChannelProjection:
+    """Top-k principal directions of the channel vectors (every spatial position is a sample)."""
+    b, c, h, w = grids.shape
+    x = torch.from_numpy(grids.transpose(0, 2, 3, 1).reshape(-1, c)).double()
+    mean = x.mean(0)
+    cov = (x - mean).T @ (x - mean) / max(len(x) - 1, 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True)[:k]
+    matrix = evecs[:, order]
+    # Fix each direction's sign so refits on the same data give the same numbers.
+    signs = torch.sign(matrix[matrix.abs().argmax(0), torch.arange(matrix.shape[1])])
+    return ChannelProjection(mean.float().numpy(), (matrix * signs).float().numpy(), b)
