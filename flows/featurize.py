@@ -26,7 +26,8 @@ from catalog.features import (PendingClip, clips_needing_features, load_projecti
 from flows.lineage import tracked_run
 from flows.progress import Progress
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
-from pipeline.embed import ChannelProjection, ClipSpec, LoadedClip, embed_frames, fit_projection, load_clip, resolve_device
+from pipeline.embed import (ChannelProjection, ClipSpec, LoadedClip, embed_frames, fit_projection, load_clip,
+                            resolve_device, to_model_input)
 from pipeline.motion import MotionSpec, motion_features
 
 FEATURE_VERSION = 1  # bump when the extractor's numbers change for the same configuration
@@ -102,7 +103,7 @@ class _Work:
     embedded: int = 0
 
 
-def _decode_and_move(pc: PendingClip, cfg: FeaturizeConfig, motion_device: str) -> _Work:
+def _decode_and_move(pc: PendingClip, cfg: FeaturizeConfig, motion_device: str, input_size: int) -> _Work:
     t0 = time.perf_counter()
     work = _Work(pc)
     decoder = make_decoder(cfg.decoder)
@@ -115,7 +116,7 @@ def _decode_and_move(pc: PendingClip, cfg: FeaturizeConfig, motion_device: str) 
         except DecodeError as exc:
             last_error = str(exc)
             continue
-        work.times, work.frames = s.times_s, s.frames
+        work.times, work.frames = s.times_s, to_model_input(s.frames, input_size)
         work.motion = motion_features(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion, device=motion_device)
         work.seconds = time.perf_counter() - t0
         return work
@@ -197,7 +198,7 @@ def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_
         while queue or inflight:
             while queue and len(inflight) < 2 * max(1, cfg.decode_workers):
                 pc = queue.popleft()
-                inflight.append(pool.submit(_decode_and_move, pc, cfg, motion_device))
+                inflight.append(pool.submit(_decode_and_move, pc, cfg, motion_device, model.image_size))
             work = inflight.popleft().result()
             if work.error:
                 with catalog.write() as con:

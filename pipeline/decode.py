@@ -112,6 +112,7 @@ class PyAVDecoder:
             if self.threads:
                 stream.codec_context.thread_count = self.threads
             w, h = output_size(stream.codec_context.width, stream.codec_context.height, spec)
+            self._w, self._h = w, h
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
             times = sample_times(duration, spec.sample_fps) if duration > 0 else None
@@ -132,7 +133,7 @@ class PyAVDecoder:
                     if times is not None and k >= len(times):
                         break
                     older = prev
-                    prev = (frame.reformat(width=w, height=h, format="rgb24").to_ndarray(), t)
+                    prev = [frame, t, None]  # converted to RGB only if kept: most decoded frames are not
             except Exception as exc:
                 raise DecodeError(f"decoding failed part-way, at {t:.2f}s ({exc})") from None
             while times is not None and k < len(times) and prev is not None and times[k] <= prev[1] + 0.5:
@@ -146,12 +147,17 @@ class PyAVDecoder:
         return SampledFrames(np.stack(kept), np.asarray(kept_t, float), fps, np.stack(before),
                              np.asarray(before_dt, float))
 
-    @staticmethod
-    def _keep(prev, older, t, kept, kept_t, before, before_dt) -> None:
-        kept.append(prev[0])
+    def _keep(self, prev, older, t, kept, kept_t, before, before_dt) -> None:
+        rgb = self._rgb(prev)
+        kept.append(rgb)
         kept_t.append(t)
-        before.append(older[0] if older is not None else prev[0])
+        before.append(self._rgb(older) if older is not None else rgb)
         before_dt.append(prev[1] - older[1] if older is not None else 0.0)
+
+    def _rgb(self, entry: list) -> np.ndarray:
+        if entry[2] is None:
+            entry[2] = entry[0].reformat(width=self._w, height=self._h, format="rgb24").to_ndarray()
+        return entry[2]
 
 
 DECODERS = {"decord": DecordDecoder, "pyav": PyAVDecoder}

@@ -99,6 +99,15 @@ def load_clip(spec: ClipSpec, device: torch.device) -> LoadedClip:
                       and model.text_projection is not None else int(visual.output_dim), has_grid, int(size))
 
 
+def to_model_input(frames: np.ndarray, size: int) -> np.ndarray:
+    """Each frame squashed to size x size (the whole view kept), so clips of any shape share a batch."""
+    import cv2
+
+    if frames.shape[1:3] == (size, size):
+        return frames
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
 def _prepare(frames: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised (B, 3, size, size); the whole view is kept (squashed, not cropped)."""
     x = torch.from_numpy(frames).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)

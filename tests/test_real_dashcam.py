@@ -24,3 +24,19 @@ def test_real_clips_ingest_with_plausible_metadata(db):
         assert 320 <= w <= 1920 and 180 <= h <= 1080, path
         assert duration == pytest.approx(n / fps, rel=0.1), path
         assert codec, path
+
+
+def test_real_clips_featurize(db):
+    from flows.featurize import FeaturizeConfig, run_featurize
+    from pipeline.decode import DecodeSpec
+    from pipeline.embed import ClipSpec
+
+    run_ingest([str(REAL_DASHCAM)], db=db)
+    s = run_featurize(db, FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=1.0),
+                                          device="cpu", batch_size=32))
+    assert (s.done, s.failed) == (14, 0)
+    with Catalog(db).read() as con:
+        bad = con.execute("SELECT count(*) FROM clip_features c JOIN clips k ON k.id = c.clip_id"
+                          " WHERE c.n_frames NOT BETWEEN floor(k.duration_s) - 1 AND ceil(k.duration_s) + 1").fetchone()
+        speeds = con.execute("SELECT count(*) FILTER (WHERE isnan(ego_speed) OR isinf(ego_speed)) FROM motion_features").fetchone()
+    assert bad == (0,) and speeds == (0,)
