@@ -140,6 +140,77 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(4, "heads: splits, model registry, predictions, incidents, evaluations", f"""
+        ALTER TABLE labels ADD COLUMN event_peak_s DOUBLE;   -- optional: moment of closest approach
+        CREATE TABLE splits (             -- assigned once per labelled clip, never moved
+            clip_id     VARCHAR PRIMARY KEY,
+            split       VARCHAR NOT NULL CHECK (split IN ('train', 'val', 'test')),
+            scheme      VARCHAR NOT NULL,  -- how it was drawn, e.g. sha256:60/20/20
+            assigned_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE models (
+            name           VARCHAR NOT NULL,   -- head name: recognition, detection, motion3d, zeroshot, fusion
+            version        INTEGER NOT NULL,
+            kind           VARCHAR NOT NULL,   -- architecture family
+            feature_set_id VARCHAR NOT NULL,
+            weights_path   VARCHAR NOT NULL,
+            weights_sha256 VARCHAR NOT NULL,
+            params         JSON,              -- training parameters
+            metrics        JSON,              -- validation metrics at the kept epoch
+            created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, version)
+        );
+        CREATE TABLE predictions (
+            clip_id         VARCHAR NOT NULL,
+            model_name      VARCHAR NOT NULL,
+            model_version   INTEGER NOT NULL,
+            feature_set_id  VARCHAR NOT NULL,
+            p_bicycle       FLOAT NOT NULL,
+            p_pedestrian    FLOAT NOT NULL,
+            p_vehicle       FLOAT NOT NULL,
+            p_background    FLOAT NOT NULL,
+            predicted_class VARCHAR NOT NULL CHECK (predicted_class IN ({_CLASS_LIST})),
+            near_miss_score FLOAT NOT NULL,   -- 0..1: how likely the clip holds a near-miss
+            step_t_s        FLOAT[],          -- per sampled frame: time and near-miss probability
+            step_scores     FLOAT[],          --   (heads that score over time)
+            run_id          VARCHAR,
+            scored_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (clip_id, model_name, model_version)
+        );
+        CREATE TABLE incidents (
+            clip_id       VARCHAR NOT NULL,
+            model_name    VARCHAR NOT NULL,
+            model_version INTEGER NOT NULL,
+            event_idx     INTEGER NOT NULL,
+            start_s       DOUBLE NOT NULL,
+            peak_s        DOUBLE NOT NULL,
+            end_s         DOUBLE NOT NULL,
+            score         FLOAT NOT NULL,
+            class         VARCHAR NOT NULL,
+            PRIMARY KEY (clip_id, model_name, model_version, event_idx)
+        );
+        CREATE TABLE evaluations (
+            model_name    VARCHAR NOT NULL,
+            model_version INTEGER NOT NULL,
+            split         VARCHAR NOT NULL,
+            clips         INTEGER NOT NULL,
+            metrics       JSON NOT NULL,
+            created_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE VIEW latest_models AS
+            SELECT * FROM models QUALIFY version = max(version) OVER (PARTITION BY name);
+        CREATE VIEW latest_predictions AS
+            SELECT p.*, c.path, c.duration_s FROM predictions p
+            JOIN latest_models m ON m.name = p.model_name AND m.version = p.model_version
+            JOIN clips c ON c.id = p.clip_id;
+        CREATE VIEW latest_incidents AS
+            SELECT i.*, c.path, i.end_s - i.start_s AS duration_s FROM incidents i
+            JOIN latest_models m ON m.name = i.model_name AND m.version = i.model_version
+            JOIN clips c ON c.id = i.clip_id;
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

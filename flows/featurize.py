@@ -257,3 +257,17 @@ def featurize_flow(db: str | None = None, model: str = "RN50", pretrained: str |
     summary = run_featurize(db, cfg, use_prefect=True)
     print(f"featurize: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}
+
+
+def clip_spec_of_feature_set(config: dict, pretrained: str | None = None) -> ClipSpec:
+    """The CLIP model a feature set was computed with, to embed text the same way (search, zero-shot).
+
+    A local checkpoint is recorded by its hash, not its path, so the caller passes the file again.
+    """
+    weights = config["weights"]
+    if pretrained:
+        return ClipSpec(model=config["model"], pretrained=pretrained)
+    if weights and weights.startswith("file:"):
+        raise ValueError("this feature set used a local checkpoint; pass the same file again with --pretrained PATH")
+    return ClipSpec(model=config["model"], pretrained=None if weights == "untrained" else weights,
+                    untrained=weights == "untrained")

@@ -224,7 +224,7 @@ def apply_labels(db: str, labels_file: str) -> tuple[int, list[str]]:
             except LabelsError as exc:
                 errors.append(str(exc))
                 continue
-            rows.append(LabelRow(cid, e.cls, e.event_start_s, e.event_end_s, source))
+            rows.append(LabelRow(cid, e.cls, e.event_start_s, e.event_end_s, source, e.event_peak_s))
         upsert_labels(con, rows)
     return len(rows), errors
 

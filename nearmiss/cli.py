@@ -59,6 +59,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
+    p = sub.add_parser("train", help="train a near-miss head on the catalog's labels and register a version")
+    _add_db(p)
+    p.add_argument("--head", required=True, help="recognition | detection | motion3d | zeroshot | fusion")
+    p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
+    p.add_argument("--epochs", type=int, default=80, help="upper bound; early stopping on the val split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", default=None, help="model store folder (default: $NEARMISS_MODEL_STORE or "
+                   "model_store/ beside the catalog)")
+    p.add_argument("--pretrained", default=None, help="zeroshot: CLIP checkpoint file, when the feature set used one")
+    p.add_argument("--verbose", action="store_true", help="print every epoch")
+
+    p = sub.add_parser("evaluate", help="every evaluation measure of a head on the test split")
+    _add_db(p)
+    p.add_argument("--head", required=True, help="NAME or NAME@VERSION (default version: the newest)")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = sub.add_parser("score", help="run heads over every clip with features and no prediction from them")
+    _add_db(p)
+    p.add_argument("--head", action="append", default=None,
+                   help="NAME[@VERSION], repeatable (default: the newest version of every trained head)")
+    p.add_argument("--where", default=None, help="SQL predicate on clips, e.g. \"duration_s > 10\"")
+    p.add_argument("--direct", action="store_true", help="run the same steps without Prefect")
+
+    p = sub.add_parser("rescore", help="re-score clips with a head version from stored features (no decoding)")
+    _add_db(p)
+    p.add_argument("--head", required=True, help="NAME or NAME@VERSION (default version: the newest)")
+    p.add_argument("--where", default=None, help="SQL predicate on clips (alias c), e.g. \"c.path LIKE '%%night%%'\"")
+
     p = sub.add_parser("query", help="run read-only SQL against the catalog")
     _add_db(p)
     p.add_argument("sql")
@@ -147,7 +176,8 @@ def cmd_search(args) -> int:
     from catalog import Catalog
     from catalog.features import feature_set, search_frames
     from nearmiss.formatting import format_rows
-    from pipeline.embed import ClipSpec, embed_text, load_clip, resolve_device
+    from flows.featurize import clip_spec_of_feature_set
+    from pipeline.embed import embed_text, load_clip, resolve_device
 
     catalog = Catalog(_db(args))
     with catalog.read() as con:
@@ -155,16 +185,77 @@ def cmd_search(args) -> int:
     if found is None:
         raise ValueError("no feature set in the catalog: run `nearmiss featurize` first")
     fs_id, config = found
-    weights = config["weights"]
-    if weights and weights.startswith("file:"):
-        raise ValueError(f"feature set {fs_id} used a local checkpoint; search needs the same file: "
-                         "re-run featurize with --pretrained PATH")
-    spec = ClipSpec(model=config["model"], pretrained=None if weights == "untrained" else weights,
-                    untrained=weights == "untrained")
+    spec = clip_spec_of_feature_set(config)
     vector = embed_text(load_clip(spec, resolve_device("auto")), [args.text])[0]
     with catalog.read() as con:
         rows = search_frames(con, fs_id, vector, args.k)
     sys.stdout.write(format_rows(["path", "t_s", "similarity", "clip_id"], rows, args.format))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from flows.train import TrainConfig, run_train
+    from models.evaluation import summary_line
+    from models.training import TrainSpec
+
+    cfg = TrainConfig(args.head, args.feature_set, TrainSpec(epochs=args.epochs, seed=args.seed), args.store,
+                      args.pretrained)
+    report = run_train(_db(args), cfg, log=print if args.verbose else None)
+    m = report.model
+    print(f"trained {m.ref} ({m.kind}) on feature set {m.feature_set_id}: {report.splits['train']} train / "
+          f"{report.splits['val']} val clips")
+    if report.first_loss is not None:
+        print(f"  train loss {report.first_loss:.3f} -> {report.best_loss:.3f}; kept epoch {report.best_epoch}")
+    if report.val:
+        line = summary_line(report.val)
+        print("  val: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items() if isinstance(v, float)))
+    print(f"  weights {m.weights_path} (sha256 {m.weights_sha256[:12]})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+    from flows.train import run_evaluate
+    from nearmiss.formatting import format_evaluation
+
+    row, metrics = run_evaluate(_db(args), args.head, args.split)
+    if args.format == "json":
+        print(json.dumps({"model": row.ref, "split": args.split, **metrics}, indent=1))
+    else:
+        print(format_evaluation(row.ref, args.split, metrics))
+    return 0
+
+
+def _print_score(r) -> None:
+    rate = r.clips / r.seconds if r.seconds else 0.0
+    print(f"{r.model}: {r.clips} clips scored, {r.incidents} incidents ({r.seconds:.2f}s, {rate:.0f} clips/s)")
+
+
+def cmd_score(args) -> int:
+    from flows.score import HeadScore, run_score, score_flow
+
+    if args.direct:
+        results = run_score(_db(args), args.head, args.where, show_progress=True)
+    else:
+        results = [HeadScore(d["model"], d["clips"], d["incidents"]) for d in score_flow(_db(args), args.head,
+                                                                                         args.where)]
+    for r in results:
+        _print_score(r)
+    return 0
+
+
+def cmd_rescore(args) -> int:
+    from nearmiss.formatting import format_rows
+
+    from flows.score import run_rescore
+    r = run_rescore(_db(args), args.head, args.where, show_progress=True)
+    _print_score(r)
+    rows = [(c, r.before.get(c, 0), r.after.get(c, 0), r.after.get(c, 0) - r.before.get(c, 0)) for c in r.after]
+    sys.stdout.write(format_rows(["class", "before", "after", "change"], rows, "table"))
+    if r.moved:
+        print("moved: " + ", ".join(f"{k} {v}" for k, v in r.moved.items()))
+    else:
+        print("no clip changed class")
     return 0
 
 
@@ -184,6 +275,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize, "search": cmd_search,
+            "train": cmd_train, "evaluate": cmd_evaluate, "score": cmd_score, "rescore": cmd_rescore,
             "query": cmd_query, "demo": cmd_demo}
 
 

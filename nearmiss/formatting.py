@@ -45,3 +45,34 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str = "table", max_r
     more = f" (showing {max_rows})" if len(rows) > max_rows else ""
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more})")
     return "\n".join(lines) + "\n"
+
+
+def _num(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def format_evaluation(ref: str, split: str, m: dict) -> str:
+    """The evaluation of one head as a person reads it."""
+    lines = [f"{ref} on the {split} split ({m['clips']} clips)",
+             f"  recognition accuracy (4 classes)   {_num(m['recognition_accuracy'])}",
+             f"  near-miss detection accuracy       {_num(m['detection_accuracy'])}",
+             f"  near-miss AP (clip level)          {_num(m.get('near_miss_ap'))}"]
+    t = m.get("temporal")
+    if t:
+        f5 = t["event_f1@0.5"]
+        lines += [f"  event AP @ tIoU 0.3 / 0.5          {_num(t['ap@0.3'])} / {_num(t['ap@0.5'])}",
+                  f"  event F1 @ tIoU 0.5                {_num(f5['f1'])} (P {_num(f5['precision'])}, "
+                  f"R {_num(f5['recall'])}; {f5['tp']} of {f5['true']} events, {f5['predicted']} predicted)",
+                  f"  peak time error (matched events)   {_num(t['peak_mae_s'], 2)} s"]
+    a = m.get("anticipation")
+    if a:
+        lines += [f"  anticipation: video AP {_num(a['ap'])}, mTTA {_num(a['mtta_s'], 2)} s, "
+                  f"TTA@R80 {_num(a['tta_r80_s'], 2)} s"]
+    per = m["per_class"]
+    rows = [(c, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), v["support"]) for c, v in per.items()]
+    lines += ["", format_rows(["class", "precision", "recall", "f1", "clips"], rows, "table").rstrip()]
+    cm = m["confusion_matrix"]
+    header = ["true \\ predicted"] + cm["classes"]
+    rows = [(c, *r) for c, r in zip(cm["classes"], cm["rows_true_cols_predicted"])]
+    lines += ["", format_rows(header, rows, "table").rstrip()]
+    return "\n".join(lines)

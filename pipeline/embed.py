@@ -64,7 +64,9 @@ def load_clip(spec: ClipSpec, device: torch.device) -> LoadedClip:
     import open_clip
 
     if spec.untrained:
-        model = open_clip.create_model(spec.model, pretrained=None)
+        with torch.random.fork_rng():  # the same random weights in every process, so feature sets agree
+            torch.manual_seed(0)
+            model = open_clip.create_model(spec.model, pretrained=None)
     elif spec.pretrained and Path(spec.pretrained).expanduser().is_file():
         model = open_clip.create_model(spec.model, pretrained=str(Path(spec.pretrained).expanduser()))
     else:

@@ -1,4 +1,6 @@
-"""Labels sidecar: CSV with columns path (or file), class, event_start_s, event_end_s.
+"""Labels sidecar: CSV with columns path (or file), class, event_start_s, event_end_s
+and, optionally, event_peak_s (the moment of closest approach; evaluation
+measures the peak-time error against it).
 
 Parsed and validated here, before anything is written; every problem names
 its row so a person can fix the file.
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLASSES = ("bicycle", "pedestrian", "vehicle", "background")
-LABEL_COLUMNS = ("path", "class", "event_start_s", "event_end_s")
+LABEL_COLUMNS = ("path", "class", "event_start_s", "event_end_s", "event_peak_s")
 
 
 class LabelsError(ValueError):
@@ -25,6 +27,7 @@ class LabelEntry:
     cls: str
     event_start_s: float | None
     event_end_s: float | None
+    event_peak_s: float | None = None
 
     def where(self, source: str) -> str:
         return f"{source} line {self.row} ({self.path})"
@@ -80,7 +83,10 @@ def read_labels(path: str | Path) -> list[LabelEntry]:
                 raise LabelsError(f"{where}: event ends ({end:g}s) before it starts ({start:g}s)")
             if cls == "background" and start is not None:
                 raise LabelsError(f"{where}: a background clip has no near-miss event; leave the times empty")
-            entries.append(LabelEntry(i, clip, cls, start, end))
+            peak = _time(row.get("event_peak_s"), "event_peak_s", where)
+            if peak is not None and (start is None or not start <= peak <= end):
+                raise LabelsError(f"{where}: event_peak_s ({peak:g}s) must lie within the event")
+            entries.append(LabelEntry(i, clip, cls, start, end, peak))
         except LabelsError as exc:
             problems.append(str(exc))
     if problems:
@@ -100,9 +106,10 @@ def check_event_within(entry: LabelEntry, duration_s: float | None, source: str,
         )
 
 
-def write_labels(path: str | Path, rows: list[tuple[str, str, float | None, float | None]]) -> None:
+def write_labels(path: str | Path, rows: list[tuple[str, str, float | None, float | None, float | None]]) -> None:
+    """rows: (path, class, start, end, peak); times None for background."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(LABEL_COLUMNS)
-        for name, cls, start, end in rows:
-            w.writerow([name, cls, "" if start is None else f"{start:.3f}", "" if end is None else f"{end:.3f}"])
+        for name, cls, *times in rows:
+            w.writerow([name, cls, *("" if t is None else f"{t:.3f}" for t in times)])

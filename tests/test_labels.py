@@ -49,3 +49,12 @@ def test_event_past_the_end_of_the_clip():
     check_event_within(e, 9.02, "labels.csv")
     with pytest.raises(LabelsError, match=r"labels.csv line 7 \(a.mp4\): event ends at 9s, past the clip's end \(6.00s\)"):
         check_event_within(e, 6.0, "labels.csv")
+
+
+def test_optional_peak_time_is_read_and_checked(tmp_path):
+    p = tmp_path / "labels.csv"
+    p.write_text("path,class,event_start_s,event_end_s,event_peak_s\na.mp4,vehicle,1,3,2.5\nb.mp4,background,,,\n")
+    assert [e.event_peak_s for e in read_labels(p)] == [2.5, None]
+    p.write_text("path,class,event_start_s,event_end_s,event_peak_s\na.mp4,vehicle,1,3,4\n")
+    with pytest.raises(LabelsError, match="line 2 .*event_peak_s .4s. must lie within the event"):
+        read_labels(p)

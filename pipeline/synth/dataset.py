@@ -95,7 +95,7 @@ def make_dataset(out_dir: str | Path, n: int, seed: int, cfg: SynthConfig = Synt
         with ProcessPoolExecutor(jobs) as pool:
             clips = list(pool.map(render_clip, *zip(*args)))
     write_labels(out / LABELS_FILE, [
-        (c.name, c.cls, c.event[0] if c.event else None, c.event[2] if c.event else None) for c in clips
+        (c.name, c.cls, *(c.event[i] if c.event else None for i in (0, 2, 1))) for c in clips
     ])
     (out / "synth_config.json").write_text(json.dumps({"n": n, "seed": seed, **asdict(cfg)}, indent=1))
     return clips

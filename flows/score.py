@@ -1,0 +1,129 @@
+"""Score and re-score: heads over stored features in batches; never decodes video.
+
+`score` fills in what is missing (every clip with features and no prediction
+from a head version). `rescore` recomputes one head version over the clips a
+predicate selects, writes that version's rows (other versions' rows stay) and
+reports how the predicted classes moved.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from catalog import Catalog, default_db_path
+from catalog.head_inputs import load_sequences, scored_clip_ids
+from catalog.heads import ModelRow, latest_models, write_predictions
+from flows.lineage import tracked_run
+from flows.progress import Progress
+from flows.train import resolve_model
+from models.registry import load_head
+from pipeline.labels import CLASSES
+
+CHUNK = 2048  # clips per read-predict-write round: bounded memory, one short write transaction each
+
+
+@dataclass
+class HeadScore:
+    model: str
+    clips: int = 0
+    incidents: int = 0
+    seconds: float = 0.0
+    before: dict = field(default_factory=dict)     # rescore: previous predicted class per clip, counted
+    after: dict = field(default_factory=dict)
+    moved: dict = field(default_factory=dict)      # rescore: "old->new" -> clips
+
+
+def _score_chunk(db: str, row: ModelRow, head, clip_ids: list[str], run_id: str | None) -> tuple[int, int]:
+    catalog = Catalog(db)
+    with catalog.read() as con:
+        seqs = load_sequences(con, row.feature_set_id, clip_ids, with_flow=head.needs_flow,
+                              with_embeddings=row.kind != "motion3d")
+    preds = head.predict(seqs)
+    with catalog.write() as con:
+        write_predictions(con, row, preds, run_id)
+    return len(preds), sum(len(p.incidents or []) for p in preds)
+
+
+score_chunk_task = task(_score_chunk, name="score-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+
+
+def _previous_classes(catalog: Catalog, name: str, clip_ids: list[str]) -> dict[str, str]:
+    """Each clip's newest prediction from this head name, any version: what a user saw before."""
+    import pyarrow as pa
+    with catalog.read() as con:
+        con.register("_ids", pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
+        rows = con.execute(
+            "SELECT clip_id, predicted_class FROM predictions WHERE model_name = ?"
+            " AND clip_id IN (SELECT clip_id FROM _ids)"
+            " QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY model_version DESC, scored_at DESC) = 1",
+            [name]).fetchall()
+    return dict(rows)
+
+
+def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, run_id: str | None,
+               use_prefect: bool = False, show_progress: bool = False, limit: int | None = None) -> HeadScore:
+    catalog = Catalog(db)
+    with catalog.read() as con:  # read-only: a --where predicate cannot write
+        ids = scored_clip_ids(con, row.feature_set_id, row.name, row.version, where, only_missing, limit)
+    out = HeadScore(row.ref)
+    previous = _previous_classes(catalog, row.name, ids) if not only_missing else {}
+    head = load_head(row.weights_path, row.weights_sha256)
+    call = score_chunk_task if use_prefect else _score_chunk
+    t0 = time.perf_counter()
+    with Progress(f"score {row.ref}", total=len(ids), unit="clip", enabled=show_progress) as bar:
+        for start in range(0, len(ids), CHUNK):
+            n, k = call(db, row, head, ids[start:start + CHUNK], run_id)
+            out.clips += n
+            out.incidents += k
+            bar.advance(n)
+    out.seconds = round(time.perf_counter() - t0, 3)
+    if not only_missing:
+        now = _previous_classes(catalog, row.name, ids)  # this version is now the newest for these clips
+        out.before = {c: Counter(previous.values()).get(c, 0) for c in CLASSES}
+        out.after = {c: Counter(now.values()).get(c, 0) for c in CLASSES}
+        out.moved = dict(Counter(f"{previous.get(i, 'unscored')}->{now[i]}" for i in ids
+                                 if now.get(i) and previous.get(i) != now[i]).most_common())
+    return out
+
+
+def run_score(db: str | None = None, heads: list[str] | None = None, where: str | None = None,
+              use_prefect: bool = False, show_progress: bool = False) -> list[HeadScore]:
+    """Every named head (default: the newest version of each trained head) over clips it has not scored."""
+    db = db or default_db_path()
+    catalog = Catalog(db)
+    if heads:
+        rows = [resolve_model(catalog, h) for h in heads]
+    else:
+        with catalog.read() as con:
+            rows = latest_models(con)
+        if not rows:
+            raise ValueError("no trained heads in the catalog: run `nearmiss train --head recognition` first")
+    results = []
+    with tracked_run(catalog, "score", {"heads": [r.ref for r in rows], "where": where}) as run:
+        for row in rows:
+            results.append(score_head(db, row, where, True, run.id, use_prefect, show_progress))
+        run.counts = {r.model: {"clips": r.clips, "incidents": r.incidents} for r in results}
+    return results
+
+
+def run_rescore(db: str | None, head: str, where: str | None = None, show_progress: bool = False) -> HeadScore:
+    db = db or default_db_path()
+    catalog = Catalog(db)
+    row = resolve_model(catalog, head)
+    with tracked_run(catalog, "rescore", {"head": row.ref, "where": where}) as run:
+        result = score_head(db, row, where, False, run.id, show_progress=show_progress)
+        run.counts = {"clips": result.clips, "incidents": result.incidents, "moved": result.moved}
+    return result
+
+
+@flow(name="score", log_prints=True)
+def score_flow(db: str | None = None, heads: list[str] | None = None, where: str | None = None) -> list[dict]:
+    """Batched inference of the chosen heads (default: newest of each) over clips without their predictions."""
+    results = run_score(db, heads, where, use_prefect=True)
+    for r in results:
+        print(f"score {r.model}: {r.clips} clips, {r.incidents} incidents in {r.seconds:.1f}s")
+    return [{"model": r.model, "clips": r.clips, "incidents": r.incidents} for r in results]

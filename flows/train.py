@@ -1,0 +1,169 @@
+"""Train and evaluate heads from the catalog: labels, stored features, the fixed split, the model store."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from prefect import flow
+
+from catalog import Catalog, default_db_path
+from catalog.features import feature_set
+from catalog.head_inputs import SPLIT_SCHEME, assign_splits, labelled_clips, load_sequences
+from catalog.heads import ModelRow, get_model, next_version, record_evaluation, register_model
+from flows.lineage import tracked_run
+from models.evaluation import evaluate, summary_line
+from models.motion3d import Motion3DConfig
+from models.registry import default_store, load_head, save_head
+from models.temporal import TemporalConfig
+from models.training import TrainSpec, fit_fusion, train_motion3d, train_temporal
+from models.zeroshot import ZeroShotConfig, ZeroShotHead, class_embeddings
+
+HEADS = ("recognition", "detection", "motion3d", "zeroshot", "fusion")
+NEEDS_FLOW = {"motion3d", "fusion"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    head: str
+    feature_set: str | None = None      # default: the newest feature set
+    spec: TrainSpec = TrainSpec()
+    store: str | None = None            # default: model_store/ beside the catalog
+    pretrained: str | None = None       # zero-shot: the CLIP weights file when the feature set used one
+
+
+@dataclass
+class TrainReport:
+    model: ModelRow
+    splits: dict
+    best_epoch: int
+    first_loss: float | None
+    best_loss: float | None
+    val: dict = field(default_factory=dict)
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'recognition' or 'recognition@3' -> (name, version)."""
+    name, _, version = ref.partition("@")
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+    if version and not version.isdigit():
+        raise ValueError(f"head version must be a number, got {ref!r}")
+    return name, int(version) if version else None
+
+
+def resolve_model(catalog: Catalog, ref: str) -> ModelRow:
+    name, version = parse_ref(ref)
+    with catalog.read() as con:
+        row = get_model(con, name, version)
+    if row is None:
+        raise ValueError(f"no trained {ref} in the catalog: run `nearmiss train --head {name}` first")
+    return row
+
+
+def _resolve_feature_set(catalog: Catalog, fs_id: str | None) -> tuple[str, dict]:
+    with catalog.read() as con:
+        found = feature_set(con, fs_id)
+    if found is None:
+        raise ValueError(f"feature set {fs_id} is not in the catalog" if fs_id
+                         else "no feature set in the catalog: run `nearmiss featurize` first")
+    return found
+
+
+def split_data(catalog: Catalog, fs_id: str, with_flow: bool, splits=("train", "val", "test")) -> dict:
+    """split -> (Sequences, labels) for labelled clips with features."""
+    with catalog.read() as con:
+        rows = labelled_clips(con, fs_id)
+        out = {}
+        for split in splits:
+            chosen = [(cid, lab) for cid, lab, s in rows if s == split]
+            seqs = load_sequences(con, fs_id, [c for c, _ in chosen], with_flow=with_flow)
+            by_id = dict(chosen)
+            out[split] = (seqs, [by_id[c] for c in seqs.clip_ids])
+    return out
+
+
+def _zeroshot(cfg: TrainConfig, fs_config: dict) -> ZeroShotHead:
+    from flows.featurize import clip_spec_of_feature_set
+    from pipeline.embed import embed_text, load_clip, resolve_device
+
+    zs = ZeroShotConfig()
+    model = load_clip(clip_spec_of_feature_set(fs_config, cfg.pretrained), resolve_device("auto"))
+    return ZeroShotHead(class_embeddings({c: embed_text(model, list(p)) for c, p in zs.prompts.items()}), zs)
+
+
+def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
+    db = db or default_db_path()
+    catalog = Catalog(db)
+    if cfg.head not in HEADS:
+        raise ValueError(f"unknown head {cfg.head!r}; choose one of {', '.join(HEADS)}")
+    fs_id, fs_config = _resolve_feature_set(catalog, cfg.feature_set)
+    with catalog.write() as con:
+        assign_splits(con)
+    params = {"head": cfg.head, "feature_set": fs_id, "train": asdict(cfg.spec), "split_scheme": SPLIT_SCHEME}
+    with tracked_run(catalog, "train", params) as run:
+        data = split_data(catalog, fs_id, cfg.head in NEEDS_FLOW, ("train", "val"))
+        (train, train_labels), (val, val_labels) = data["train"], data["val"]
+        counts = {"train": len(train_labels), "val": len(val_labels)}
+        if cfg.head != "zeroshot" and (counts["train"] < 4 or counts["val"] < 1):
+            raise ValueError(f"too few labelled clips with features to train ({counts}); ingest more with --labels "
+                             "and run featurize")
+        kind_params: dict = {}
+        if cfg.head in ("recognition", "detection"):
+            tcfg = TemporalConfig(task=cfg.head)
+            result = train_temporal(tcfg, train, train_labels, val, val_labels, cfg.spec, log)
+            kind, kind_params = "temporal", {"config": asdict(tcfg), "events": asdict(result.head.events)}
+        elif cfg.head == "motion3d":
+            mcfg = Motion3DConfig()
+            result = train_motion3d(mcfg, train, train_labels, val, val_labels, cfg.spec, log)
+            kind, kind_params = "motion3d", {"config": asdict(mcfg)}
+        elif cfg.head == "fusion":
+            parts = []
+            for part in ("recognition", "motion3d"):
+                row = resolve_model(catalog, part)
+                if row.feature_set_id != fs_id:
+                    raise ValueError(f"{row.ref} was trained on feature set {row.feature_set_id}, not {fs_id}")
+                parts.append(row)
+            heads = [load_head(r.weights_path, r.weights_sha256) for r in parts]
+            result = fit_fusion(heads[0], heads[1], val, val_labels)
+            kind, kind_params = "fusion", {"parts": [r.ref for r in parts], "alpha": result.head.alpha}
+        else:
+            head = _zeroshot(cfg, fs_config)
+            from models.training import TrainResult
+            result = TrainResult(head, 0, evaluate(head.predict(val), val_labels) if len(val_labels) else {})
+            kind, kind_params = "zeroshot", {"prompts": head.cfg.prompts}
+        store = Path(cfg.store) if cfg.store else default_store(db)
+        with catalog.write() as con:
+            version = next_version(con, cfg.head)
+            path, sha = save_head(result.head, store, cfg.head, version)
+            row = ModelRow(cfg.head, version, kind, fs_id, str(path), sha,
+                           {**params, **kind_params, "clips": counts, "best_epoch": result.best_epoch},
+                           {"val": summary_line(result.val_metrics)} if result.val_metrics else {})
+            register_model(con, row)
+        run.counts = {"model": row.ref, **counts}
+    losses = [h["train_loss"] for h in result.history if "train_loss" in h]
+    return TrainReport(row, counts, result.best_epoch, losses[0] if losses else None,
+                       min(losses) if losses else None, result.val_metrics)
+
+
+def run_evaluate(db: str | None, ref: str, split: str = "test") -> tuple[ModelRow, dict]:
+    """Score the split's labelled clips with the head (from stored features), compute every measure, store it."""
+    catalog = Catalog(db or default_db_path())
+    row = resolve_model(catalog, ref)
+    head = load_head(row.weights_path, row.weights_sha256)
+    seqs, labels = split_data(catalog, row.feature_set_id, head.needs_flow, (split,))[split]
+    if not len(seqs):
+        raise ValueError(f"no labelled clips with features in the {split} split for feature set {row.feature_set_id}")
+    metrics = evaluate(head.predict(seqs), labels)
+    with catalog.write() as con:
+        record_evaluation(con, row, split, len(seqs), metrics)
+    return row, metrics
+
+
+@flow(name="train", log_prints=True)
+def train_flow(head: str, db: str | None = None, feature_set: str | None = None, epochs: int = 80,
+               seed: int = 0) -> dict:
+    """Train one head on the catalog's labels and register the new version."""
+    report = run_train(db, TrainConfig(head, feature_set, TrainSpec(epochs=epochs, seed=seed)),
+                       log=lambda s: None)
+    print(f"trained {report.model.ref}: {report.splits}")
+    return {"model": report.model.ref, "val": summary_line(report.val) if report.val else {}}

@@ -1,0 +1,42 @@
+"""Late fusion: the feature-stream head and the 3D-CNN on motion, mixed in log-probability space.
+
+The mixing weight is fitted on the validation split; per-step scores and
+events come from the temporal head, which is the one that sees time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.outputs import ClipPrediction
+from models.sequences import BACKGROUND, Sequences
+
+
+def mix(p_a: np.ndarray, p_b: np.ndarray, alpha: float) -> np.ndarray:
+    logp = alpha * np.log(np.clip(p_a, 1e-7, 1)) + (1 - alpha) * np.log(np.clip(p_b, 1e-7, 1))
+    p = np.exp(logp - logp.max(-1, keepdims=True))
+    return p / p.sum(-1, keepdims=True)
+
+
+class FusionHead:
+    kind = "fusion"
+    needs_flow = True
+
+    def __init__(self, temporal, motion3d, alpha: float):
+        self.temporal, self.motion3d, self.alpha = temporal, motion3d, float(alpha)
+
+    def predict(self, seqs: Sequences, batch_size: int = 256) -> list[ClipPrediction]:
+        base = self.temporal.predict(seqs, batch_size)
+        other = self.motion3d.class_probs(seqs, batch_size)
+        for pred, p in zip(base, other):
+            pred.probs = mix(pred.probs, p, self.alpha).astype(np.float32)
+            pred.near_miss_score = float(1.0 - pred.probs[BACKGROUND])
+        return base
+
+    def payload(self) -> dict:
+        return {"kind": self.kind, "alpha": self.alpha, "temporal": self.temporal.payload(),
+                "motion3d": self.motion3d.payload()}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "FusionHead":
+        from models.registry import head_from_payload
+        return cls(head_from_payload(p["temporal"]), head_from_payload(p["motion3d"]), p["alpha"])

@@ -1,0 +1,109 @@
+"""Per-clip feature sequences as the heads see them: flat arrays plus offsets.
+
+Clips have different lengths, so frames from many clips are stored back to
+back (N frames in total) and `offsets` says where each clip starts; `padded`
+turns a selection into (B, T, ...) tensors with a mask for a forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.labels import CLASSES
+
+CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+BACKGROUND = CLASS_INDEX["background"]
+MOTION_SCALARS = ("ego_speed", "ego_yaw", "ego_pitch", "residual_rms", "looming")
+MOTION_GRIDS = ("fg_energy", "fg_area", "fg_expansion")
+
+
+@dataclass
+class Sequences:
+    clip_ids: list[str]
+    offsets: np.ndarray                 # (B + 1,) frame offsets into the arrays below
+    times: np.ndarray                   # (N,) seconds
+    clip: np.ndarray                    # (N, D) L2-normalised CLIP embeddings
+    embclip: np.ndarray | None          # (N, C * 49) projected EmbCLIP grids, or None
+    motion: np.ndarray                  # (N, M) scalars then foreground grids (see MOTION_*)
+    flow: np.ndarray | None = None      # (N, 4 * sh * sw) background/foreground flow stacks, when loaded
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def frames(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def clip_times(self, i: int) -> np.ndarray:
+        return self.times[self.frames(i)]
+
+    def subset(self, idx) -> "Sequences":
+        idx = np.asarray(idx, int)
+        pieces = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
+        rows = np.concatenate(pieces) if pieces else np.zeros(0, int)
+        lengths = self.lengths[idx]
+        take = lambda a: None if a is None else a[rows]  # noqa: E731
+        return Sequences([self.clip_ids[i] for i in idx], np.concatenate([[0], np.cumsum(lengths)]),
+                         self.times[rows], self.clip[rows], take(self.embclip), self.motion[rows], take(self.flow))
+
+    @staticmethod
+    def concat(parts: list["Sequences"]) -> "Sequences":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("no sequences to concatenate")
+        cat = lambda name: None if getattr(parts[0], name) is None else np.concatenate(  # noqa: E731
+            [getattr(p, name) for p in parts])
+        lengths = np.concatenate([p.lengths for p in parts])
+        return Sequences(sum((p.clip_ids for p in parts), []), np.concatenate([[0], np.cumsum(lengths)]),
+                         cat("times"), cat("clip"), cat("embclip"), cat("motion"), cat("flow"))
+
+    def padded(self, idx, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T, ...) zero-padded copy of `array`'s rows for clips idx, and the (B, T) validity mask."""
+        idx = np.asarray(idx, int)
+        lengths = self.lengths[idx]
+        t = int(lengths.max()) if len(idx) else 0
+        out = np.zeros((len(idx), t) + array.shape[1:], array.dtype)
+        mask = np.zeros((len(idx), t), bool)
+        for b, i in enumerate(idx):
+            n = lengths[b]
+            out[b, :n] = array[self.offsets[i]:self.offsets[i] + n]
+            mask[b, :n] = True
+        return out, mask
+
+
+@dataclass(frozen=True)
+class ClipLabel:
+    cls: str
+    event_start_s: float | None = None
+    event_end_s: float | None = None
+    event_peak_s: float | None = None
+
+    @property
+    def is_near_miss(self) -> bool:
+        return self.cls != "background"
+
+    @property
+    def event(self) -> tuple[float, float] | None:
+        return None if self.event_start_s is None else (self.event_start_s, self.event_end_s)
+
+
+def step_targets(seqs: Sequences, labels: list[ClipLabel]) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the class index inside the labelled event, background outside, and whether it is known.
+
+    A near-miss clip labelled without event times teaches nothing per step, so its frames are masked.
+    """
+    target = np.full(len(seqs.times), BACKGROUND, np.int64)
+    known = np.ones(len(seqs.times), bool)
+    for i, lab in enumerate(labels):
+        sl = seqs.frames(i)
+        if lab.is_near_miss and lab.event is None:
+            known[sl] = False
+        elif lab.event is not None:
+            t = seqs.times[sl]
+            inside = (t >= lab.event_start_s) & (t <= lab.event_end_s)
+            target[sl] = np.where(inside, CLASS_INDEX[lab.cls], BACKGROUND)
+    return target, known

@@ -1,0 +1,221 @@
+"""Recognition and detection heads: the per-frame feature streams fused, then a temporal CNN.
+
+Streams per sampled frame: the CLIP embedding, the EmbCLIP grid through its
+learnable 1x1-conv compressor (as in the EmbCLIP reference: Conv1x1 -> 128,
+ReLU, Conv1x1 -> 32, ReLU, here on the stored channel projection), and the
+motion descriptors. Each is projected to `hidden`, concatenated and fused, then
+dilated residual temporal convolutions (non-causal: a clip is scored after the
+fact) give per-step features. Two outputs: clip class logits (attention and
+max pooling over time) and per-step logits over the same four classes, where
+background means "no near-miss at this moment". The recognition head trains
+mainly on the first, the detection head mainly on the second.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.events import EventSpec, extract_events
+from models.outputs import ClipPrediction
+from models.sequences import BACKGROUND, Sequences
+
+N_CLASSES = 4
+GRID_CELLS = 49  # EmbCLIP grids are 7 x 7
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    task: str = "recognition"          # recognition | detection: which output leads
+    hidden: int = 128
+    kernel: int = 5
+    dilations: tuple[int, ...] = (1, 2, 4)
+    dropout: float = 0.3
+    use_clip: bool = True
+    use_embclip: bool = True
+    use_motion: bool = True
+    compressor: tuple[int, int] = (128, 32)   # EmbCLIP 1x1 convs: channels of the two layers
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with statistics taken on the training frames; asinh first for heavy tails."""
+
+    def __init__(self, dim: int, asinh: bool = False):
+        super().__init__()
+        self.asinh = asinh
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, x: np.ndarray) -> None:
+        x = torch.tensor(np.asarray(x), dtype=torch.float32)
+        if self.asinh:
+            x = torch.asinh(x)
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((torch.asinh(x) if self.asinh else x) - self.mean) / self.std
+
+
+class EmbClipCompressor(nn.Module):
+    def __init__(self, channels_in: int, compressor: tuple[int, int], hidden: int):
+        super().__init__()
+        mid, out = compressor
+        self.convs = nn.Sequential(nn.Conv2d(channels_in, mid, 1), nn.ReLU(), nn.Conv2d(mid, out, 1), nn.ReLU())
+        self.proj = nn.Linear(out * GRID_CELLS, hidden)
+        self.channels_in = channels_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., C * 49)
+        lead = x.shape[:-1]
+        g = x.reshape(-1, self.channels_in, 7, 7)
+        return self.proj(self.convs(g).flatten(1)).reshape(*lead, -1)
+
+
+class TemporalBlock(nn.Module):
+    def __init__(self, hidden: int, kernel: int, dilation: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv1d(hidden, hidden, kernel, dilation=dilation, padding=dilation * (kernel // 2))
+        self.norm = nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # x (B, T, H)
+        y = self.conv((x * mask[..., None]).transpose(1, 2)).transpose(1, 2)
+        return self.norm(x + self.drop(F.gelu(y)))
+
+
+class FusedTemporalNet(nn.Module):
+    def __init__(self, cfg: TemporalConfig, clip_dim: int, embclip_dim: int | None, motion_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden
+        self.use_embclip = cfg.use_embclip and bool(embclip_dim)
+        streams = 0
+        if cfg.use_clip:
+            self.clip_norm, self.clip_proj = Standardize(clip_dim), nn.Linear(clip_dim, h)
+            streams += 1
+        if self.use_embclip:
+            self.embclip_norm = Standardize(embclip_dim)
+            self.embclip = EmbClipCompressor(embclip_dim // GRID_CELLS, cfg.compressor, h)
+            streams += 1
+        if cfg.use_motion:
+            self.motion_norm, self.motion_proj = Standardize(motion_dim, asinh=True), nn.Linear(motion_dim, h)
+            streams += 1
+        if streams == 0:
+            raise ValueError("a temporal head needs at least one feature stream")
+        self.fuse = nn.Sequential(nn.LayerNorm(streams * h), nn.Dropout(cfg.dropout), nn.Linear(streams * h, h),
+                                  nn.GELU())
+        self.blocks = nn.ModuleList(TemporalBlock(h, cfg.kernel, d, cfg.dropout) for d in cfg.dilations)
+        self.attn = nn.Linear(h, 1)
+        self.clip_head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(2 * h, N_CLASSES))
+        self.step_head = nn.Linear(h, N_CLASSES)
+
+    def fit_normalisers(self, seqs: Sequences) -> None:
+        if self.cfg.use_clip:
+            self.clip_norm.fit(seqs.clip)
+        if self.use_embclip:
+            self.embclip_norm.fit(seqs.embclip)
+        if self.cfg.use_motion:
+            self.motion_norm.fit(seqs.motion)
+
+    def forward(self, clip, embclip, motion, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = []
+        if self.cfg.use_clip:
+            parts.append(self.clip_proj(self.clip_norm(clip)))
+        if self.use_embclip:
+            parts.append(self.embclip(self.embclip_norm(embclip)))
+        if self.cfg.use_motion:
+            parts.append(self.motion_proj(self.motion_norm(motion)))
+        x = self.fuse(torch.cat(parts, -1))
+        for block in self.blocks:
+            x = block(x, mask)
+        m = mask[..., None]
+        weights = self.attn(x).masked_fill(~m, float("-inf")).softmax(1)
+        pooled = torch.cat([(weights * x).sum(1), x.masked_fill(~m, float("-inf")).amax(1)], -1)
+        return self.clip_head(pooled), self.step_head(x)
+
+
+def batch_tensors(seqs: Sequences, idx, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """Padded (B, T, ...) inputs and mask for clips idx."""
+    clip, mask = seqs.padded(idx, seqs.clip)
+    motion, _ = seqs.padded(idx, seqs.motion)
+    emb = seqs.padded(idx, seqs.embclip)[0] if seqs.embclip is not None else np.zeros(clip.shape[:2] + (0,),
+                                                                                       np.float32)
+    as_t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return as_t(clip), as_t(emb), as_t(motion), as_t(mask)
+
+
+def clip_probs_from_steps(step_probs: np.ndarray) -> np.ndarray:
+    """A clip's class probabilities from per-step ones: near-miss mass from its most alarming moment."""
+    near = 1.0 - step_probs[:, BACKGROUND]
+    k = int(np.argmax(near))
+    out = step_probs[k].copy()
+    return out / out.sum()
+
+
+class TemporalHead:
+    """A trained FusedTemporalNet plus how to turn its outputs into predictions."""
+    kind = "temporal"
+    needs_flow = False
+
+    def __init__(self, net: FusedTemporalNet, events: EventSpec = EventSpec()):
+        self.net = net.eval()
+        self.events = events
+
+    @property
+    def task(self) -> str:
+        return self.net.cfg.task
+
+    @torch.inference_mode()
+    def raw(self, seqs: Sequences, batch_size: int = 512) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per clip: (clip class probs (4,), step class probs (T, 4))."""
+        self.net.eval()
+        out = []
+        order = np.argsort(seqs.lengths, kind="stable")  # similar lengths together: less padding
+        results: dict[int, tuple] = {}
+        for start in range(0, len(seqs), batch_size):
+            idx = order[start:start + batch_size]
+            clip, emb, motion, mask = batch_tensors(seqs, idx)
+            clip_logits, step_logits = self.net(clip, emb, motion, mask)
+            cp, sp = clip_logits.softmax(-1).numpy(), step_logits.softmax(-1).numpy()
+            for b, i in enumerate(idx):
+                results[int(i)] = (cp[b], sp[b, :seqs.lengths[i]])
+        for i in range(len(seqs)):
+            out.append(results[i])
+        return out
+
+    def predict(self, seqs: Sequences, batch_size: int = 512) -> list[ClipPrediction]:
+        preds = []
+        for i, (cp, sp) in enumerate(self.raw(seqs, batch_size)):
+            times = seqs.clip_times(i)
+            near = 1.0 - sp[:, BACKGROUND]
+            if self.task == "detection":
+                probs = clip_probs_from_steps(sp)
+                score = float(near.max())
+            else:
+                probs = cp
+                score = float(1.0 - cp[BACKGROUND])
+            preds.append(ClipPrediction(seqs.clip_ids[i], probs.astype(np.float32), score, times.astype(np.float32),
+                                        near.astype(np.float32), extract_events(times, near, sp, self.events)))
+        return preds
+
+    def payload(self) -> dict:
+        return {"kind": self.kind, "config": asdict(self.net.cfg), "events": asdict(self.events),
+                "dims": self.dims, "state_dict": self.net.state_dict()}
+
+    @property
+    def dims(self) -> dict:
+        n = self.net
+        return {"clip_dim": n.clip_proj.in_features if n.cfg.use_clip else 0,
+                "embclip_dim": n.embclip_norm.mean.numel() if n.use_embclip else 0,
+                "motion_dim": n.motion_proj.in_features if n.cfg.use_motion else 0}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "TemporalHead":
+        cfg = p["config"]
+        cfg = TemporalConfig(**{**cfg, "dilations": tuple(cfg["dilations"]), "compressor": tuple(cfg["compressor"])})
+        net = FusedTemporalNet(cfg, p["dims"]["clip_dim"], p["dims"]["embclip_dim"] or None, p["dims"]["motion_dim"])
+        net.load_state_dict(p["state_dict"])
+        return cls(net, EventSpec(**p["events"]))
