@@ -23,38 +23,50 @@ def _matrix(table: pa.Table, name: str) -> np.ndarray:
 
 def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str],
                    with_flow: bool = False, with_embeddings: bool = True) -> Sequences:
-    """Features of these clips in the given order (clips without features are left out)."""
+    """Features of these clips, grouped by clip (any clip order; clips without features are left out)."""
     order = pa.table({"clip_id": pa.array(clip_ids, pa.string()), "ord": pa.array(np.arange(len(clip_ids)))})
     con.register("_wanted", order)
     try:
         emb = "f.clip_embedding, f.embclip," if with_embeddings else ""
+        # No ORDER BY: sorting wide list rows in DuckDB costs more than the whole read; numpy sorts the keys.
         table = con.sql(
-            f"SELECT w.ord, f.t_s, {emb} " + ", ".join(f"m.{c}" for c in MOTION_SCALARS + MOTION_GRIDS)
+            f"SELECT w.ord, f.frame_idx, f.t_s, {emb} " + ", ".join(f"m.{c}" for c in MOTION_SCALARS + MOTION_GRIDS)
             + (", m.flow_stack" if with_flow else "")
             + " FROM _wanted w JOIN frame_features f ON f.clip_id = w.clip_id AND f.feature_set_id = ?"
             " JOIN motion_features m ON m.clip_id = f.clip_id AND m.feature_set_id = f.feature_set_id"
-            " AND m.frame_idx = f.frame_idx ORDER BY w.ord, f.frame_idx",
+            " AND m.frame_idx = f.frame_idx",
             params=[fs_id],
         ).to_arrow_table()
     finally:
         con.unregister("_wanted")
-    ords = table.column("ord").to_numpy()
-    present, counts = np.unique(ords, return_counts=True)
-    scalars = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                        for c in MOTION_SCALARS], 1) if len(table) else np.zeros((0, len(MOTION_SCALARS)), np.float32)
-    motion = np.concatenate([scalars] + [_matrix(table, c) for c in MOTION_GRIDS], 1) if len(table) else scalars
-    embclip = None
-    if with_embeddings and len(table) and table.column("embclip").null_count == 0:
-        embclip = _matrix(table, "embclip")
     n = len(table)
+    ords = table.column("ord").to_numpy()
+    frame_idx = table.column("frame_idx").to_numpy()
+    # Rows usually arrive grouped by clip with frames in order: then the clips are taken in the order
+    # they came (no copy). Otherwise rows are sorted, which copies every matrix once.
+    starts = np.flatnonzero(np.diff(ords, prepend=-1)) if n else np.zeros(0, int)
+    grouped = len(starts) == len(np.unique(ords)) and bool(np.all(np.diff(frame_idx)[np.diff(ords) == 0] > 0))
+    if grouped:
+        perm, present = slice(None), ords[starts]
+        counts = np.diff(np.append(starts, n))
+    else:
+        perm = np.lexsort((frame_idx, ords))
+        present, counts = np.unique(ords, return_counts=True)
+    col = lambda name: table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)[perm]  # noqa: E731
+    mat = lambda name: _matrix(table, name)[perm] if n else np.zeros((0, 0), np.float32)  # noqa: E731
+    scalars = np.stack([col(c) for c in MOTION_SCALARS], 1) if n else np.zeros((0, len(MOTION_SCALARS)), np.float32)
+    motion = np.concatenate([scalars] + [mat(c) for c in MOTION_GRIDS], 1) if n else scalars
+    embclip = None
+    if with_embeddings and n and table.column("embclip").null_count == 0:
+        embclip = mat("embclip")
     return Sequences(
         clip_ids=[clip_ids[i] for i in present],
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        times=table.column("t_s").to_numpy().astype(np.float32),
-        clip=_matrix(table, "clip_embedding") if with_embeddings else np.zeros((n, 0), np.float32),
+        times=col("t_s"),
+        clip=mat("clip_embedding") if with_embeddings else np.zeros((n, 0), np.float32),
         embclip=embclip,
         motion=motion,
-        flow=_matrix(table, "flow_stack") if with_flow else None,
+        flow=mat("flow_stack") if with_flow else None,
     )
 
 

@@ -24,9 +24,9 @@ class FusionHead:
     def __init__(self, temporal, motion3d, alpha: float):
         self.temporal, self.motion3d, self.alpha = temporal, motion3d, float(alpha)
 
-    def predict(self, seqs: Sequences, batch_size: int = 256) -> list[ClipPrediction]:
-        base = self.temporal.predict(seqs, batch_size)
-        other = self.motion3d.class_probs(seqs, batch_size)
+    def predict(self, seqs: Sequences) -> list[ClipPrediction]:
+        base = self.temporal.predict(seqs)
+        other = self.motion3d.class_probs(seqs)
         for pred, p in zip(base, other):
             pred.probs = mix(pred.probs, p, self.alpha).astype(np.float32)
             pred.near_miss_score = float(1.0 - pred.probs[BACKGROUND])
