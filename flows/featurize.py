@@ -217,9 +217,13 @@ featurize_batch_task = task(featurize_batch, name="featurize-batch", cache_polic
 
 
 def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(), use_prefect: bool = False,
-                  show_progress: bool = False, chunk: int = 256) -> FeaturizeSummary:
+                  show_progress: bool = False, chunk: int = 256, run_chunk=None) -> FeaturizeSummary:
+    """run_chunk(db, clips, cfg, fs_id) -> results replaces the default chunk task (the pipeline's is cached)."""
     db = db or default_db_path()
-    call = (lambda t, *a: t(*a)) if use_prefect else (lambda t, *a: t.fn(*a))
+    if run_chunk is not None:
+        call = lambda t, db, clips, cfg, fs_id, bar: run_chunk(db, clips, cfg, fs_id)  # noqa: E731
+    else:
+        call = (lambda t, *a: t(*a)) if use_prefect else (lambda t, *a: t.fn(*a))
     fs_id, name, config = feature_set_identity(cfg)
     catalog = Catalog(db)
     model = _model(cfg.clip, cfg.device)  # fail early and clearly when weights cannot be had

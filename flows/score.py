@@ -65,14 +65,16 @@ def _previous_classes(catalog: Catalog, name: str, clip_ids: list[str]) -> dict[
 
 
 def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, run_id: str | None,
-               use_prefect: bool = False, show_progress: bool = False, limit: int | None = None) -> HeadScore:
+               use_prefect: bool = False, show_progress: bool = False, limit: int | None = None,
+               run_chunk=None) -> HeadScore:
+    """run_chunk(db, row, head, clip_ids, run_id) -> (clips, incidents) replaces the default chunk call."""
     catalog = Catalog(db)
     with catalog.read() as con:  # read-only: a --where predicate cannot write
         ids = scored_clip_ids(con, row.feature_set_id, row.name, row.version, where, only_missing, limit)
     out = HeadScore(row.ref)
     previous = _previous_classes(catalog, row.name, ids) if not only_missing else {}
     head = load_head(row.weights_path, row.weights_sha256)
-    call = score_chunk_task if use_prefect else _score_chunk
+    call = run_chunk or (score_chunk_task if use_prefect else _score_chunk)
     t0 = time.perf_counter()
     with Progress(f"score {row.ref}", total=len(ids), unit="clip", enabled=show_progress) as bar:
         for start in range(0, len(ids), CHUNK):
@@ -91,7 +93,8 @@ def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, ru
 
 
 def run_score(db: str | None = None, heads: list[str] | None = None, where: str | None = None,
-              use_prefect: bool = False, show_progress: bool = False) -> list[HeadScore]:
+              use_prefect: bool = False, show_progress: bool = False, run_chunk=None,
+              require_heads: bool = True) -> list[HeadScore]:
     """Every named head (default: the newest version of each trained head) over clips it has not scored."""
     db = db or default_db_path()
     catalog = Catalog(db)
@@ -100,12 +103,12 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
     else:
         with catalog.read() as con:
             rows = latest_models(con)
-        if not rows:
+        if not rows and require_heads:
             raise ValueError("no trained heads in the catalog: run `nearmiss train --head recognition` first")
     results = []
     with tracked_run(catalog, "score", {"heads": [r.ref for r in rows], "where": where}) as run:
         for row in rows:
-            results.append(score_head(db, row, where, True, run.id, use_prefect, show_progress))
+            results.append(score_head(db, row, where, True, run.id, use_prefect, show_progress, run_chunk=run_chunk))
         run.counts = {r.model: {"clips": r.clips, "incidents": r.incidents} for r in results}
     return results
 

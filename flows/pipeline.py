@@ -1,0 +1,137 @@
+"""The end-to-end flow: ingest, then featurize, then score, as Prefect tasks.
+
+- Retries: chunk tasks retry on transient errors (a catalog held locked too
+  long, a network blip), not on bad configuration.
+- Caching: featurize and score chunks are cached by the catalog's identity,
+  the configuration (feature set, head version) and the content hashes of their
+  clips, so a re-run (or a retried flow run) skips chunks already done. The
+  catalog stays the source of truth: each stage also asks it what is missing.
+- The GPU: featurize and score chunks take the one slot of the `nearmiss-gpu`
+  global concurrency limit, so parallel runs never share the accelerator.
+- A summary (new, skipped and failed clips, features, incidents found) is
+  printed to the flow log and stored in `runs`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+from prefect import flow, task
+
+from catalog import Catalog, default_db_path
+from flows.featurize import FeaturizeConfig, featurize_batch, run_featurize
+from flows.ingest import IngestConfig, run_ingest
+from flows.lineage import tracked_run
+from flows.orchestration import catalog_identity, chunk_key, ensure_gpu_limit, gpu_slot, retry_transient
+from flows.score import _score_chunk, run_score
+from pipeline.decode import DecodeSpec
+from pipeline.embed import ClipSpec
+
+CACHE_FOR = timedelta(days=30)
+
+
+@dataclass
+class PipelineSummary:
+    run_id: str | None = None
+    files: int = 0
+    new: int = 0
+    skipped: int = 0            # unchanged paths and duplicate bytes
+    failed: int = 0             # files that are not readable video (errors are on their clips rows)
+    featurized: int = 0
+    featurize_failed: int = 0
+    scored: dict = field(default_factory=dict)   # head version -> clips scored
+    incidents: int = 0
+
+    def counts(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "run_id"}
+
+
+def _featurize_key(ctx, p) -> str:
+    return chunk_key("featurize", p["catalog_id"], p["fs_id"], ids=[c.clip_id for c in p["clips"]])
+
+
+def _score_key(ctx, p) -> str:
+    return chunk_key("score", p["catalog_id"], p["row"].ref, p["row"].weights_sha256, ids=p["clip_ids"])
+
+
+@task(name="featurize-chunk", cache_key_fn=_featurize_key, cache_expiration=CACHE_FOR, persist_result=True,
+      retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+def featurize_chunk(db: str, clips: list, cfg: FeaturizeConfig, fs_id: str, catalog_id: str) -> list:
+    with gpu_slot():
+        return featurize_batch(db, clips, cfg, fs_id)
+
+
+@task(name="score-chunk", cache_key_fn=_score_key, cache_expiration=CACHE_FOR, persist_result=True,
+      retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+def score_chunk(db: str, row, head, clip_ids: list[str], run_id: str | None, catalog_id: str) -> tuple[int, int]:
+    with gpu_slot():
+        return _score_chunk(db, row, head, clip_ids, run_id)
+
+
+def _stored(db: str, sql: str, ids: list[str], *params) -> int:
+    import pyarrow as pa
+    with Catalog(db).read() as con:
+        con.register("_ids", pa.table({"clip_id": pa.array(ids, pa.string())}))
+        try:
+            return con.execute(sql + " AND clip_id IN (SELECT clip_id FROM _ids)", list(params)).fetchall()[0][0]
+        finally:
+            con.unregister("_ids")
+
+
+def featurize_cached(db: str, clips: list, cfg: FeaturizeConfig, fs_id: str, catalog_id: str) -> list:
+    """The cached chunk task, trusted only when the catalog agrees (someone may have deleted rows since)."""
+    results = featurize_chunk(db, clips, cfg, fs_id, catalog_id)
+    ids = [c.clip_id for c in clips]
+    if _stored(db, "SELECT count(*) FROM clip_features WHERE feature_set_id = ?", ids, fs_id) < len(ids):
+        results = featurize_chunk.with_options(refresh_cache=True)(db, clips, cfg, fs_id, catalog_id)
+    return results
+
+
+def score_cached(db: str, row, head, ids: list[str], run_id: str | None, catalog_id: str) -> tuple[int, int]:
+    out = score_chunk(db, row, head, ids, run_id, catalog_id)
+    if _stored(db, "SELECT count(*) FROM predictions WHERE model_name = ? AND model_version = ?", ids,
+               row.name, row.version) < len(ids):
+        out = score_chunk.with_options(refresh_cache=True)(db, row, head, ids, run_id, catalog_id)
+    return out
+
+
+def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = None,
+                 ingest: IngestConfig = IngestConfig(), features: FeaturizeConfig = FeaturizeConfig(),
+                 heads: list[str] | None = None, chunk: int = 32) -> PipelineSummary:
+    db = db or default_db_path()
+    catalog = Catalog(db)
+    ensure_gpu_limit()
+    params = {"paths": paths, "labels": labels, "heads": heads, "features": asdict(features)}
+    with tracked_run(catalog, "pipeline", params) as run:
+        s = PipelineSummary(run_id=run.id)
+        ing = run_ingest(paths, db=db, labels=labels, cfg=ingest, use_prefect=True)
+        s.files, s.new, s.failed = ing.files, ing.new, ing.failed + ing.known_failed
+        s.skipped = ing.unchanged + ing.duplicate
+        catalog_id = catalog_identity(db)
+        fz = run_featurize(db, features, chunk=chunk,
+                           run_chunk=lambda db, clips, cfg, fs_id: featurize_cached(db, clips, cfg, fs_id, catalog_id))
+        s.featurized, s.featurize_failed = fz.done, fz.failed
+        scored = run_score(db, heads, require_heads=False,
+                           run_chunk=lambda db, row, head, ids, run_id: score_cached(db, row, head, ids, run_id,
+                                                                                    catalog_id))
+        s.scored = {r.model: r.clips for r in scored}
+        s.incidents = sum(r.incidents for r in scored)
+        run.counts = s.counts()
+    print(f"pipeline: {s.files} files: {s.new} new, {s.skipped} skipped, {s.failed} failed; "
+          f"{s.featurized} clips featurized ({s.featurize_failed} failed); "
+          + (", ".join(f"{m} scored {n}" for m, n in s.scored.items()) or "no trained heads to score with")
+          + f"; {s.incidents} incidents found")
+    return s
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(paths: list[str], db: str | None = None, labels: str | None = None, model: str = "RN50",
+                  pretrained: str | None = "openai", untrained: bool = False, fps: float = 4.0,
+                  device: str = "auto", batch_size: int = 64, decoder: str = "decord",
+                  heads: list[str] | None = None) -> dict:
+    """Ingest new clips from `paths`, featurize what lacks features, score with the newest heads."""
+    features = FeaturizeConfig(clip=ClipSpec(model=model, pretrained=pretrained, untrained=untrained),
+                               decode=DecodeSpec(sample_fps=fps), device=device, batch_size=batch_size,
+                               decoder=decoder)
+    s = run_pipeline(paths, db, labels, features=features, heads=heads)
+    return {**s.counts(), "run_id": s.run_id}

@@ -1,0 +1,72 @@
+"""The end-to-end pipeline flow through Prefect: stages, caching, the GPU slot, the run summary."""
+import json
+
+from catalog import Catalog
+from flows.orchestration import GPU_LIMIT
+from flows.pipeline import featurize_chunk, pipeline_flow
+from flows.train import TrainConfig, run_train
+from models.training import TrainSpec
+
+ARGS = dict(untrained=True, fps=3.0, device="cpu", batch_size=32)
+
+
+def rows(db, sql, params=()):
+    with Catalog(db).read() as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def test_pipeline_ingests_featurizes_scores_and_resumes(prefect_server, clips, db, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store"))
+    labels = str(clips / "labels.csv")
+    (clips / "broken.mp4").write_bytes(b"not a video")
+    first = pipeline_flow([str(clips)], db=db, labels=labels, **ARGS)
+    assert (first["files"], first["new"], first["failed"], first["featurized"]) == (9, 8, 1, 8)
+    assert first["scored"] == {} and first["incidents"] == 0          # no heads trained yet
+    (counts,), = rows(db, "SELECT counts FROM runs WHERE flow = 'pipeline' AND status = 'completed'")
+    assert json.loads(counts)["featurized"] == 8
+
+    # With a head trained, the next run skips the known clips and scores every clip.
+    run_train(db, TrainConfig("detection", spec=TrainSpec(epochs=2)), log=None)
+    second = pipeline_flow([str(clips)], db=db, labels=labels, **ARGS)
+    assert (second["new"], second["skipped"], second["featurized"]) == (0, 9, 0)   # the bad file too
+    assert second["scored"] == {"detection@1": 8}
+    assert second["incidents"] == rows(db, "SELECT count(*) FROM incidents")[0][0]
+
+    # Rows deleted behind the cache's back are recomputed: the catalog, not the cache, decides.
+    with Catalog(db).write() as con:
+        for t in ("clip_features", "frame_features", "motion_features"):
+            con.execute(f"DELETE FROM {t}")
+    third = pipeline_flow([str(clips)], db=db, labels=labels, **ARGS)
+    assert third["featurized"] == 8 and rows(db, "SELECT count(*) FROM clip_features WHERE status = 'ok'") == [(8,)]
+
+
+def test_featurize_chunks_are_cached_and_take_the_gpu_slot(prefect_server, clips, db):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from catalog.features import clips_needing_features, register_feature_set
+    from flows.featurize import FeaturizeConfig, feature_set_identity
+    from flows.orchestration import ensure_gpu_limit
+    from flows.ingest import run_ingest
+    from pipeline.decode import DecodeSpec
+    from pipeline.embed import ClipSpec
+
+    run_ingest([str(clips)], db=db)
+    cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=2.0), device="cpu")
+    fs_id, name, config = feature_set_identity(cfg)
+    with Catalog(db).write() as con:
+        register_feature_set(con, fs_id, name, config, 1024, 1568, True)
+        pending = clips_needing_features(con, fs_id)[:2]
+
+    @flow
+    def twice():
+        ensure_gpu_limit()
+        a = featurize_chunk(db, pending, cfg, fs_id, "catalog-x", return_state=True)
+        b = featurize_chunk(db, pending, cfg, fs_id, "catalog-x", return_state=True)
+        return a, b
+
+    a, b = twice()
+    assert a.is_completed() and not a.name == "Cached"
+    assert b.name == "Cached" and b.result() == a.result()
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit == 1
