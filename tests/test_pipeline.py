@@ -3,7 +3,7 @@ import json
 
 from catalog import Catalog
 from flows.orchestration import GPU_LIMIT
-from flows.pipeline import featurize_chunk, pipeline_flow
+from flows.end_to_end import featurize_chunk, pipeline_flow
 from flows.train import TrainConfig, run_train
 from models.training import TrainSpec
 

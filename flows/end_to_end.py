@@ -1,4 +1,7 @@
-"""The end-to-end flow: ingest, then featurize, then score, as Prefect tasks.
+"""The end-to-end flow (Prefect flow "pipeline"): ingest, then featurize, then score, as Prefect tasks.
+
+(Not named flows/pipeline.py: Prefect imports a deployment's entrypoint file
+under its stem, and a module called `pipeline` would shadow the package.)
 
 - Retries: chunk tasks retry on transient errors (a catalog held locked too
   long, a network blip), not on bad configuration.
