@@ -23,6 +23,9 @@ import duckdb
 from catalog.schema import migrate
 
 DEFAULT_DB = "nearmiss.duckdb"
+# New catalogs are written in a storage format the stock DuckDB CLI (1.5.x, `pip install duckdb-cli`)
+# can open; the Python package (2.0) reads and writes it unchanged.
+STORAGE_COMPATIBILITY = "v1.5.0"
 
 
 def default_db_path() -> str:
@@ -61,7 +64,9 @@ class Catalog:
         delay = 0.01
         while True:
             try:
-                return duckdb.connect(self.path, read_only=read_only)
+                config = {} if read_only or Path(self.path).exists() else \
+                    {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+                return duckdb.connect(self.path, read_only=read_only, config=config)
             except duckdb.IOException as exc:  # another process holds the file
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     if _is_lock_error(exc):
