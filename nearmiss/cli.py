@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", required=True, help="NAME or NAME@VERSION (default version: the newest)")
     p.add_argument("--where", default=None, help="SQL predicate on clips (alias c), e.g. \"c.path LIKE '%%night%%'\"")
 
+    p = sub.add_parser("report", help="static HTML page of the top incidents and the evaluation")
+    _add_db(p)
+    p.add_argument("--out", default="report", help="folder to write index.html and its images into")
+    p.add_argument("--where", default=None, help="SQL predicate on clips (alias c) or incidents (alias i)")
+    p.add_argument("--head", default=None, help="head whose incidents to show (default: the one with most)")
+    p.add_argument("--limit", type=int, default=20, help="incidents shown")
+
     p = sub.add_parser("query", help="run read-only SQL against the catalog")
     _add_db(p)
     p.add_argument("sql")
@@ -259,6 +266,14 @@ def cmd_rescore(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from nearmiss.report import build_report
+
+    page = build_report(_db(args), args.out, args.where, args.head, args.limit)
+    print(f"report: {page.resolve()}")
+    return 0
+
+
 def cmd_query(args) -> int:
     from catalog.readonly import run_query
     from nearmiss.formatting import format_rows
@@ -276,6 +291,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize, "search": cmd_search,
             "train": cmd_train, "evaluate": cmd_evaluate, "score": cmd_score, "rescore": cmd_rescore,
+            "report": cmd_report,
             "query": cmd_query, "demo": cmd_demo}
 
 

@@ -52,3 +52,31 @@ def isolated_dir(tmp_path_factory) -> Path:
     cfg = SynthConfig(width=320, height=180, fps=15.0, min_duration_s=4.0, max_duration_s=5.0, distractors=False)
     make_dataset(out, 6, seed=21, cfg=cfg, jobs=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def featurized(tmp_path_factory):
+    """24 labelled synthetic clips, ingested and featurized once (untrained CLIP); tests work on copies."""
+    from flows.featurize import FeaturizeConfig, run_featurize
+    from flows.ingest import run_ingest
+    from pipeline.decode import DecodeSpec
+    from pipeline.embed import ClipSpec
+
+    root = tmp_path_factory.mktemp("heads")
+    clips = root / "clips"
+    make_dataset(clips, 24, seed=31, cfg=TEST_SYNTH, jobs=2)
+    db = str(root / "catalog.duckdb")
+    run_ingest([str(clips)], db=db, labels=str(clips / "labels.csv"))
+    cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=3.0), batch_size=32,
+                          device="cpu", projection_frames=24)
+    assert run_featurize(db, cfg).done == 24
+    return db
+
+
+@pytest.fixture
+def catalog_copy(featurized, tmp_path, monkeypatch):
+    """A private copy of the featurized catalog, with its own model store."""
+    db = str(tmp_path / "catalog.duckdb")
+    shutil.copy(featurized, db)
+    monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store"))
+    return db

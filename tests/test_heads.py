@@ -1,14 +1,11 @@
 """Heads: they learn, they are versioned, scoring and re-scoring write the right rows from stored features."""
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from catalog import Catalog
 from catalog.head_inputs import assign_splits, split_of
-from flows.featurize import FeaturizeConfig, run_featurize
-from flows.ingest import run_ingest
 from flows.score import run_rescore, run_score, score_flow
 from flows.train import TrainConfig, run_evaluate, run_train
 from models.motion3d import Motion3DConfig
@@ -17,11 +14,7 @@ from models.sequences import ClipLabel, Sequences
 from models.temporal import TemporalConfig
 from models.training import TrainSpec, train_motion3d, train_temporal
 from nearmiss.cli import main
-from pipeline.decode import DecodeSpec
-from pipeline.embed import ClipSpec
 from pipeline.labels import CLASSES
-from pipeline.synth.dataset import make_dataset
-from tests.conftest import TEST_SYNTH
 
 NEAR = ("bicycle", "pedestrian", "vehicle")
 
@@ -87,30 +80,6 @@ def test_split_is_deterministic_and_assigned_once(db):
         con.execute("UPDATE splits SET split = 'test' WHERE clip_id = 'x'")  # e.g. assigned by an older scheme
         assert assign_splits(con) == 0
         assert con.execute("SELECT split FROM splits WHERE clip_id = 'x'").fetchone()[0] == "test"
-
-
-FEATURES = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=3.0), batch_size=32,
-                           device="cpu", projection_frames=24)
-
-
-@pytest.fixture(scope="session")
-def featurized(tmp_path_factory):
-    """24 labelled synthetic clips, ingested and featurized once; tests work on copies."""
-    root = tmp_path_factory.mktemp("heads")
-    clips = root / "clips"
-    make_dataset(clips, 24, seed=31, cfg=TEST_SYNTH, jobs=2)
-    db = str(root / "catalog.duckdb")
-    run_ingest([str(clips)], db=db, labels=str(clips / "labels.csv"))
-    assert run_featurize(db, FEATURES).done == 24
-    return db
-
-
-@pytest.fixture
-def catalog_copy(featurized, tmp_path, monkeypatch):
-    db = str(tmp_path / "catalog.duckdb")
-    shutil.copy(featurized, db)
-    monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store"))
-    return db
 
 
 def rows(db, sql, params=()):

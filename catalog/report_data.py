@@ -1,0 +1,68 @@
+"""What the incident report shows: the top incidents with their scores over time, and evaluations."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+
+@dataclass
+class ReportIncident:
+    clip_id: str
+    path: str
+    model: str
+    feature_set_id: str
+    start_s: float
+    peak_s: float
+    end_s: float
+    score: float
+    cls: str
+    probs: dict
+    step_t_s: np.ndarray
+    step_scores: np.ndarray
+    label: str | None
+
+
+def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where: str | None = None,
+                  limit: int = 20) -> list[ReportIncident]:
+    """Highest-scoring incidents of the newest version of `head` (default: the head with the most incidents)."""
+    if head is None:
+        row = con.execute("SELECT model_name FROM latest_incidents GROUP BY 1 ORDER BY count(*) DESC, 1"
+                          " LIMIT 1").fetchone()
+        if row is None:
+            return []
+        head = row[0]
+    rows = con.execute(
+        "SELECT i.clip_id, i.path, i.model_name || '@' || i.model_version, p.feature_set_id, i.start_s, i.peak_s,"
+        " i.end_s, i.score, i.class, p.p_bicycle, p.p_pedestrian, p.p_vehicle, p.p_background, p.step_t_s,"
+        " p.step_scores, (SELECT any_value(l.class) FROM labels l WHERE l.clip_id = i.clip_id)"
+        " FROM latest_incidents i JOIN predictions p ON p.clip_id = i.clip_id AND p.model_name = i.model_name"
+        " AND p.model_version = i.model_version JOIN clips c ON c.id = i.clip_id"
+        " WHERE i.model_name = ?" + (f" AND ({where})" if where else "")
+        + " ORDER BY i.score DESC, i.clip_id, i.event_idx LIMIT ?", [head, limit]).fetchall()
+    return [ReportIncident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                           dict(zip(("bicycle", "pedestrian", "vehicle", "background"), r[9:13])),
+                           np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15])
+            for r in rows]
+
+
+def motion_near(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, times: list[float]) -> list[np.ndarray]:
+    """The stored foreground-energy grid of the sampled frame nearest each time."""
+    rows = con.execute("SELECT t_s, fg_energy FROM motion_features WHERE clip_id = ? AND feature_set_id = ?"
+                       " ORDER BY frame_idx", [clip_id, fs_id]).fetchall()
+    if not rows:
+        return [None] * len(times)
+    t = np.array([r[0] for r in rows])
+    return [np.asarray(rows[int(np.argmin(np.abs(t - x)))][1], np.float32) for x in times]
+
+
+def latest_evaluations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int, dict]]:
+    """(model ref, split, clips, metrics) of the newest evaluation of each head's newest version."""
+    rows = con.execute(
+        "SELECT e.model_name || '@' || e.model_version, e.split, e.clips, e.metrics FROM evaluations e"
+        " JOIN latest_models m ON m.name = e.model_name AND m.version = e.model_version"
+        " QUALIFY row_number() OVER (PARTITION BY e.model_name, e.split ORDER BY e.created_at DESC) = 1"
+        " ORDER BY 1, 2").fetchall()
+    return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]

@@ -1,0 +1,172 @@
+"""`nearmiss report`: a static HTML page a reviewer opens in a browser.
+
+Top incidents, each with frames around the peak (foreground motion overlaid),
+the near-miss score over time with the event shaded, class probabilities and
+where to find the clip; then the evaluation of each head (with a confusion
+matrix) when the catalog has one. Images are files beside index.html, so the
+folder can be zipped, served or opened straight from disk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from catalog import Catalog
+from catalog.report_data import ReportIncident, latest_evaluations, motion_near, top_incidents
+from pipeline.decode import DecodeError, DecodeSpec, make_decoder
+from pipeline.overlay import encode_png, frame_strip, overlay_motion
+
+STRIP_OFFSETS_S = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+@dataclass
+class Card:
+    incident: ReportIncident
+    strip: str | None
+    plot: str
+    error: str | None = None
+
+
+def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak: float, duration: float,
+                   width: int = 420, height: int = 120) -> str:
+    """Near-miss probability over time, the event interval shaded, the peak marked."""
+    pad, top = 30, 8
+    span = max(float(duration or (t[-1] if len(t) else 1.0)), 1e-3)
+    x = lambda v: pad + (width - pad - 6) * float(v) / span  # noqa: E731
+    y = lambda v: top + (height - top - 20) * (1 - float(v))  # noqa: E731
+    pts = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(t, s))
+    ticks = "".join(f'<text x="{x(k):.1f}" y="{height - 4}" font-size="10" text-anchor="middle">{k:g}s</text>'
+                    for k in np.arange(0, span + 1e-6, max(1.0, round(span / 6))))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif">'
+            f'<rect x="{x(start):.1f}" y="{top}" width="{max(x(end) - x(start), 1):.1f}" height="{y(0) - top:.1f}" '
+            f'fill="#f4a261" opacity="0.35"/>'
+            f'<line x1="{pad}" y1="{y(0):.1f}" x2="{width - 6}" y2="{y(0):.1f}" stroke="#999"/>'
+            f'<line x1="{pad}" y1="{y(0.5):.1f}" x2="{width - 6}" y2="{y(0.5):.1f}" stroke="#ccc" '
+            f'stroke-dasharray="3,3"/>'
+            f'<text x="2" y="{y(1) + 4:.1f}" font-size="10">1.0</text><text x="2" y="{y(0) + 4:.1f}" '
+            f'font-size="10">0</text>'
+            f'<polyline points="{pts}" fill="none" stroke="#c1121f" stroke-width="2"/>'
+            f'<line x1="{x(peak):.1f}" y1="{top}" x2="{x(peak):.1f}" y2="{y(0):.1f}" stroke="#333" '
+            f'stroke-dasharray="2,2"/>{ticks}</svg>')
+
+
+def confusion_svg(classes: list[str], cm: list[list[int]], cell: int = 56) -> str:
+    n = len(classes)
+    left, top = 90, 70
+    w, h = left + n * cell + 10, top + n * cell + 10
+    peak = max(1, max(max(r) for r in cm))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif">',
+             f'<text x="{left}" y="14" font-size="11">predicted &#8594;</text>']
+    for j, c in enumerate(classes):
+        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 8}" font-size="10" text-anchor="end" '
+                     f'transform="rotate(-35 {left + j * cell + cell / 2} {top - 8})">{escape(c)}</text>')
+    for i, c in enumerate(classes):
+        parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" font-size="10" '
+                     f'text-anchor="end">{escape(c)}</text>')
+        for j in range(n):
+            v = cm[i][j]
+            shade = int(255 - 200 * v / peak)
+            parts.append(f'<rect x="{left + j * cell}" y="{top + i * cell}" width="{cell}" height="{cell}" '
+                         f'fill="rgb({shade},{shade},255)" stroke="#fff"/>'
+                         f'<text x="{left + j * cell + cell / 2}" y="{top + i * cell + cell / 2 + 4}" '
+                         f'font-size="12" text-anchor="middle">{v}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _strip(inc: ReportIncident, frames, times, grids) -> np.ndarray:
+    picks, labels = [], []
+    for off in STRIP_OFFSETS_S:
+        k = int(np.argmin(np.abs(times - (inc.peak_s + off))))
+        picks.append(overlay_motion(frames[k], grids[len(picks)]))
+        labels.append(f"{times[k] - inc.peak_s:+.1f}s")
+    return frame_strip(picks, labels)
+
+
+PAGE = jinja2.Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nearmiss incident report</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+.card{border:1px solid #ddd;border-radius:8px;padding:12px 16px;margin:16px 0}
+.meta{color:#555;font-size:14px} .strip{max-width:100%;border-radius:4px;margin:8px 0}
+.bar{display:inline-block;height:10px;background:#457b9d;vertical-align:middle}
+table{border-collapse:collapse} td,th{padding:2px 10px;text-align:left;font-size:14px}
+.err{color:#b00}
+</style></head><body>
+<h1>Near-miss incidents</h1>
+<p class="meta">Catalog {{ db }} &middot; {{ cards|length }} incident(s){% if head %} from {{ head }}{% endif %}
+{% if where %} &middot; filter <code>{{ where }}</code>{% endif %}</p>
+{% if not cards %}<p>No incidents yet: train a head (<code>nearmiss train</code>) and score
+(<code>nearmiss score</code>).</p>{% endif %}
+{% for c in cards %}{% set i = c.incident %}
+<div class="card" id="incident-{{ loop.index }}">
+<h2>#{{ loop.index }} {{ i.cls }} &middot; score {{ '%.2f'|format(i.score) }}</h2>
+<p class="meta"><code>{{ i.path }}</code> &middot; {{ '%.2f'|format(i.start_s) }}&ndash;{{ '%.2f'|format(i.end_s) }} s,
+peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.label %} &middot; labelled <b>{{ i.label }}</b>{% endif %}</p>
+{% if c.strip %}<img class="strip" src="{{ c.strip }}" alt="frames around the peak with foreground motion">
+{% else %}<p class="err">frames unavailable: {{ c.error }}</p>{% endif %}
+<div><img src="{{ c.plot }}" alt="near-miss score over time"></div>
+<table>{% for k, v in i.probs.items() %}<tr><td>{{ k }}</td><td>{{ '%.2f'|format(v) }}</td>
+<td><span class="bar" style="width:{{ (v * 200)|round|int }}px"></span></td></tr>{% endfor %}</table>
+</div>{% endfor %}
+{% if evaluations %}<h1>Evaluation</h1>{% for e in evaluations %}
+<div class="card"><h2>{{ e.ref }} on the {{ e.split }} split ({{ e.clips }} clips)</h2>
+<table>{% for k, v in e.line.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+<img src="{{ e.image }}" alt="confusion matrix"></div>{% endfor %}{% endif %}
+<script>
+// For reviewers and for the browser test: count images that failed to load.
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
+});
+</script>
+</body></html>""", autoescape=True)
+
+
+def build_report(db: str, out: str, where: str | None = None, head: str | None = None, limit: int = 20) -> Path:
+    from models.evaluation import summary_line
+
+    out_dir = Path(out)
+    (out_dir / "img").mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(db)
+    with catalog.read() as con:  # read-only: --where cannot write
+        incidents = top_incidents(con, head, where, limit)
+        evaluations = latest_evaluations(con)
+    decoder = make_decoder("pyav")
+    cards = []
+    for n, inc in enumerate(incidents, start=1):
+        duration = float(inc.step_t_s[-1]) if len(inc.step_t_s) else inc.end_s
+        plot = f"img/score_{n}.svg"
+        (out_dir / plot).write_text(score_plot_svg(inc.step_t_s, inc.step_scores, inc.start_s, inc.end_s,
+                                                   inc.peak_s, duration))
+        card = Card(inc, None, plot)
+        try:
+            if not Path(inc.path).exists():
+                raise DecodeError("the file is no longer at this path")
+            s = decoder.decode(inc.path, DecodeSpec(sample_fps=4.0, height=180))
+            want = [inc.peak_s + o for o in STRIP_OFFSETS_S]
+            with catalog.read() as con:
+                grids = motion_near(con, inc.clip_id, inc.feature_set_id, want)
+            strip = f"img/strip_{n}.png"
+            (out_dir / strip).write_bytes(encode_png(_strip(inc, s.frames, s.times_s, grids)))
+            card.strip = strip
+        except DecodeError as exc:
+            card.error = str(exc)
+        cards.append(card)
+    evals = []
+    for k, (ref, split, clips, metrics) in enumerate(evaluations, start=1):
+        image = f"img/confusion_{k}.svg"
+        cm = metrics["confusion_matrix"]
+        (out_dir / image).write_text(confusion_svg(cm["classes"], cm["rows_true_cols_predicted"]))
+        line = {key: "n/a" if v is None else f"{v:.3f}" for key, v in summary_line(metrics).items()}
+        evals.append({"ref": ref, "split": split, "clips": clips, "line": line, "image": image})
+    page = out_dir / "index.html"
+    page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where,
+                                head=incidents[0].model if incidents else None))
+    return page
