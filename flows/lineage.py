@@ -1,12 +1,20 @@
-"""Every flow run leaves a row in `runs`: parameters, counts, outcome."""
+"""Every flow run leaves a row in `runs`: parameters, counts, outcome.
+
+When the outermost run of a process completes, it publishes the catalog's read
+snapshot (catalog/snapshot.py) so the stock DuckDB CLI sees the new rows.
+"""
 from __future__ import annotations
 
+import contextvars
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from catalog import Catalog
 from catalog.runs import finish_run, start_run
+from catalog.snapshot import publish_snapshot
+
+_depth = contextvars.ContextVar("nearmiss_run_depth", default=0)
 
 
 @dataclass
@@ -27,11 +35,16 @@ def _prefect_flow_run_id() -> str | None:
 def tracked_run(catalog: Catalog, flow: str, parameters: dict) -> Iterator[RunHandle]:
     with catalog.write() as con:
         run = RunHandle(start_run(con, flow, parameters, _prefect_flow_run_id()))
+    token = _depth.set(_depth.get() + 1)
     try:
         yield run
     except BaseException as exc:
         with catalog.write() as con:
             finish_run(con, run.id, "failed", run.counts, f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        _depth.reset(token)
     with catalog.write() as con:
         finish_run(con, run.id, "completed", run.counts)
+    if _depth.get() == 0:
+        publish_snapshot(catalog)

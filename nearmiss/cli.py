@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="head whose incidents to show (default: the one with most)")
     p.add_argument("--limit", type=int, default=20, help="incidents shown")
 
+    p = sub.add_parser("snapshot", help="publish NAME.snapshot.duckdb for the stock DuckDB CLI (flows do it too)")
+    _add_db(p)
+
     p = sub.add_parser("query", help="run read-only SQL against the catalog")
     _add_db(p)
     p.add_argument("sql")
@@ -103,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     _add_db(p)
-    p.add_argument("--out", default="demo_out", help="folder for clips (and later the report)")
-    p.add_argument("--n", type=int, default=12)
+    p.add_argument("--out", default="demo_out", help="folder for the clips, the model store and the report")
+    p.add_argument("--n", type=int, default=48, help="synthetic clips (classes dealt in balance)")
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--pretrained", default=None, help="CLIP RN50 checkpoint file; without it random weights")
     return parser
 
 
@@ -274,6 +278,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_snapshot(args) -> int:
+    from catalog import Catalog
+    from catalog.snapshot import publish_snapshot
+
+    path = publish_snapshot(Catalog(_db(args)))
+    print(f"snapshot: {path}  (open with: duckdb -readonly {path})")
+    return 0
+
+
 def cmd_query(args) -> int:
     from catalog.readonly import run_query
     from nearmiss.formatting import format_rows
@@ -286,12 +299,12 @@ def cmd_query(args) -> int:
 
 def cmd_demo(args) -> int:
     from nearmiss.demo import run_demo
-    return run_demo(db=_db(args), out=args.out, n=args.n, seed=args.seed)
+    return run_demo(db=_db(args), out=args.out, n=args.n, seed=args.seed, pretrained=args.pretrained)
 
 
 COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize, "search": cmd_search,
             "train": cmd_train, "evaluate": cmd_evaluate, "score": cmd_score, "rescore": cmd_rescore,
-            "report": cmd_report,
+            "report": cmd_report, "snapshot": cmd_snapshot,
             "query": cmd_query, "demo": cmd_demo}
 
 

@@ -1,32 +1,44 @@
-"""`nearmiss demo`: the main job end to end on embedded defaults.
+"""`nearmiss demo`: the whole job end to end on embedded defaults (a DuckDB file, Prefect's ephemeral server).
 
-Synthesize a small labelled set, ingest it into the DuckDB catalog through
-the Prefect flow (Prefect's ephemeral server), and show what the catalog holds.
+1. synthesize a small labelled set of dashcam clips;
+2. run the pipeline flow (ingest, featurize, score) through Prefect;
+3. train the heads on the catalog's labels (fixed train/val/test split);
+4. score every clip with them (the score flow);
+5. print the top incidents and the evaluation table (held-out test split);
+6. write the HTML report;
+and say where everything is, with SQL a user can paste.
 """
 from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from catalog import Catalog
 from catalog.readonly import run_query
-from flows.ingest import ingest_flow
+from flows.end_to_end import pipeline_flow
+from flows.score import score_flow
+from flows.train import TrainConfig, run_evaluate, run_train
+from models.evaluation import summary_line
+from models.training import TrainSpec
 from nearmiss.formatting import format_rows
+from nearmiss.report import build_report
 from pipeline.synth.dataset import LABELS_FILE, make_dataset
 from pipeline.synth.scenario import SynthConfig
 
+HEADS = ("recognition", "detection", "motion3d", "fusion", "zeroshot")
+
 EXAMPLE_QUERIES = (
-    "SELECT status, count(*) AS clips, round(sum(duration_s)/60, 2) AS minutes FROM clips GROUP BY status",
-    "SELECT l.class, count(*) AS clips, round(avg(l.event_end_s - l.event_start_s), 2) AS avg_event_s"
-    " FROM labels l GROUP BY l.class ORDER BY l.class",
+    "SELECT path, class, round(start_s, 2) AS start_s, round(peak_s, 2) AS peak_s, round(score, 3) AS score"
+    " FROM latest_incidents WHERE model_name = 'detection' ORDER BY score DESC LIMIT 5",
+    "SELECT model_name, predicted_class, count(*) AS clips FROM latest_predictions GROUP BY ALL ORDER BY ALL",
     "SELECT flow, status, started_at, counts FROM runs ORDER BY started_at DESC LIMIT 5",
 )
 
 
 def _show(catalog: Catalog, sql: str) -> None:
     r = run_query(catalog, sql)
-    print(f"\n$ nearmiss query \"{sql}\"")
     print(format_rows(r.columns, r.rows), end="")
 
 
@@ -41,20 +53,55 @@ def _nearmiss_command() -> str:
         return str(script)
 
 
-def run_demo(db: str, out: str, n: int = 12, seed: int = 2026) -> int:
-    clips_dir = Path(out) / "clips"
-    cfg = SynthConfig(min_duration_s=5.0, max_duration_s=8.0)
-    print(f"[1/3] synthesizing {n} labelled clips into {clips_dir} (seed {seed})")
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def run_demo(db: str, out: str, n: int = 48, seed: int = 2026, pretrained: str | None = None) -> int:
+    t0 = time.perf_counter()
+    out_dir = Path(out)
+    clips_dir = out_dir / "clips"
+    store = out_dir / "model_store"
+    cfg = SynthConfig(width=480, height=270, fps=15.0, min_duration_s=4.0, max_duration_s=6.0)
+    print(f"[1/6] synthesizing {n} labelled clips into {clips_dir} (seed {seed})")
     make_dataset(clips_dir, n, seed, cfg)
-    print(f"[2/3] ingesting through the Prefect flow into {db}")
-    result = ingest_flow([str(clips_dir)], db=db, labels=str(clips_dir / LABELS_FILE))
-    print(f"      {result['files']} files: {result['new']} new, {result['unchanged'] + result['duplicate']} already known,"
-          f" {result['failed']} failed; {result['labels']} labels")
-    print("[3/3] the catalog")
+
+    untrained = pretrained is None
+    if untrained:
+        print("      no CLIP checkpoint given (this machine cannot download one): the demo uses random CLIP "
+              "weights (--untrained); pass --pretrained /path/to/RN50.pt for real ones")
+    print(f"[2/6] pipeline flow (ingest, featurize, score) through Prefect into {db}")
+    s = pipeline_flow([str(clips_dir)], db=db, labels=str(clips_dir / LABELS_FILE), pretrained=pretrained,
+                      untrained=untrained)
+    print(f"      {s['files']} files: {s['new']} new, {s['skipped']} already known, {s['failed']} failed; "
+          f"{s['featurized']} clips featurized")
+
+    print("[3/6] training the heads on the labelled clips (train/val split; test held out)")
+    for head in HEADS:
+        report = run_train(db, TrainConfig(head, spec=TrainSpec(epochs=60), store=str(store),
+                                           pretrained=pretrained), log=None)
+        print(f"      {report.model.ref:15s} {report.model.kind:9s} {report.splits['train']} train / "
+              f"{report.splits['val']} val clips")
+
+    print("[4/6] scoring every clip with the newest heads (score flow)")
+    for r in score_flow(db=db):
+        print(f"      {r['model']:15s} {r['clips']} clips, {r['incidents']} incidents")
+
     catalog = Catalog(db)
-    for sql in EXAMPLE_QUERIES:
-        _show(catalog, sql)
-    print(f"\ncatalog: {Path(db).resolve()}")
+    print("[5/6] top incidents (detection head) and the evaluation on the held-out test split\n")
+    _show(catalog, EXAMPLE_QUERIES[0])
+    cols = ("recognition_acc", "detection_acc", "event_f1@0.5", "ap@0.5", "video_ap", "mtta_s")
+    rows = []
+    for head in HEADS:
+        row, metrics = run_evaluate(db, head)
+        line = summary_line(metrics)
+        rows.append((row.ref, metrics["clips"], *(_num(line[c]) for c in cols)))
+    print()
+    print(format_rows(["head", "test clips", *cols], rows), end="")
+
+    page = build_report(db, str(out_dir / "report"))
+    print(f"[6/6] report: {page.resolve()}")
+    print(f"\ncatalog: {Path(db).resolve()} (done in {time.perf_counter() - t0:.0f}s)")
     print("query it yourself, e.g.:")
     exe = _nearmiss_command()
     for sql in EXAMPLE_QUERIES:
