@@ -129,4 +129,4 @@ def score_flow(db: str | None = None, heads: list[str] | None = None, where: str
     results = run_score(db, heads, where, use_prefect=True)
     for r in results:
         print(f"score {r.model}: {r.clips} clips, {r.incidents} incidents in {r.seconds:.1f}s")
-    return [{"model": r.model, "clips": r.clips, "incidents": r.incidents} for r in results]
+    return [{"model": r.model, "clips": r.clips, "incidents": r.incidents, "seconds": r.seconds} for r in results]

@@ -248,8 +248,8 @@ def cmd_score(args) -> int:
     if args.direct:
         results = run_score(_db(args), args.head, args.where, show_progress=True)
     else:
-        results = [HeadScore(d["model"], d["clips"], d["incidents"]) for d in score_flow(_db(args), args.head,
-                                                                                         args.where)]
+        results = [HeadScore(d["model"], d["clips"], d["incidents"], d["seconds"])
+                   for d in score_flow(_db(args), args.head, args.where)]
     for r in results:
         _print_score(r)
     return 0

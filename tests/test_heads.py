@@ -185,7 +185,7 @@ def test_zeroshot_motion3d_and_fusion_heads_score(catalog_copy, capsys):
 def test_score_flow_runs_through_prefect(prefect_server, catalog_copy):
     run_train(catalog_copy, TrainConfig("detection", spec=TrainSpec(epochs=2)), log=None)
     out = score_flow(db=catalog_copy)
-    assert out == [{"model": "detection@1", "clips": 24, "incidents": out[0]["incidents"]}]
+    assert [(o["model"], o["clips"]) for o in out] == [("detection@1", 24)]
     assert rows(catalog_copy, "SELECT status, prefect_flow_run_id IS NOT NULL FROM runs WHERE flow = 'score'") == \
         [("completed", True)]
 
