@@ -101,8 +101,10 @@ def build_from_source(db: str, source: str, n: int) -> str:
             con.execute("CREATE TEMP TABLE pick AS SELECT clip_id AS src_id, clip_id || ':' || r AS id"
                         " FROM src.clip_features, range(?) t(r) WHERE status = 'ok' AND feature_set_id = ?"
                         " QUALIFY row_number() OVER (ORDER BY r, clip_id) <= ?", [copies, fs_id, n])
-            con.execute(f"INSERT INTO {table} SELECT * REPLACE (p.id AS clip_id) FROM pick p"
-                        f" JOIN src.{table} x ON x.clip_id = p.src_id AND x.feature_set_id = ?", [fs_id])
+            # Stored clip by clip, as featurize writes them (one transaction per clip).
+            con.execute(f"INSERT INTO {table} SELECT x.* REPLACE (p.id AS clip_id) FROM pick p"
+                        f" JOIN src.{table} x ON x.clip_id = p.src_id AND x.feature_set_id = ?"
+                        " ORDER BY p.id, x.frame_idx", [fs_id])
     return fs_id
 
 

@@ -21,52 +21,70 @@ def _matrix(table: pa.Table, name: str) -> np.ndarray:
     return values.astype(np.float32, copy=False).reshape(len(col), -1)
 
 
+def _rows(con, table: str, columns: str, fs_id: str) -> pa.Table:
+    # A semi-join and no ORDER BY: rows come in storage order, where each clip's frames were written
+    # together; sorting wide list rows in DuckDB would cost more than the whole read.
+    return con.sql(f"SELECT clip_id, frame_idx, {columns} FROM {table} WHERE feature_set_id = ?"
+                   " AND clip_id IN (SELECT clip_id FROM _wanted)", params=[fs_id]).to_arrow_table()
+
+
+def _grouping(ids: np.ndarray, frame_idx: np.ndarray):
+    """(row order, clip ids in that order, rows per clip): no reordering when rows already come grouped."""
+    n = len(ids)
+    if n == 0:
+        return slice(None), np.array([], object), np.array([], np.int64)
+    change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    same = ids[1:] == ids[:-1]
+    if len(np.unique(ids[starts])) == len(starts) and np.all(frame_idx[1:][same] > frame_idx[:-1][same]):
+        return slice(None), ids[starts], np.diff(np.append(starts, n))
+    perm = np.lexsort((frame_idx, ids))
+    sorted_ids = ids[perm]
+    first = np.concatenate([[0], np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1])
+    return perm, sorted_ids[first], np.diff(np.append(first, n))
+
+
 def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str],
                    with_flow: bool = False, with_embeddings: bool = True) -> Sequences:
-    """Features of these clips, grouped by clip (any clip order; clips without features are left out)."""
-    order = pa.table({"clip_id": pa.array(clip_ids, pa.string()), "ord": pa.array(np.arange(len(clip_ids)))})
-    con.register("_wanted", order)
+    """Features of these clips, grouped by clip (in storage order; clips without features are left out)."""
+    con.register("_wanted", pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
     try:
-        emb = "f.clip_embedding, f.embclip," if with_embeddings else ""
-        # No ORDER BY: sorting wide list rows in DuckDB costs more than the whole read; numpy sorts the keys.
-        table = con.sql(
-            f"SELECT w.ord, f.frame_idx, f.t_s, {emb} " + ", ".join(f"m.{c}" for c in MOTION_SCALARS + MOTION_GRIDS)
-            + (", m.flow_stack" if with_flow else "")
-            + " FROM _wanted w JOIN frame_features f ON f.clip_id = w.clip_id AND f.feature_set_id = ?"
-            " JOIN motion_features m ON m.clip_id = f.clip_id AND m.feature_set_id = f.feature_set_id"
-            " AND m.frame_idx = f.frame_idx",
-            params=[fs_id],
-        ).to_arrow_table()
+        frames = _rows(con, "frame_features", "t_s" + (", clip_embedding, embclip" if with_embeddings else ""), fs_id)
+        motion = _rows(con, "motion_features", ", ".join(MOTION_SCALARS + MOTION_GRIDS)
+                       + (", flow_stack" if with_flow else ""), fs_id)
     finally:
         con.unregister("_wanted")
-    n = len(table)
-    ords = table.column("ord").to_numpy()
-    frame_idx = table.column("frame_idx").to_numpy()
-    # Rows usually arrive grouped by clip with frames in order: then the clips are taken in the order
-    # they came (no copy). Otherwise rows are sorted, which copies every matrix once.
-    starts = np.flatnonzero(np.diff(ords, prepend=-1)) if n else np.zeros(0, int)
-    grouped = len(starts) == len(np.unique(ords)) and bool(np.all(np.diff(frame_idx)[np.diff(ords) == 0] > 0))
-    if grouped:
-        perm, present = slice(None), ords[starts]
-        counts = np.diff(np.append(starts, n))
+    keys = lambda t: (t.column("clip_id").to_numpy(zero_copy_only=False),  # noqa: E731
+                      t.column("frame_idx").to_numpy())
+    f_ids, f_idx = keys(frames)
+    perm, present, counts = _grouping(f_ids, f_idx)
+    m_ids, m_idx = keys(motion)
+    if len(m_ids) == len(f_ids) and np.array_equal(m_ids, f_ids) and np.array_equal(m_idx, f_idx):
+        m_perm = perm  # written together, stored alike: the usual case
     else:
-        perm = np.lexsort((frame_idx, ords))
-        present, counts = np.unique(ords, return_counts=True)
-    col = lambda name: table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)[perm]  # noqa: E731
-    mat = lambda name: _matrix(table, name)[perm] if n else np.zeros((0, 0), np.float32)  # noqa: E731
-    scalars = np.stack([col(c) for c in MOTION_SCALARS], 1) if n else np.zeros((0, len(MOTION_SCALARS)), np.float32)
-    motion = np.concatenate([scalars] + [mat(c) for c in MOTION_GRIDS], 1) if n else scalars
+        m_perm, m_present, m_counts = _grouping(m_ids, m_idx)
+        order = {c: k for k, c in enumerate(m_present)}
+        offs = np.concatenate([[0], np.cumsum(m_counts)])
+        rows = np.arange(len(m_ids))[m_perm]
+        m_perm = np.concatenate([rows[offs[order[c]]:offs[order[c] + 1]] for c in present]) if len(present) \
+            else np.zeros(0, int)
+    n = len(f_ids)
+    col = lambda t, name, p: t.column(name).to_numpy(zero_copy_only=False).astype(np.float32)[p]  # noqa: E731
+    mat = lambda t, name, p: _matrix(t, name)[p] if n else np.zeros((0, 0), np.float32)  # noqa: E731
+    scalars = np.stack([col(motion, c, m_perm) for c in MOTION_SCALARS], 1) if n \
+        else np.zeros((0, len(MOTION_SCALARS)), np.float32)
+    motion_x = np.concatenate([scalars] + [mat(motion, c, m_perm) for c in MOTION_GRIDS], 1) if n else scalars
     embclip = None
-    if with_embeddings and n and table.column("embclip").null_count == 0:
-        embclip = mat("embclip")
+    if with_embeddings and n and frames.column("embclip").null_count == 0:
+        embclip = mat(frames, "embclip", perm)
     return Sequences(
-        clip_ids=[clip_ids[i] for i in present],
+        clip_ids=[str(c) for c in present],
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        times=col("t_s"),
-        clip=mat("clip_embedding") if with_embeddings else np.zeros((n, 0), np.float32),
+        times=col(frames, "t_s", perm),
+        clip=mat(frames, "clip_embedding", perm) if with_embeddings else np.zeros((n, 0), np.float32),
         embclip=embclip,
-        motion=motion,
-        flow=mat("flow_stack") if with_flow else None,
+        motion=motion_x,
+        flow=mat(motion, "flow_stack", m_perm) if with_flow else None,
     )
 
 

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("snapshot", help="publish NAME.snapshot.duckdb for the stock DuckDB CLI (flows do it too)")
     _add_db(p)
+    p.add_argument("--full", action="store_true", help="include the per-frame feature tables (large)")
 
     p = sub.add_parser("query", help="run read-only SQL against the catalog")
     _add_db(p)
@@ -282,7 +283,7 @@ def cmd_snapshot(args) -> int:
     from catalog import Catalog
     from catalog.snapshot import publish_snapshot
 
-    path = publish_snapshot(Catalog(_db(args)))
+    path = publish_snapshot(Catalog(_db(args)), full=args.full)
     print(f"snapshot: {path}  (open with: duckdb -readonly {path})")
     return 0
 
