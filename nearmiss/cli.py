@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     _add_db(p)
     p.add_argument("--out", default="demo_out", help="folder for the clips, the model store and the report")
-    p.add_argument("--n", type=int, default=48, help="synthetic clips (classes dealt in balance)")
+    p.add_argument("--n", type=int, default=120, help="synthetic clips (classes dealt in balance)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--pretrained", default=None, help="CLIP RN50 checkpoint file; without it random weights")
     return parser
