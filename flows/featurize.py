@@ -253,12 +253,15 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
 @flow(name="featurize", log_prints=True)
 def featurize_flow(db: str | None = None, model: str = "RN50", pretrained: str | None = "openai",
                    untrained: bool = False, fps: float = 4.0, device: str = "auto", batch_size: int = 64,
-                   decoder: str = "decord", limit: int | None = None, retry_failed: bool = False) -> dict:
-    """Compute motion and CLIP/EmbCLIP features for every ingested clip that lacks them."""
+                   decoder: str = "decord", limit: int | None = None, retry_failed: bool = False,
+                   progress: bool = False) -> dict:
+    """Compute motion and CLIP/EmbCLIP features for every ingested clip that lacks them.
+
+    progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
     cfg = FeaturizeConfig(clip=ClipSpec(model=model, pretrained=pretrained, untrained=untrained),
                           decode=DecodeSpec(sample_fps=fps), device=device, batch_size=batch_size,
                           decoder=decoder, limit=limit, retry_failed=retry_failed)
-    summary = run_featurize(db, cfg, use_prefect=True)
+    summary = run_featurize(db, cfg, use_prefect=True, show_progress=progress)
     print(f"featurize: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}
 

@@ -265,9 +265,12 @@ def run_ingest(paths: list[str], db: str | None = None, labels: str | None = Non
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(paths: list[str], db: str | None = None, labels: str | None = None,
-                workers: int = 2, probe_timeout_s: float = 120.0, retry_failed: bool = False) -> dict:
-    """Ingest video files, folders or globs into the catalog (idempotent; safe to re-run after a crash)."""
+                workers: int = 2, probe_timeout_s: float = 120.0, retry_failed: bool = False,
+                progress: bool = False) -> dict:
+    """Ingest video files, folders or globs into the catalog (idempotent; safe to re-run after a crash).
+
+    progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
     cfg = IngestConfig(workers=workers, probe_timeout_s=probe_timeout_s, retry_failed=retry_failed)
-    summary = run_ingest(paths, db=db, labels=labels, cfg=cfg, use_prefect=True)
+    summary = run_ingest(paths, db=db, labels=labels, cfg=cfg, use_prefect=True, show_progress=progress)
     print(f"ingest: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}

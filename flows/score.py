@@ -124,9 +124,12 @@ def run_rescore(db: str | None, head: str, where: str | None = None, show_progre
 
 
 @flow(name="score", log_prints=True)
-def score_flow(db: str | None = None, heads: list[str] | None = None, where: str | None = None) -> list[dict]:
-    """Batched inference of the chosen heads (default: newest of each) over clips without their predictions."""
-    results = run_score(db, heads, where, use_prefect=True)
+def score_flow(db: str | None = None, heads: list[str] | None = None, where: str | None = None,
+               progress: bool = False) -> list[dict]:
+    """Batched inference of the chosen heads (default: newest of each) over clips without their predictions.
+
+    progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
+    results = run_score(db, heads, where, use_prefect=True, show_progress=progress)
     for r in results:
         print(f"score {r.model}: {r.clips} clips, {r.incidents} incidents in {r.seconds:.1f}s")
     return [{"model": r.model, "clips": r.clips, "incidents": r.incidents, "seconds": r.seconds} for r in results]

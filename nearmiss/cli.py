@@ -154,7 +154,7 @@ def cmd_ingest(args) -> int:
         summary = run_ingest(args.paths, db=_db(args), labels=args.labels, cfg=cfg, show_progress=True)
     else:
         state = ingest_flow(args.paths, db=_db(args), labels=args.labels, workers=cfg.workers,
-                            probe_timeout_s=cfg.probe_timeout_s, retry_failed=cfg.retry_failed)
+                            probe_timeout_s=cfg.probe_timeout_s, retry_failed=cfg.retry_failed, progress=True)
         from flows.ingest import IngestSummary
         failures = [tuple(f) for f in state.pop("failures")]
         run_id = state.pop("run_id")
@@ -175,7 +175,7 @@ def cmd_featurize(args) -> int:
         counts, failures = s.counts(), s.failures
     else:
         counts = featurize_flow(_db(args), args.model, args.pretrained, args.untrained, args.fps, args.device,
-                                args.batch_size, args.decoder, args.limit, args.retry_failed)
+                                args.batch_size, args.decoder, args.limit, args.retry_failed, progress=True)
         failures = counts.pop("failures")
     print(f"featurize: feature set {counts['feature_set_id']}: {counts['done']} clips done, {counts['failed']} failed, "
           f"{counts['frames']} frames in {counts['seconds']:.1f}s")
@@ -250,7 +250,7 @@ def cmd_score(args) -> int:
         results = run_score(_db(args), args.head, args.where, show_progress=True)
     else:
         results = [HeadScore(d["model"], d["clips"], d["incidents"], d["seconds"])
-                   for d in score_flow(_db(args), args.head, args.where)]
+                   for d in score_flow(_db(args), args.head, args.where, progress=True)]
     for r in results:
         _print_score(r)
     return 0
