@@ -10,7 +10,7 @@ and say where everything is, with SQL a user can paste.
 """
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,9 +43,9 @@ def _show(catalog: Catalog, sql: str) -> None:
 
 
 def _nearmiss_command() -> str:
-    """How this shell reaches the CLI: bare if it is on PATH, else the venv's script."""
+    """How the user's shell reaches the CLI: bare when their venv is active, else the venv's script."""
     script = Path(sys.executable).parent / "nearmiss"
-    if shutil.which("nearmiss") == str(script):
+    if os.environ.get("VIRTUAL_ENV") and Path(os.environ["VIRTUAL_ENV"]).resolve() == script.parent.parent.resolve():
         return "nearmiss"
     try:
         return str(script.relative_to(Path.cwd()))
