@@ -35,14 +35,14 @@ def _quote(path: Path) -> str:
 FRAME_TABLES = ("frame_features", "motion_features")
 
 
-def _copy(con: duckdb.DuckDBPyConnection, full: bool) -> None:
-    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'live'"
-                                        " ORDER BY 1").fetchall()]
+def _copy(con: duckdb.DuckDBPyConnection, live: str, full: bool) -> None:
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?"
+                                        " ORDER BY 1", [live]).fetchall()]
     for t in tables:
         limit = "" if full or t not in FRAME_TABLES else " LIMIT 0"
-        con.execute(f'CREATE TABLE snap.main."{t}" AS SELECT * FROM live.main."{t}"{limit}')
-    views = con.execute("SELECT view_name, sql FROM duckdb_views() WHERE database_name = 'live' AND NOT internal"
-                        " ORDER BY 1").fetchall()
+        con.execute(f'CREATE TABLE snap.main."{t}" AS SELECT * FROM "{live}".main."{t}"{limit}')
+    views = con.execute("SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND NOT internal"
+                        " ORDER BY 1", [live]).fetchall()
     con.execute("USE snap")
     pending = list(views)
     while pending:  # views may use each other: create what binds, then the rest
@@ -55,7 +55,7 @@ def _copy(con: duckdb.DuckDBPyConnection, full: bool) -> None:
         if len(left) == len(pending):
             raise RuntimeError(f"cannot recreate views {[n for n, _ in left]} in the snapshot")
         pending = left
-    con.execute("USE memory")
+    con.execute(f'USE "{live}"')
 
 
 def publish_snapshot(catalog: Catalog, full: bool = False) -> Path:
@@ -63,25 +63,14 @@ def publish_snapshot(catalog: Catalog, full: bool = False) -> Path:
     target = snapshot_path(catalog.path)
     tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
-    with catalog.read():  # waits (with backoff) until no writer holds the file
-        pass
-    deadline_tries = 50
-    for attempt in range(deadline_tries):
-        con = duckdb.connect()
-        try:
-            con.execute(f"ATTACH {_quote(Path(catalog.path))} AS live (READ_ONLY)")
-            con.execute(f"ATTACH {_quote(tmp)} AS snap (STORAGE_VERSION '{STORAGE_COMPATIBILITY}')")
-            _copy(con, full)
+    try:
+        with catalog.read() as con:  # one read transaction (waits, with backoff, while a writer holds the file)
+            live = con.execute("SELECT current_database()").fetchone()[0]
+            con.execute(f"ATTACH {_quote(tmp)} AS snap (READ_WRITE, STORAGE_VERSION '{STORAGE_COMPATIBILITY}')")
+            _copy(con, live, full)
             con.execute("DETACH snap")
-            con.execute("DETACH live")
-            break
-        except duckdb.IOException as exc:  # a writer got in first: wait for it like any reader
-            tmp.unlink(missing_ok=True)
-            if "lock" not in str(exc).lower() or attempt == deadline_tries - 1:
-                raise
-            with catalog.read():
-                pass
-        finally:
-            con.close()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, target)
     return target
