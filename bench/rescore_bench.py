@@ -24,7 +24,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from catalog import Catalog  # noqa: E402
-from catalog.features import register_feature_set  # noqa: E402
+from catalog.features import float_lists, register_feature_set  # noqa: E402
 from catalog.head_inputs import load_sequences  # noqa: E402
 from flows.score import run_rescore, run_score  # noqa: E402
 from flows.train import TrainConfig, run_train  # noqa: E402
@@ -32,10 +32,6 @@ from models.training import TrainSpec  # noqa: E402
 from pipeline.labels import CLASSES  # noqa: E402
 
 FS = "bench0000000000"
-
-
-def _lists(x: np.ndarray) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]).cast(pa.list_(pa.float32()))
 
 
 def build_random(db: str, n: int, frames: int, seed: int = 0) -> None:
@@ -52,13 +48,13 @@ def build_random(db: str, n: int, frames: int, seed: int = 0) -> None:
                 "t_s": pa.array(np.tile(np.arange(frames) / 4.0, len(ids)))}
         emb = rng.normal(size=(k, 1024)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        frames_t = pa.table({**base, "clip_embedding": _lists(emb),
-                             "embclip": _lists(rng.normal(size=(k, 1568)).astype(np.float32))})
-        g = lambda: _lists(np.abs(rng.normal(size=(k, 96))).astype(np.float32))  # noqa: E731
+        frames_t = pa.table({**base, "clip_embedding": float_lists(emb),
+                             "embclip": float_lists(rng.normal(size=(k, 1568)).astype(np.float32))})
+        g = lambda: float_lists(np.abs(rng.normal(size=(k, 96))).astype(np.float32))  # noqa: E731
         moves = pa.table({**base, **{c: pa.array(rng.normal(size=k).astype(np.float32)) for c in
                                      ("ego_speed", "ego_yaw", "ego_pitch", "residual_rms", "looming")},
                           "fg_energy": g(), "fg_area": g(), "fg_expansion": g(),
-                          "flow_stack": _lists(rng.normal(size=(k, 2304)).astype(np.float32))})
+                          "flow_stack": float_lists(rng.normal(size=(k, 2304)).astype(np.float32))})
         with cat.write() as con:
             con.register("_f", frames_t)
             con.register("_m", moves)

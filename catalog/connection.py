@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import pyarrow as pa
 
 from catalog.schema import migrate
 
@@ -26,6 +27,16 @@ DEFAULT_DB = "nearmiss.duckdb"
 # New catalogs are written in a storage format the stock DuckDB CLI (1.5.x, `pip install duckdb-cli`)
 # can open; the Python package (2.0) reads and writes it unchanged.
 STORAGE_COMPATIBILITY = "v1.5.0"
+
+
+@contextmanager
+def clip_id_table(con: duckdb.DuckDBPyConnection, ids: list[str], name: str = "_ids") -> Iterator[str]:
+    """Register `ids` as a one-column table (clip_id) for a semi-join; unregistered on exit."""
+    con.register(name, pa.table({"clip_id": pa.array(ids, pa.string())}))
+    try:
+        yield name
+    finally:
+        con.unregister(name)
 
 
 def default_db_path() -> str:

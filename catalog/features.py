@@ -8,6 +8,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from catalog.connection import clip_id_table
+
 
 @dataclass(frozen=True)
 class PendingClip:
@@ -65,7 +67,14 @@ def clips_needing_features(con: duckdb.DuckDBPyConnection, fs_id: str, limit: in
     return [PendingClip(r[0], r[1], r[2]) for r in rows]
 
 
-def _list_column(x: np.ndarray) -> pa.Array:
+def features_stored(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str]) -> int:
+    """How many of these clips have a clip_features row (done or failed) in the feature set."""
+    with clip_id_table(con, clip_ids):
+        return con.execute("SELECT count(*) FROM clip_features WHERE feature_set_id = ?"
+                           " AND clip_id IN (SELECT clip_id FROM _ids)", [fs_id]).fetchall()[0][0]
+
+
+def float_lists(x: np.ndarray) -> pa.Array:
     x = np.ascontiguousarray(x, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]).cast(pa.list_(pa.float32()))
 
@@ -78,16 +87,16 @@ def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str
     con.execute("DELETE FROM motion_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
     base = {"clip_id": pa.array([clip_id] * n), "feature_set_id": pa.array([fs_id] * n),
             "frame_idx": pa.array(np.arange(n, dtype=np.int32)), "t_s": pa.array(np.asarray(times_s, float))}
-    frames = pa.table({**base, "clip_embedding": _list_column(embeddings),
-                       "embclip": _list_column(embclip) if embclip is not None else pa.nulls(n, pa.list_(pa.float32()))})
+    frames = pa.table({**base, "clip_embedding": float_lists(embeddings),
+                       "embclip": float_lists(embclip) if embclip is not None else pa.nulls(n, pa.list_(pa.float32()))})
     ego = motion.ego
     looming = (motion.fg_expansion * motion.fg_area).max(axis=1)
     moves = pa.table({**base, "ego_speed": pa.array(ego[:, 0]), "ego_yaw": pa.array(ego[:, 1]),
                       "ego_pitch": pa.array(ego[:, 2]), "residual_rms": pa.array(ego[:, 3]),
                       "looming": pa.array(looming.astype(np.float32)),
-                      "fg_energy": _list_column(motion.fg_energy), "fg_area": _list_column(motion.fg_area),
-                      "fg_expansion": _list_column(motion.fg_expansion),
-                      "flow_stack": _list_column(motion.flow_stack.reshape(n, -1))})
+                      "fg_energy": float_lists(motion.fg_energy), "fg_area": float_lists(motion.fg_area),
+                      "fg_expansion": float_lists(motion.fg_expansion),
+                      "flow_stack": float_lists(motion.flow_stack.reshape(n, -1))})
     con.register("_frames", frames)
     con.register("_moves", moves)
     try:

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog.connection import clip_id_table
 from models.sequences import MOTION_GRIDS, MOTION_SCALARS, ClipLabel, Sequences
 
 SPLIT_SCHEME = "sha256:60/20/20"
@@ -47,13 +48,10 @@ def _grouping(ids: np.ndarray, frame_idx: np.ndarray):
 def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str],
                    with_flow: bool = False, with_embeddings: bool = True) -> Sequences:
     """Features of these clips, grouped by clip (in storage order; clips without features are left out)."""
-    con.register("_wanted", pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
-    try:
+    with clip_id_table(con, clip_ids, "_wanted"):
         frames = _rows(con, "frame_features", "t_s" + (", clip_embedding, embclip" if with_embeddings else ""), fs_id)
         motion = _rows(con, "motion_features", ", ".join(MOTION_SCALARS + MOTION_GRIDS)
                        + (", flow_stack" if with_flow else ""), fs_id)
-    finally:
-        con.unregister("_wanted")
     keys = lambda t: (t.column("clip_id").to_numpy(zero_copy_only=False),  # noqa: E731
                       t.column("frame_idx").to_numpy())
     f_ids, f_idx = keys(frames)

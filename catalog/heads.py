@@ -8,7 +8,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from models.outputs import ClipPrediction, Incident
+from catalog.connection import clip_id_table
+from models.outputs import ClipPrediction
 from pipeline.labels import CLASSES
 
 
@@ -70,9 +71,8 @@ def write_predictions(con: duckdb.DuckDBPyConnection, model: ModelRow, preds: li
         return 0
     probs = np.stack([p.probs for p in preds]).astype(np.float32)
     n = len(preds)
-    ids = pa.array([p.clip_id for p in preds], pa.string())
     table = pa.table({
-        "clip_id": ids, "model_name": pa.array([model.name] * n), "model_version": pa.array([model.version] * n,
+        "clip_id": pa.array([p.clip_id for p in preds], pa.string()), "model_name": pa.array([model.name] * n), "model_version": pa.array([model.version] * n,
                                                                                             pa.int32()),
         "feature_set_id": pa.array([model.feature_set_id] * n),
         **{f"p_{c}": pa.array(probs[:, i]) for i, c in enumerate(CLASSES)},
@@ -92,35 +92,19 @@ def write_predictions(con: duckdb.DuckDBPyConnection, model: ModelRow, preds: li
         "score": pa.array([float(e.score) for _, _, e in events], pa.float32()),
         "class": pa.array([e.cls for _, _, e in events], pa.string()),
     })
-    con.register("_ids", pa.table({"clip_id": ids}))
     con.register("_preds", table)
     con.register("_incidents", incidents)
     try:
-        for t in ("predictions", "incidents"):
-            con.execute(f"DELETE FROM {t} WHERE model_name = ? AND model_version = ?"
-                        " AND clip_id IN (SELECT clip_id FROM _ids)", [model.name, model.version])
+        with clip_id_table(con, [p.clip_id for p in preds]):
+            for t in ("predictions", "incidents"):
+                con.execute(f"DELETE FROM {t} WHERE model_name = ? AND model_version = ?"
+                            " AND clip_id IN (SELECT clip_id FROM _ids)", [model.name, model.version])
         con.execute("INSERT INTO predictions BY NAME SELECT * FROM _preds")
         con.execute("INSERT INTO incidents BY NAME SELECT * FROM _incidents")
     finally:
-        for t in ("_ids", "_preds", "_incidents"):
-            con.unregister(t)
+        con.unregister("_preds")
+        con.unregister("_incidents")
     return n
-
-
-def class_distribution(con: duckdb.DuckDBPyConnection, name: str, version: int,
-                       clip_ids: list[str] | None = None) -> dict[str, int]:
-    """Predicted-class counts of one head version, optionally over a set of clips."""
-    params: list = [name, version]
-    sql = "SELECT predicted_class, count(*) FROM predictions p WHERE model_name = ? AND model_version = ?"
-    if clip_ids is not None:
-        con.register("_ids", pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
-        sql += " AND clip_id IN (SELECT clip_id FROM _ids)"
-    try:
-        rows = con.execute(sql + " GROUP BY 1", params).fetchall()
-    finally:
-        if clip_ids is not None:
-            con.unregister("_ids")
-    return {c: dict(rows).get(c, 0) for c in CLASSES}
 
 
 def record_evaluation(con: duckdb.DuckDBPyConnection, model: ModelRow, split: str, clips: int,
@@ -129,24 +113,18 @@ def record_evaluation(con: duckdb.DuckDBPyConnection, model: ModelRow, split: st
                 [model.name, model.version, split, clips, json.dumps(metrics, sort_keys=True)])
 
 
-def prediction_scores(con: duckdb.DuckDBPyConnection, name: str, version: int, clip_ids: list[str]) -> dict:
-    """clip_id -> (probs, near_miss_score, step_t_s, step_scores, incidents) for evaluation from stored rows."""
-    con.register("_ids", pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
-    try:
-        rows = con.execute(
-            "SELECT clip_id, p_bicycle, p_pedestrian, p_vehicle, p_background, near_miss_score, step_t_s, step_scores"
-            " FROM predictions WHERE model_name = ? AND model_version = ? AND clip_id IN (SELECT clip_id FROM _ids)",
-            [name, version]).fetchall()
-        inc = con.execute(
-            "SELECT clip_id, start_s, peak_s, end_s, score, class FROM incidents WHERE model_name = ?"
-            " AND model_version = ? AND clip_id IN (SELECT clip_id FROM _ids) ORDER BY clip_id, event_idx",
-            [name, version]).fetchall()
-    finally:
-        con.unregister("_ids")
-    events: dict[str, list[Incident]] = {}
-    for cid, *e in inc:
-        events.setdefault(cid, []).append(Incident(*e))
-    return {r[0]: ClipPrediction(r[0], np.array(r[1:5], np.float32), r[5],
-                                 None if r[6] is None else np.array(r[6], np.float32),
-                                 None if r[7] is None else np.array(r[7], np.float32), events.get(r[0], []))
-            for r in rows}
+def latest_classes(con: duckdb.DuckDBPyConnection, name: str, clip_ids: list[str]) -> dict[str, str]:
+    """Each clip's newest predicted class from this head name, any version: what a user sees now."""
+    with clip_id_table(con, clip_ids):
+        return dict(con.execute(
+            "SELECT clip_id, predicted_class FROM predictions WHERE model_name = ?"
+            " AND clip_id IN (SELECT clip_id FROM _ids)"
+            " QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY model_version DESC, scored_at DESC) = 1",
+            [name]).fetchall())
+
+
+def predictions_stored(con: duckdb.DuckDBPyConnection, name: str, version: int, clip_ids: list[str]) -> int:
+    """How many of these clips have a prediction from this head version."""
+    with clip_id_table(con, clip_ids):
+        return con.execute("SELECT count(*) FROM predictions WHERE model_name = ? AND model_version = ?"
+                           " AND clip_id IN (SELECT clip_id FROM _ids)", [name, version]).fetchall()[0][0]

@@ -51,3 +51,9 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def first_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The id (a UUID) of the catalog's first run: tells two catalogs at the same path apart."""
+    row = con.execute("SELECT id FROM runs ORDER BY started_at, id LIMIT 1").fetchone()
+    return row[0] if row else None

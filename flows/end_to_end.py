@@ -22,6 +22,8 @@ from datetime import timedelta
 from prefect import flow, task
 
 from catalog import Catalog, default_db_path
+from catalog.features import features_stored
+from catalog.heads import predictions_stored
 from flows.featurize import FeaturizeConfig, featurize_batch, run_featurize
 from flows.ingest import IngestConfig, run_ingest
 from flows.lineage import tracked_run
@@ -71,29 +73,21 @@ def score_chunk(db: str, row, head, clip_ids: list[str], run_id: str | None, cat
         return _score_chunk(db, row, head, clip_ids, run_id)
 
 
-def _stored(db: str, sql: str, ids: list[str], *params) -> int:
-    import pyarrow as pa
-    with Catalog(db).read() as con:
-        con.register("_ids", pa.table({"clip_id": pa.array(ids, pa.string())}))
-        try:
-            return con.execute(sql + " AND clip_id IN (SELECT clip_id FROM _ids)", list(params)).fetchall()[0][0]
-        finally:
-            con.unregister("_ids")
-
-
 def featurize_cached(db: str, clips: list, cfg: FeaturizeConfig, fs_id: str, catalog_id: str) -> list:
     """The cached chunk task, trusted only when the catalog agrees (someone may have deleted rows since)."""
     results = featurize_chunk(db, clips, cfg, fs_id, catalog_id)
-    ids = [c.clip_id for c in clips]
-    if _stored(db, "SELECT count(*) FROM clip_features WHERE feature_set_id = ?", ids, fs_id) < len(ids):
+    with Catalog(db).read() as con:
+        stored = features_stored(con, fs_id, [c.clip_id for c in clips])
+    if stored < len(clips):
         results = featurize_chunk.with_options(refresh_cache=True)(db, clips, cfg, fs_id, catalog_id)
     return results
 
 
 def score_cached(db: str, row, head, ids: list[str], run_id: str | None, catalog_id: str) -> tuple[int, int]:
     out = score_chunk(db, row, head, ids, run_id, catalog_id)
-    if _stored(db, "SELECT count(*) FROM predictions WHERE model_name = ? AND model_version = ?", ids,
-               row.name, row.version) < len(ids):
+    with Catalog(db).read() as con:
+        stored = predictions_stored(con, row.name, row.version, ids)
+    if stored < len(ids):
         out = score_chunk.with_options(refresh_cache=True)(db, row, head, ids, run_id, catalog_id)
     return out
 

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from catalog import Catalog, CatalogLocked
+from catalog.runs import first_run_id
 
 GPU_LIMIT = "nearmiss-gpu"   # a global concurrency limit with one slot: one task on the GPU at a time
 
@@ -50,8 +51,7 @@ def retry_transient(task, task_run, state) -> bool:
 def catalog_identity(db: str) -> str:
     """Differs between two catalogs at the same path: the id of the catalog's first run (a UUID)."""
     with Catalog(db).read() as con:
-        row = con.execute("SELECT id FROM runs ORDER BY started_at, id LIMIT 1").fetchone()
-    return row[0] if row else "empty"
+        return first_run_id(con) or "empty"
 
 
 def chunk_key(*parts: str, ids: list[str]) -> str:

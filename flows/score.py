@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog import Catalog, default_db_path
 from catalog.head_inputs import load_sequences, scored_clip_ids
-from catalog.heads import ModelRow, latest_models, write_predictions
+from catalog.heads import ModelRow, latest_classes, latest_models, write_predictions
 from flows.lineage import tracked_run
 from flows.progress import Progress
 from flows.train import resolve_model
@@ -51,17 +51,9 @@ def _score_chunk(db: str, row: ModelRow, head, clip_ids: list[str], run_id: str 
 score_chunk_task = task(_score_chunk, name="score-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 
 
-def _previous_classes(catalog: Catalog, name: str, clip_ids: list[str]) -> dict[str, str]:
-    """Each clip's newest prediction from this head name, any version: what a user saw before."""
-    import pyarrow as pa
+def _latest_classes(catalog: Catalog, name: str, clip_ids: list[str]) -> dict[str, str]:
     with catalog.read() as con:
-        con.register("_ids", pa.table({"clip_id": pa.array(clip_ids, pa.string())}))
-        rows = con.execute(
-            "SELECT clip_id, predicted_class FROM predictions WHERE model_name = ?"
-            " AND clip_id IN (SELECT clip_id FROM _ids)"
-            " QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY model_version DESC, scored_at DESC) = 1",
-            [name]).fetchall()
-    return dict(rows)
+        return latest_classes(con, name, clip_ids)
 
 
 def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, run_id: str | None,
@@ -72,7 +64,7 @@ def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, ru
     with catalog.read() as con:  # read-only: a --where predicate cannot write
         ids = scored_clip_ids(con, row.feature_set_id, row.name, row.version, where, only_missing, limit)
     out = HeadScore(row.ref)
-    previous = _previous_classes(catalog, row.name, ids) if not only_missing else {}
+    previous = _latest_classes(catalog, row.name, ids) if not only_missing else {}
     head = load_head(row.weights_path, row.weights_sha256)
     call = run_chunk or (score_chunk_task if use_prefect else _score_chunk)
     t0 = time.perf_counter()
@@ -84,7 +76,7 @@ def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, ru
             bar.advance(n)
     out.seconds = round(time.perf_counter() - t0, 3)
     if not only_missing:
-        now = _previous_classes(catalog, row.name, ids)  # this version is now the newest for these clips
+        now = _latest_classes(catalog, row.name, ids)  # this version is now the newest for these clips
         out.before = {c: Counter(previous.values()).get(c, 0) for c in CLASSES}
         out.after = {c: Counter(now.values()).get(c, 0) for c in CLASSES}
         out.moved = dict(Counter(f"{previous.get(i, 'unscored')}->{now[i]}" for i in ids

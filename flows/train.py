@@ -15,7 +15,7 @@ from models.evaluation import evaluate, summary_line
 from models.motion3d import Motion3DConfig
 from models.registry import default_store, load_head, save_head
 from models.temporal import TemporalConfig
-from models.training import TrainSpec, fit_fusion, train_motion3d, train_temporal
+from models.training import TrainResult, TrainSpec, fit_fusion, train_motion3d, train_temporal
 from models.zeroshot import ZeroShotConfig, ZeroShotHead, class_embeddings
 
 HEADS = ("recognition", "detection", "motion3d", "zeroshot", "fusion")
@@ -128,7 +128,6 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
             kind, kind_params = "fusion", {"parts": [r.ref for r in parts], "alpha": result.head.alpha}
         else:
             head = _zeroshot(cfg, fs_config)
-            from models.training import TrainResult
             result = TrainResult(head, 0, evaluate(head.predict(val), val_labels) if len(val_labels) else {})
             kind, kind_params = "zeroshot", {"prompts": head.cfg.prompts}
         store = Path(cfg.store) if cfg.store else default_store(db)

@@ -41,26 +41,6 @@ class Sequences:
     def clip_times(self, i: int) -> np.ndarray:
         return self.times[self.frames(i)]
 
-    def subset(self, idx) -> "Sequences":
-        idx = np.asarray(idx, int)
-        pieces = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]
-        rows = np.concatenate(pieces) if pieces else np.zeros(0, int)
-        lengths = self.lengths[idx]
-        take = lambda a: None if a is None else a[rows]  # noqa: E731
-        return Sequences([self.clip_ids[i] for i in idx], np.concatenate([[0], np.cumsum(lengths)]),
-                         self.times[rows], self.clip[rows], take(self.embclip), self.motion[rows], take(self.flow))
-
-    @staticmethod
-    def concat(parts: list["Sequences"]) -> "Sequences":
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            raise ValueError("no sequences to concatenate")
-        cat = lambda name: None if getattr(parts[0], name) is None else np.concatenate(  # noqa: E731
-            [getattr(p, name) for p in parts])
-        lengths = np.concatenate([p.lengths for p in parts])
-        return Sequences(sum((p.clip_ids for p in parts), []), np.concatenate([[0], np.cumsum(lengths)]),
-                         cat("times"), cat("clip"), cat("embclip"), cat("motion"), cat("flow"))
-
     def padded(self, idx, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, T, ...) zero-padded copy of `array`'s rows for clips idx, and the (B, T) validity mask."""
         idx = np.asarray(idx, int)

@@ -180,19 +180,16 @@ class TemporalHead:
     def raw(self, seqs: Sequences, batch_size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per clip: (clip class probs (4,), step class probs (T, 4))."""
         self.net.eval()
-        out = []
         # Similar lengths together (less padding); small batches keep the per-cell activations in cache.
         order = np.argsort(seqs.lengths, kind="stable")
-        results: dict[int, tuple] = {}
+        out: list = [None] * len(seqs)
         for start in range(0, len(seqs), batch_size):
             idx = order[start:start + batch_size]
             clip, emb, motion, mask = batch_tensors(seqs, idx)
             clip_logits, step_logits = self.net(clip, emb, motion, mask)
             cp, sp = clip_logits.softmax(-1).numpy(), step_logits.softmax(-1).numpy()
             for b, i in enumerate(idx):
-                results[int(i)] = (cp[b], sp[b, :seqs.lengths[i]])
-        for i in range(len(seqs)):
-            out.append(results[i])
+                out[i] = (cp[b], sp[b, :seqs.lengths[i]])
         return out
 
     def predict(self, seqs: Sequences, batch_size: int = 64) -> list[ClipPrediction]:

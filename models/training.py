@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from models.evaluation import evaluate
 from models.events import EventSpec, extract_events
 from models.fusion import FusionHead, mix
+from models.metrics import Event, event_f1
 from models.motion3d import Motion3DConfig, Motion3DHead, Motion3DNet, resample_stacks
 from models.outputs import ClipPrediction
 from models.sequences import BACKGROUND, CLASS_INDEX, ClipLabel, Sequences, step_targets
@@ -60,7 +61,6 @@ def class_targets(labels: list[ClipLabel]) -> np.ndarray:
 def tune_events(preds: list[ClipPrediction], labels: list[ClipLabel], base: EventSpec = EventSpec()
                 ) -> tuple[EventSpec, float]:
     """The event threshold with the best validation event F1 at tIoU 0.5."""
-    from models.metrics import Event, event_f1
     truth = [Event(p.clip_id, lab.event_start_s, lab.event_end_s) for p, lab in zip(preds, labels)
              if lab.event is not None]
     best, best_f1 = base, -1.0

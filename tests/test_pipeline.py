@@ -1,5 +1,6 @@
 """The end-to-end pipeline flow through Prefect: stages, caching, the GPU slot, the run summary."""
 import json
+import uuid
 
 from catalog import Catalog
 from flows.orchestration import GPU_LIMIT
@@ -58,11 +59,13 @@ def test_featurize_chunks_are_cached_and_take_the_gpu_slot(prefect_server, clips
         register_feature_set(con, fs_id, name, config, 1024, 1568, True)
         pending = clips_needing_features(con, fs_id)[:2]
 
+    catalog_id = str(uuid.uuid4())  # a fresh cache key: Prefect's result store outlives the test
+
     @flow
     def twice():
         ensure_gpu_limit()
-        a = featurize_chunk(db, pending, cfg, fs_id, "catalog-x", return_state=True)
-        b = featurize_chunk(db, pending, cfg, fs_id, "catalog-x", return_state=True)
+        a = featurize_chunk(db, pending, cfg, fs_id, catalog_id, return_state=True)
+        b = featurize_chunk(db, pending, cfg, fs_id, catalog_id, return_state=True)
         return a, b
 
     a, b = twice()
