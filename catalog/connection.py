@@ -43,6 +43,12 @@ def default_db_path() -> str:
     return os.environ.get("NEARMISS_DB") or DEFAULT_DB
 
 
+# User-supplied SQL (`nearmiss query`, `--where`, a deployment's `where`) runs with no file system
+# access beyond the catalog itself and with its configuration frozen: no SET log_query_path, no
+# COPY/ATTACH/IMPORT, no read_text('/etc/shadow'). The read-only handle stops table writes.
+SANDBOX_CONFIG = {"enable_external_access": False, "lock_configuration": True}
+
+
 class CatalogLocked(RuntimeError):
     pass
 
@@ -68,7 +74,7 @@ class Catalog:
         # instance per process, and closing it is what frees the file lock.
         self._write_lock = threading.RLock()
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
         if read_only and not Path(self.path).exists():
             raise CatalogMissing(f"no catalog at {self.path}: run `nearmiss ingest` first, or pass --db")
         deadline = time.monotonic() + self.lock_timeout_s
@@ -77,6 +83,8 @@ class Catalog:
             try:
                 config = {} if read_only or Path(self.path).exists() else \
                     {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+                if sandboxed:
+                    config = dict(SANDBOX_CONFIG)
                 return duckdb.connect(self.path, read_only=read_only, config=config)
             except duckdb.IOException as exc:  # another process holds the file
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
@@ -93,9 +101,9 @@ class Catalog:
             delay = min(delay * 2, 0.5)
 
     @contextmanager
-    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection, closed on exit."""
-        con = self._open(read_only=True)
+    def read(self, sandboxed: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection, closed on exit; sandboxed for SQL text a user or a flow parameter supplied."""
+        con = self._open(read_only=True, sandboxed=sandboxed)
         try:
             yield con
         finally:

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from catalog import Catalog, default_db_path
 from catalog.head_inputs import load_sequences, scored_clip_ids
+from catalog.readonly import check_predicate
 from catalog.heads import ModelRow, latest_classes, latest_models, write_predictions
 from flows.lineage import tracked_run
 from flows.progress import Progress
@@ -61,7 +62,9 @@ def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, ru
                run_chunk=None) -> HeadScore:
     """run_chunk(db, row, head, clip_ids, run_id) -> (clips, incidents) replaces the default chunk call."""
     catalog = Catalog(db)
-    with catalog.read() as con:  # read-only: a --where predicate cannot write
+    if where:
+        check_predicate(where)
+    with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
         ids = scored_clip_ids(con, row.feature_set_id, row.name, row.version, where, only_missing, limit)
     out = HeadScore(row.ref)
     previous = _latest_classes(catalog, row.name, ids) if not only_missing else {}

@@ -311,6 +311,7 @@ COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import duckdb
     from catalog import CatalogLocked, CatalogMissing, SchemaTooNew
     from catalog.readonly import WriteRefused
     from pipeline.embed import WeightsUnavailable
@@ -321,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     except (WriteRefused, LabelsError, SchemaTooNew, CatalogMissing, CatalogLocked, WeightsUnavailable,
             ValueError) as exc:
         print(f"nearmiss {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.PermissionException as exc:  # user SQL (--where) that tried to reach a file
+        print(f"nearmiss {args.command}: SQL may read the catalog only: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, re-run to complete", file=sys.stderr)

@@ -16,6 +16,7 @@ import jinja2
 import numpy as np
 
 from catalog import Catalog
+from catalog.readonly import check_predicate
 from catalog.report_data import ReportIncident, latest_evaluations, motion_near, top_incidents
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
 from pipeline.overlay import encode_png, frame_strip, overlay_motion
@@ -135,7 +136,9 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
     out_dir = Path(out)
     (out_dir / "img").mkdir(parents=True, exist_ok=True)
     catalog = Catalog(db)
-    with catalog.read() as con:  # read-only: --where cannot write
+    if where:
+        check_predicate(where)
+    with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
         incidents = top_incidents(con, head, where, limit)
         evaluations = latest_evaluations(con)
     decoder = make_decoder("pyav")

@@ -53,7 +53,7 @@ def test_newer_file_is_refused_untouched(db):
 ])
 def test_query_refuses_writes(db, sql):
     Catalog(db).ensure()
-    with pytest.raises(WriteRefused, match="read-only"):
+    with pytest.raises(WriteRefused, match="refused"):
         run_query(Catalog(db), sql)
 
 
