@@ -79,12 +79,35 @@ def float_lists(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]).cast(pa.list_(pa.float32()))
 
 
+_PER_FRAME_TABLES = ("frame_features", "motion_features", "objects")
+
+
+def _clear(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str) -> None:
+    for t in _PER_FRAME_TABLES:
+        con.execute(f"DELETE FROM {t} WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+
+
+def _objects_table(clip_id: str, fs_id: str, obj) -> pa.Table:
+    k = len(obj)
+    return pa.table({
+        "clip_id": pa.array([clip_id] * k, pa.string()), "feature_set_id": pa.array([fs_id] * k, pa.string()),
+        "track_id": pa.array(obj.track_id, pa.int32()), "frame_idx": pa.array(obj.frame_idx, pa.int32()),
+        "t_s": pa.array(obj.t_s, pa.float64()),
+        **{c: pa.array(obj.boxes[:, i], pa.float32()) for i, c in enumerate(("x1", "y1", "x2", "y2"))},
+        "score": pa.array(obj.score, pa.float32()), "coco_class": pa.array(obj.coco, pa.string()),
+        "class": pa.array(obj.cls, pa.string()), "scale_rate": pa.array(obj.scale_rate, pa.float32()),
+        "ttc_s": pa.array(obj.ttc_s, pa.float64()), "path_gap": pa.array(obj.path_gap, pa.float32()),
+        "in_path": pa.array(obj.in_path, pa.bool_()), "entering": pa.array(obj.entering, pa.bool_()),
+    })
+
+
 def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, times_s: np.ndarray,
-                        embeddings: np.ndarray, embclip: np.ndarray | None, motion, meta: dict) -> None:
-    """Replace whatever this clip had for the feature set with the new frames, then mark it done."""
+                        embeddings: np.ndarray, embclip: np.ndarray | None, motion, meta: dict,
+                        objects=None, object_summary: np.ndarray | None = None) -> None:
+    """Replace whatever this clip had for the feature set with the new frames (and tracked objects,
+    when the feature set has a detector), then mark it done: all in the caller's one transaction."""
     n = len(times_s)
-    con.execute("DELETE FROM frame_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
-    con.execute("DELETE FROM motion_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+    _clear(con, clip_id, fs_id)
     base = {"clip_id": pa.array([clip_id] * n), "feature_set_id": pa.array([fs_id] * n),
             "frame_idx": pa.array(np.arange(n, dtype=np.int32)), "t_s": pa.array(np.asarray(times_s, float))}
     frames = pa.table({**base, "clip_embedding": float_lists(embeddings),
@@ -96,31 +119,36 @@ def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str
                       "looming": pa.array(looming.astype(np.float32)),
                       "fg_energy": float_lists(motion.fg_energy), "fg_area": float_lists(motion.fg_area),
                       "fg_expansion": float_lists(motion.fg_expansion),
-                      "flow_stack": float_lists(motion.flow_stack.reshape(n, -1))})
-    con.register("_frames", frames)
-    con.register("_moves", moves)
-    try:
-        con.execute("INSERT INTO frame_features BY NAME SELECT * FROM _frames")
-        con.execute("INSERT INTO motion_features BY NAME SELECT * FROM _moves")
-    finally:
-        con.unregister("_frames")
-        con.unregister("_moves")
-    _mark(con, clip_id, fs_id, "ok", None, n, meta)
+                      "flow_stack": float_lists(motion.flow_stack.reshape(n, -1)),
+                      "object_summary": float_lists(object_summary) if object_summary is not None
+                      else pa.nulls(n, pa.list_(pa.float32()))})
+    tables = {"frame_features": frames, "motion_features": moves}
+    if objects is not None:
+        tables["objects"] = _objects_table(clip_id, fs_id, objects)
+    for table, data in tables.items():
+        con.register("_rows", data)
+        try:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+        finally:
+            con.unregister("_rows")
+    _mark(con, clip_id, fs_id, "ok", None, n, {**meta, "object_frames": objects.frames if objects is not None
+                                                else None})
 
 
 def record_feature_failure(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, error: str, meta: dict) -> None:
-    con.execute("DELETE FROM frame_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
-    con.execute("DELETE FROM motion_features WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+    _clear(con, clip_id, fs_id)
     _mark(con, clip_id, fs_id, "failed", error, None, meta)
 
 
 def _mark(con, clip_id, fs_id, status, error, n_frames, meta) -> None:
     con.execute(
-        "INSERT INTO clip_features (clip_id, feature_set_id, status, error, n_frames, decoder, device, seconds)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (clip_id, feature_set_id) DO UPDATE SET"
+        "INSERT INTO clip_features (clip_id, feature_set_id, status, error, n_frames, decoder, device, seconds,"
+        " object_frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (clip_id, feature_set_id) DO UPDATE SET"
         " status = excluded.status, error = excluded.error, n_frames = excluded.n_frames,"
-        " decoder = excluded.decoder, device = excluded.device, seconds = excluded.seconds, created_at = now()",
-        [clip_id, fs_id, status, error, n_frames, meta.get("decoder"), meta.get("device"), meta.get("seconds")],
+        " decoder = excluded.decoder, device = excluded.device, seconds = excluded.seconds,"
+        " object_frames = excluded.object_frames, created_at = now()",
+        [clip_id, fs_id, status, error, n_frames, meta.get("decoder"), meta.get("device"), meta.get("seconds"),
+         meta.get("object_frames")],
     )
 
 

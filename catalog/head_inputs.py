@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import duckdb
 import numpy as np
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.connection import clip_id_table
-from models.sequences import MOTION_GRIDS, MOTION_SCALARS, ClipLabel, Sequences
+from models.sequences import MOTION_GRIDS, MOTION_SCALARS, ClipLabel, ClipObjects, Sequences
 
 SPLIT_SCHEME = "sha256:60/20/20"
 
@@ -45,13 +46,46 @@ def _grouping(ids: np.ndarray, frame_idx: np.ndarray):
     return perm, sorted_ids[first], np.diff(np.append(first, n))
 
 
+def _object_rate(con: duckdb.DuckDBPyConnection, fs_id: str) -> float | None:
+    """The detector's frame rate when the feature set tracks objects, else None."""
+    rows = con.execute("SELECT config FROM feature_sets WHERE id = ?", [fs_id]).fetchall()
+    objects = json.loads(rows[0][0]).get("objects") if rows else None
+    return float(objects["fps"]) if objects else None
+
+
+def load_objects(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str], fps: float) -> dict:
+    """clip_id -> ClipObjects for these clips (a clip with no road user gets empty rows)."""
+    with clip_id_table(con, clip_ids, "_wanted"):
+        frames = dict(con.execute("SELECT clip_id, object_frames FROM clip_features WHERE feature_set_id = ?"
+                                  " AND clip_id IN (SELECT clip_id FROM _wanted)", [fs_id]).fetchall())
+        t = con.sql("SELECT clip_id, t_s, track_id, class, score, ttc_s, path_gap, in_path, entering, x1, y1, x2, y2"
+                    " FROM objects WHERE feature_set_id = ? AND clip_id IN (SELECT clip_id FROM _wanted)"
+                    " ORDER BY clip_id, t_s, track_id", params=[fs_id]).to_arrow_table()
+    cols = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+    out = {}
+    ids = cols["clip_id"]
+    for cid, n in frames.items():
+        m = ids == cid
+        out[cid] = ClipObjects(
+            step_t_s=np.arange(n or 0) / fps, t_s=cols["t_s"][m].astype(np.float64),
+            track_id=cols["track_id"][m].astype(np.int32), cls=cols["class"][m].astype(str),
+            score=cols["score"][m].astype(np.float32), ttc_s=cols["ttc_s"][m].astype(np.float64),
+            path_gap=cols["path_gap"][m].astype(np.float32), in_path=cols["in_path"][m].astype(bool),
+            entering=cols["entering"][m].astype(bool),
+            boxes=np.stack([cols[c][m] for c in ("x1", "y1", "x2", "y2")], 1).astype(np.float32))
+    return out
+
+
 def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str],
                    with_flow: bool = False, with_embeddings: bool = True) -> Sequences:
-    """Features of these clips, grouped by clip (in storage order; clips without features are left out)."""
+    """Features of these clips, grouped by clip (in storage order; clips without features are left out).
+    When the feature set tracks objects, their per-frame summary joins the motion stream and the
+    tracked rows come along for heads that read them."""
+    object_fps = _object_rate(con, fs_id)
     with clip_id_table(con, clip_ids, "_wanted"):
         frames = _rows(con, "frame_features", "t_s" + (", clip_embedding, embclip" if with_embeddings else ""), fs_id)
         motion = _rows(con, "motion_features", ", ".join(MOTION_SCALARS + MOTION_GRIDS)
-                       + (", flow_stack" if with_flow else ""), fs_id)
+                       + (", flow_stack" if with_flow else "") + (", object_summary" if object_fps else ""), fs_id)
     keys = lambda t: (t.column("clip_id").to_numpy(zero_copy_only=False),  # noqa: E731
                       t.column("frame_idx").to_numpy())
     f_ids, f_idx = keys(frames)
@@ -71,10 +105,15 @@ def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[st
     mat = lambda t, name, p: _matrix(t, name)[p] if n else np.zeros((0, 0), np.float32)  # noqa: E731
     scalars = np.stack([col(motion, c, m_perm) for c in MOTION_SCALARS], 1) if n \
         else np.zeros((0, len(MOTION_SCALARS)), np.float32)
-    motion_x = np.concatenate([scalars] + [mat(motion, c, m_perm) for c in MOTION_GRIDS], 1) if n else scalars
+    grids = MOTION_GRIDS + (("object_summary",) if object_fps else ())
+    motion_x = np.concatenate([scalars] + [mat(motion, c, m_perm) for c in grids], 1) if n else scalars
     embclip = None
     if with_embeddings and n and frames.column("embclip").null_count == 0:
         embclip = mat(frames, "embclip", perm)
+    objects = None
+    if object_fps:
+        by_clip = load_objects(con, fs_id, [str(c) for c in present], object_fps)
+        objects = [by_clip[str(c)] for c in present]
     return Sequences(
         clip_ids=[str(c) for c in present],
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
@@ -83,6 +122,7 @@ def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[st
         embclip=embclip,
         motion=motion_x,
         flow=mat(motion, "flow_stack", m_perm) if with_flow else None,
+        objects=objects,
     )
 
 

@@ -23,29 +23,62 @@ class ReportIncident:
     step_t_s: np.ndarray
     step_scores: np.ndarray
     label: str | None
+    label_start_s: float | None = None
+    label_end_s: float | None = None
+    untrained_features: bool = False    # the feature set's CLIP weights are random
+
+
+@dataclass
+class TrackView:
+    """The incident's most critical road user: its boxes and time-to-collision over time."""
+    track_id: int
+    cls: str
+    t_s: np.ndarray
+    boxes: np.ndarray
+    ttc_s: np.ndarray
 
 
 def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where: str | None = None,
                   limit: int = 20) -> list[ReportIncident]:
-    """Highest-scoring incidents of the newest version of `head` (default: the head with the most incidents)."""
+    """Highest-scoring incidents of the newest version of `head` (default: ttc when it has incidents, since it
+    needs no trained weights; else the head with the most incidents)."""
     if head is None:
-        row = con.execute("SELECT model_name FROM latest_incidents GROUP BY 1 ORDER BY count(*) DESC, 1"
-                          " LIMIT 1").fetchone()
-        if row is None:
+        found = con.execute("SELECT model_name FROM latest_incidents GROUP BY 1"
+                            " ORDER BY model_name = 'ttc' DESC, count(*) DESC, 1 LIMIT 1").fetchall()
+        if not found:
             return []
-        head = row[0]
+        head = found[0][0]
     rows = con.execute(
         "SELECT i.clip_id, i.path, i.model_name || '@' || i.model_version, p.feature_set_id, i.start_s, i.peak_s,"
         " i.end_s, i.score, i.class, p.p_bicycle, p.p_pedestrian, p.p_vehicle, p.p_background, p.step_t_s,"
-        " p.step_scores, (SELECT any_value(l.class) FROM labels l WHERE l.clip_id = i.clip_id)"
+        " p.step_scores, l.class, l.event_start_s, l.event_end_s, fs.untrained"
         " FROM latest_incidents i JOIN predictions p ON p.clip_id = i.clip_id AND p.model_name = i.model_name"
         " AND p.model_version = i.model_version JOIN clips c ON c.id = i.clip_id"
+        " JOIN feature_sets fs ON fs.id = p.feature_set_id"
+        " LEFT JOIN (SELECT * FROM labels QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY created_at DESC)"
+        " = 1) l ON l.clip_id = i.clip_id"
         " WHERE i.model_name = ?" + (f" AND ({where})" if where else "")
         + " ORDER BY i.score DESC, i.clip_id, i.event_idx LIMIT ?", [head, limit]).fetchall()
     return [ReportIncident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
                            dict(zip(("bicycle", "pedestrian", "vehicle", "background"), r[9:13])),
-                           np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15])
+                           np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15], r[16],
+                           r[17], bool(r[18]))
             for r in rows]
+
+
+def critical_track(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, peak_s: float,
+                   within_s: float = 0.5) -> TrackView | None:
+    """The road user with the lowest time-to-collision near the peak, in or entering the path first."""
+    found = con.execute(
+        "SELECT track_id FROM objects WHERE clip_id = ? AND feature_set_id = ? AND abs(t_s - ?) <= ?"
+        " ORDER BY (in_path OR entering) DESC, ttc_s, score DESC LIMIT 1",
+        [clip_id, fs_id, peak_s, within_s]).fetchall()
+    if not found:
+        return None
+    rows = con.execute("SELECT t_s, x1, y1, x2, y2, ttc_s, class FROM objects WHERE clip_id = ? AND feature_set_id = ?"
+                       " AND track_id = ? ORDER BY t_s", [clip_id, fs_id, found[0][0]]).fetchall()
+    a = np.asarray([r[:6] for r in rows], np.float64)
+    return TrackView(found[0][0], rows[0][6], a[:, 0], a[:, 1:5].astype(np.float32), a[:, 5])
 
 
 def motion_near(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, times: list[float]) -> list[np.ndarray]:

@@ -211,6 +211,30 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(5, "objects: tracked road users with time-to-collision, per clip and feature set", """
+        CREATE TABLE objects (
+            clip_id        VARCHAR NOT NULL,
+            feature_set_id VARCHAR NOT NULL,   -- the detector, its weights' hash and its rate are in the config
+            track_id       INTEGER NOT NULL,
+            frame_idx      INTEGER NOT NULL,   -- index among the detector's frames (its own rate)
+            t_s            DOUBLE NOT NULL,
+            x1 FLOAT NOT NULL, y1 FLOAT NOT NULL, x2 FLOAT NOT NULL, y2 FLOAT NOT NULL,  -- fractions of the frame
+            score          FLOAT NOT NULL,     -- detector confidence
+            coco_class     VARCHAR NOT NULL,   -- what the detector said (car, truck, person, ...)
+            class          VARCHAR NOT NULL,   -- the track's road-user class: bicycle, pedestrian, vehicle
+            scale_rate     FLOAT NOT NULL,     -- d log(box scale) / dt (1/s): > 0 approaching
+            ttc_s          DOUBLE NOT NULL,    -- time-to-collision (s); 'inf' when not approaching
+            path_gap       FLOAT NOT NULL,     -- box's nearer edge to the ego path centre, in corridor half-widths
+            in_path        BOOLEAN NOT NULL,   -- path_gap < 1
+            entering       BOOLEAN NOT NULL,   -- closing on the path within the horizon
+            PRIMARY KEY (clip_id, feature_set_id, track_id, frame_idx)
+        );
+        ALTER TABLE clip_features ADD COLUMN object_frames INTEGER;  -- detector frames (NULL: no detector)
+        ALTER TABLE motion_features ADD COLUMN object_summary FLOAT[];  -- per sampled frame, see pipeline/objects.py
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -28,7 +28,10 @@ from flows.progress import Progress
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
 from pipeline.embed import (ChannelProjection, ClipSpec, LoadedClip, embed_frames, fit_projection, load_clip,
                             resolve_device, to_model_input)
+from pipeline.detect import make_detector
+from pipeline.hashing import sha256_file
 from pipeline.motion import MotionSpec, motion_features
+from pipeline.objects import ObjectsSpec, ObjectStage, frame_summary
 
 FEATURE_VERSION = 1  # bump when the extractor's numbers change for the same configuration
 
@@ -45,6 +48,7 @@ class FeaturizeConfig:
     limit: int | None = None
     retry_failed: bool = False
     projection_frames: int = 64      # frames the EmbCLIP projection is fitted on, once per feature set
+    objects: ObjectsSpec | None = None  # road users from a pretrained detector, tracked, with TTC
 
 
 @dataclass
@@ -67,11 +71,7 @@ def _weights_identity(spec: ClipSpec) -> str | None:
         return "untrained"
     p = Path(spec.pretrained or "").expanduser()
     if spec.pretrained and p.is_file():
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-        return f"file:{h.hexdigest()[:16]}"
+        return f"file:{sha256_file(p)[:16]}"
     return spec.pretrained
 
 
@@ -80,9 +80,20 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
     config = {"version": FEATURE_VERSION, "model": cfg.clip.model, "weights": _weights_identity(cfg.clip),
               "embclip_channels": cfg.clip.embclip_channels, "decode": asdict(cfg.decode),
               "motion": asdict(cfg.motion)}
+    if cfg.objects is not None:  # only then: feature sets made without a detector keep their ids
+        objects = asdict(cfg.objects)
+        objects["detector"] = _detector(cfg.objects.detector, cfg.device).identity  # weights' hash, not a path
+        config["objects"] = objects
     fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     name = f"{cfg.clip.model}/{config['weights']}@{cfg.decode.sample_fps:g}fps"
+    if cfg.objects is not None:
+        name += f"+{config['objects']['detector'].rsplit(':', 1)[0]}@{cfg.objects.fps:g}fps"
     return fs_id, name, config
+
+
+@lru_cache(maxsize=2)
+def _detector(spec: str, device: str):
+    return make_detector(spec, str(resolve_device(device)))
 
 
 @lru_cache(maxsize=2)
@@ -96,6 +107,8 @@ class _Work:
     times: np.ndarray | None = None
     frames: np.ndarray | None = None
     motion: object = None
+    objects: object = None
+    object_summary: np.ndarray | None = None
     error: str | None = None
     seconds: float = 0.0
     embeddings: list = field(default_factory=list)
@@ -112,12 +125,16 @@ def _decode_and_move(pc: PendingClip, cfg: FeaturizeConfig, motion_device: str, 
         if not Path(path).exists():
             continue
         try:
-            s = decoder.decode(path, cfg.decode)
+            s = decoder.decode(path, cfg.decode, extra_fps=cfg.objects.fps if cfg.objects else 0.0)
         except DecodeError as exc:
             last_error = str(exc)
             continue
         work.times, work.frames = s.times_s, to_model_input(s.frames, input_size)
         work.motion = motion_features(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion, device=motion_device)
+        if cfg.objects is not None:
+            stage = ObjectStage(cfg.objects, _detector(cfg.objects.detector, cfg.device))
+            work.objects = stage.run(s.extra_frames, s.extra_times_s, work.motion.epipole)
+            work.object_summary = frame_summary(work.objects, s.times_s)
         work.seconds = time.perf_counter() - t0
         return work
     work.error = last_error
@@ -145,7 +162,7 @@ def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_
         with catalog.write() as con:
             write_clip_features(con, work.clip.clip_id, fs_id, work.times, emb,
                                 projection.apply(grid) if grid is not None else None, work.motion,
-                                {**meta, "seconds": work.seconds})
+                                {**meta, "seconds": work.seconds}, work.objects, work.object_summary)
         results.append((work.clip.clip_id, None, len(work.times)))
         if progress:
             progress.advance(1, frames=len(work.times))
@@ -227,6 +244,8 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
     fs_id, name, config = feature_set_identity(cfg)
     catalog = Catalog(db)
     model = _model(cfg.clip, cfg.device)  # fail early and clearly when weights cannot be had
+    if cfg.objects is not None:
+        _detector(cfg.objects.detector, cfg.device)
     params = {"feature_set": fs_id, "name": name, **asdict(cfg)}
     with tracked_run(catalog, "featurize", params) as run:
         with catalog.write() as con:
@@ -254,13 +273,14 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
 def featurize_flow(db: str | None = None, model: str = "RN50", pretrained: str | None = "openai",
                    untrained: bool = False, fps: float = 4.0, device: str = "auto", batch_size: int = 64,
                    decoder: str = "decord", limit: int | None = None, retry_failed: bool = False,
-                   progress: bool = False) -> dict:
+                   detector: str | None = None, object_fps: float = 10.0, progress: bool = False) -> dict:
     """Compute motion and CLIP/EmbCLIP features for every ingested clip that lacks them.
 
     progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
     cfg = FeaturizeConfig(clip=ClipSpec(model=model, pretrained=pretrained, untrained=untrained),
                           decode=DecodeSpec(sample_fps=fps), device=device, batch_size=batch_size,
-                          decoder=decoder, limit=limit, retry_failed=retry_failed)
+                          decoder=decoder, limit=limit, retry_failed=retry_failed,
+                          objects=ObjectsSpec(detector, fps=object_fps) if detector else None)
     summary = run_featurize(db, cfg, use_prefect=True, show_progress=progress)
     print(f"featurize: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}

@@ -15,12 +15,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog import Catalog, default_db_path
+from catalog.features import feature_set
 from catalog.head_inputs import load_sequences, scored_clip_ids
 from catalog.readonly import check_predicate
 from catalog.heads import ModelRow, latest_classes, latest_models, write_predictions
 from flows.lineage import tracked_run
 from flows.progress import Progress
-from flows.train import resolve_model
+from flows.train import TrainConfig, resolve_model, run_train
+from models.heads import get_head
 from models.registry import load_head
 from pipeline.labels import CLASSES
 
@@ -41,8 +43,9 @@ class HeadScore:
 def _score_chunk(db: str, row: ModelRow, head, clip_ids: list[str], run_id: str | None) -> tuple[int, int]:
     catalog = Catalog(db)
     with catalog.read() as con:
-        seqs = load_sequences(con, row.feature_set_id, clip_ids, with_flow=head.needs_flow,
-                              with_embeddings=row.kind != "motion3d")
+        needs = get_head(row.name).needs
+        seqs = load_sequences(con, row.feature_set_id, clip_ids, with_flow="flow" in needs,
+                              with_embeddings="embeddings" in needs)
     preds = head.predict(seqs)
     with catalog.write() as con:
         write_predictions(con, row, preds, run_id)
@@ -98,8 +101,14 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
     else:
         with catalog.read() as con:
             rows = latest_models(con)
+            found = feature_set(con, None)
+        if not rows and found and "objects" in found[1]:
+            # No labels needed: the ttc head gives a first ranking from tracked road users.
+            rows = [run_train(db, TrainConfig("ttc", found[0]), log=None).model]
         if not rows and require_heads:
-            raise ValueError("no trained heads in the catalog: run `nearmiss train --head recognition` first")
+            raise ValueError("no heads in the catalog: featurize with --detector darknet:/path/to/yolo_fastest and "
+                             "score again (the ttc head needs no training), or `nearmiss train --head recognition` "
+                             "on labelled clips")
     results = []
     with tracked_run(catalog, "score", {"heads": [r.ref for r in rows], "where": where}) as run:
         for row in rows:

@@ -13,13 +13,13 @@ from catalog.heads import ModelRow, get_model, next_version, record_evaluation, 
 from flows.lineage import tracked_run
 from models.evaluation import evaluate, summary_line
 from models.motion3d import Motion3DConfig
+from models.heads import get_head
 from models.registry import default_store, load_head, save_head
 from models.temporal import TemporalConfig
 from models.training import TrainResult, TrainSpec, fit_fusion, train_motion3d, train_temporal
+from models.ttc import TTCHead
 from models.zeroshot import ZeroShotConfig, ZeroShotHead, class_embeddings
 
-HEADS = ("recognition", "detection", "motion3d", "zeroshot", "fusion")
-NEEDS_FLOW = {"motion3d", "fusion"}
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ class TrainReport:
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """'recognition' or 'recognition@3' -> (name, version)."""
     name, _, version = ref.partition("@")
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+    get_head(name)  # unknown names fail here, listing the registered heads
     if version and not version.isdigit():
         raise ValueError(f"head version must be a number, got {ref!r}")
     return name, int(version) if version else None
@@ -94,17 +93,19 @@ def _zeroshot(cfg: TrainConfig, fs_config: dict) -> ZeroShotHead:
 def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
     db = db or default_db_path()
     catalog = Catalog(db)
-    if cfg.head not in HEADS:
-        raise ValueError(f"unknown head {cfg.head!r}; choose one of {', '.join(HEADS)}")
+    info = get_head(cfg.head)
     fs_id, fs_config = _resolve_feature_set(catalog, cfg.feature_set)
+    if "objects" in info.needs and "objects" not in fs_config:
+        raise ValueError(f"the {cfg.head} head needs tracked road users, and feature set {fs_id} has none: run "
+                         "`nearmiss featurize --detector darknet:/path/to/yolo_fastest` first")
     with catalog.write() as con:
         assign_splits(con)
     params = {"head": cfg.head, "feature_set": fs_id, "train": asdict(cfg.spec), "split_scheme": SPLIT_SCHEME}
     with tracked_run(catalog, "train", params) as run:
-        data = split_data(catalog, fs_id, cfg.head in NEEDS_FLOW, ("train", "val"))
+        data = split_data(catalog, fs_id, info.needs_flow, ("train", "val"))
         (train, train_labels), (val, val_labels) = data["train"], data["val"]
         counts = {"train": len(train_labels), "val": len(val_labels)}
-        if cfg.head != "zeroshot" and (counts["train"] < 4 or counts["val"] < 1):
+        if info.trainable and (counts["train"] < 4 or counts["val"] < 1):
             raise ValueError(f"too few labelled clips with features to train ({counts}); ingest more with --labels "
                              "and run featurize")
         kind_params: dict = {}
@@ -126,10 +127,16 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
             heads = [load_head(r.weights_path, r.weights_sha256) for r in parts]
             result = fit_fusion(heads[0], heads[1], val, val_labels)
             kind, kind_params = "fusion", {"parts": [r.ref for r in parts], "alpha": result.head.alpha}
-        else:
+        elif cfg.head == "ttc":
+            head = TTCHead()
+            result = TrainResult(head, 0, evaluate(head.predict(val), val_labels) if len(val_labels) else {})
+            kind, kind_params = "ttc", head.payload()
+        elif cfg.head == "zeroshot":
             head = _zeroshot(cfg, fs_config)
             result = TrainResult(head, 0, evaluate(head.predict(val), val_labels) if len(val_labels) else {})
             kind, kind_params = "zeroshot", {"prompts": head.cfg.prompts}
+        else:
+            raise ValueError(f"head {cfg.head!r} is registered but has no training recipe here")
         store = Path(cfg.store) if cfg.store else default_store(db)
         with catalog.write() as con:
             version = next_version(con, cfg.head)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.head_registry import head_from_payload, register_head
 from models.outputs import ClipPrediction
 from models.sequences import BACKGROUND, Sequences
 
@@ -17,6 +18,8 @@ def mix(p_a: np.ndarray, p_b: np.ndarray, alpha: float) -> np.ndarray:
     return p / p.sum(-1, keepdims=True)
 
 
+@register_head("fusion", kind="fusion", needs=("embeddings", "flow", "labels"),
+               summary="late fusion of the newest recognition and motion3d versions")
 class FusionHead:
     kind = "fusion"
     needs_flow = True
@@ -38,5 +41,4 @@ class FusionHead:
 
     @classmethod
     def from_payload(cls, p: dict) -> "FusionHead":
-        from models.registry import head_from_payload
         return cls(head_from_payload(p["temporal"]), head_from_payload(p["motion3d"]), p["alpha"])

@@ -143,3 +143,13 @@ def anticipation(clips: list[tuple[np.ndarray, np.ndarray, float | None]]) -> di
     ap = p[0] * levels[0] + float(np.sum((p[1:] + p[:-1]) * np.diff(levels) / 2))
     r80 = t[int(np.argmin(np.abs(levels - 0.8)))]
     return {"ap": float(ap), "mtta_s": float(t.mean()), "tta_r80_s": float(r80)}
+
+
+def roc_auc(scores, positive) -> float | None:
+    """Area under the ROC curve: the chance a random positive outscores a random negative (ties half)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        return None
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.head_registry import register_head
 from models.outputs import ClipPrediction
 from models.sequences import BACKGROUND, Sequences
 
@@ -63,6 +64,8 @@ def resample_stacks(seqs: Sequences, idx, cfg: Motion3DConfig) -> torch.Tensor:
     return torch.stack(out)
 
 
+@register_head("motion3d", kind="motion3d", needs=("flow", "labels"),
+               summary="X3D (pytorchvideo) over the foreground/background flow stacks, trained from scratch")
 class Motion3DHead:
     kind = "motion3d"
     needs_flow = True

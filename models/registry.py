@@ -1,18 +1,14 @@
 """The model store: head weights as files named by head and version, checked by SHA-256 on load."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
-from models.fusion import FusionHead
-from models.motion3d import Motion3DHead
-from models.temporal import TemporalHead
-from models.zeroshot import ZeroShotHead
-
-HEAD_CLASSES = {h.kind: h for h in (TemporalHead, Motion3DHead, ZeroShotHead, FusionHead)}
+import models.heads  # noqa: F401  (every head registers its class)
+from models.head_registry import head_from_payload
+from pipeline.hashing import sha256_file
 
 
 class WeightsMismatch(RuntimeError):
@@ -24,14 +20,6 @@ def default_store(db_path: str) -> Path:
     return Path(os.environ.get("NEARMISS_MODEL_STORE") or Path(db_path).expanduser().resolve().parent / "model_store")
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_head(head, store: str | Path, name: str, version: int) -> tuple[Path, str]:
     """Write the head's weights to store/name/vVERSION.pt (atomically); returns (path, sha256)."""
     path = Path(store) / name / f"v{version}.pt"
@@ -40,13 +28,6 @@ def save_head(head, store: str | Path, name: str, version: int) -> tuple[Path, s
     torch.save({"format": 1, "name": name, "version": version, **head.payload()}, tmp)
     os.replace(tmp, path)
     return path, sha256_file(path)
-
-
-def head_from_payload(payload: dict):
-    kind = payload["kind"]
-    if kind not in HEAD_CLASSES:
-        raise ValueError(f"unknown head kind {kind!r} in weights file")
-    return HEAD_CLASSES[kind].from_payload(payload)
 
 
 def load_head(path: str | Path, sha256: str | None = None):

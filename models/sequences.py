@@ -27,6 +27,7 @@ class Sequences:
     embclip: np.ndarray | None          # (N, C * 49) projected EmbCLIP grids, or None
     motion: np.ndarray                  # (N, M) scalars then foreground grids (see MOTION_*)
     flow: np.ndarray | None = None      # (N, 4 * sh * sw) background/foreground flow stacks, when loaded
+    objects: list["ClipObjects"] | None = None  # per clip: tracked road users, when the feature set has them
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -53,6 +54,21 @@ class Sequences:
             out[b, :n] = array[self.offsets[i]:self.offsets[i] + n]
             mask[b, :n] = True
         return out, mask
+
+
+@dataclass
+class ClipObjects:
+    """One clip's tracked road users (rows of the `objects` table) and the detector's frame times."""
+    step_t_s: np.ndarray                # (M,) every detector frame, with or without road users
+    t_s: np.ndarray                     # (K,) per tracked detection
+    track_id: np.ndarray
+    cls: np.ndarray                     # (K,) bicycle | pedestrian | vehicle
+    score: np.ndarray
+    ttc_s: np.ndarray                   # inf when not approaching
+    path_gap: np.ndarray
+    in_path: np.ndarray
+    entering: np.ndarray
+    boxes: np.ndarray                   # (K, 4) x1, y1, x2, y2 in fractions of the frame
 
 
 @dataclass(frozen=True)

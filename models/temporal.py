@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.head_registry import register_head
 from models.events import EventSpec, extract_events
 from models.outputs import ClipPrediction
 from models.sequences import BACKGROUND, Sequences
@@ -163,6 +164,10 @@ def clip_probs_from_steps(step_probs: np.ndarray) -> np.ndarray:
     return out / out.sum()
 
 
+@register_head("recognition", kind="temporal", needs=("embeddings", "labels"),
+               summary="fused CLIP/EmbCLIP/motion streams, dilated temporal convolutions; led by the clip class")
+@register_head("detection", kind="temporal", needs=("embeddings", "labels"),
+               summary="the same network led by its per-step near-miss output; events when it happens")
 class TemporalHead:
     """A trained FusedTemporalNet plus how to turn its outputs into predictions."""
     kind = "temporal"

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from models.head_registry import register_head
 from models.events import EventSpec, extract_events
 from models.outputs import ClipPrediction
 from models.sequences import BACKGROUND, Sequences
@@ -49,6 +50,8 @@ def class_embeddings(text_embeddings: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack(rows)
 
 
+@register_head("zeroshot", kind="zeroshot", needs=("embeddings",), trainable=False,
+               summary="class prompts against the CLIP frame embeddings; meaningful only with real CLIP weights")
 class ZeroShotHead:
     kind = "zeroshot"
     needs_flow = False

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=["decord", "pyav"], default="decord")
     p.add_argument("--limit", type=int, default=None, help="at most this many clips")
     p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--detector", default=None,
+                   help="road users with time-to-collision: darknet:DIR (e.g. a Yolo-Fastest folder), "
+                        "darknet:CFG,WEIGHTS, or torchvision:NAME[:WEIGHTS_FILE]")
+    p.add_argument("--object-fps", type=float, default=10.0, help="detector frames per second (tracking)")
     p.add_argument("--direct", action="store_true", help="run the same steps without Prefect")
 
     p = sub.add_parser("search", help="find frames by text with the feature set's CLIP model")
@@ -166,16 +170,19 @@ def cmd_featurize(args) -> int:
     from flows.featurize import FeaturizeConfig, featurize_flow, run_featurize
     from pipeline.decode import DecodeSpec
     from pipeline.embed import ClipSpec
+    from pipeline.objects import ObjectsSpec
 
     if args.direct:
         cfg = FeaturizeConfig(clip=ClipSpec(args.model, args.pretrained, args.untrained),
                               decode=DecodeSpec(sample_fps=args.fps), device=args.device, batch_size=args.batch_size,
-                              decoder=args.decoder, limit=args.limit, retry_failed=args.retry_failed)
+                              decoder=args.decoder, limit=args.limit, retry_failed=args.retry_failed,
+                              objects=ObjectsSpec(args.detector, fps=args.object_fps) if args.detector else None)
         s = run_featurize(_db(args), cfg, show_progress=True)
         counts, failures = s.counts(), s.failures
     else:
         counts = featurize_flow(_db(args), args.model, args.pretrained, args.untrained, args.fps, args.device,
-                                args.batch_size, args.decoder, args.limit, args.retry_failed, progress=True)
+                                args.batch_size, args.decoder, args.limit, args.retry_failed, args.detector,
+                                args.object_fps, progress=True)
         failures = counts.pop("failures")
     print(f"featurize: feature set {counts['feature_set_id']}: {counts['done']} clips done, {counts['failed']} failed, "
           f"{counts['frames']} frames in {counts['seconds']:.1f}s")
@@ -314,13 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
     from catalog import CatalogLocked, CatalogMissing, SchemaTooNew
     from catalog.readonly import WriteRefused
+    from pipeline.detect import DetectorUnavailable
     from pipeline.embed import WeightsUnavailable
     from pipeline.labels import LabelsError
 
     try:
         return COMMANDS[args.command](args)
     except (WriteRefused, LabelsError, SchemaTooNew, CatalogMissing, CatalogLocked, WeightsUnavailable,
-            ValueError) as exc:
+            DetectorUnavailable, ValueError) as exc:
         print(f"nearmiss {args.command}: {exc}", file=sys.stderr)
         return 2
     except duckdb.PermissionException as exc:  # user SQL (--where) that tried to reach a file

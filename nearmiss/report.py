@@ -17,9 +17,11 @@ import numpy as np
 
 from catalog import Catalog
 from catalog.readonly import check_predicate
-from catalog.report_data import ReportIncident, latest_evaluations, motion_near, top_incidents
+from catalog.report_data import (ReportIncident, TrackView, critical_track, latest_evaluations, motion_near,
+                                 top_incidents)
+from models.heads import get_head
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
-from pipeline.overlay import encode_png, frame_strip, overlay_motion
+from pipeline.overlay import draw_box, encode_png, frame_strip, overlay_motion
 
 STRIP_OFFSETS_S = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -32,9 +34,14 @@ class Card:
     error: str | None = None
 
 
+TTC_AXIS_S = 5.0  # the TTC curve's axis runs from 0 (bottom) to this many seconds (top)
+
+
 def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak: float, duration: float,
-                   width: int = 420, height: int = 120) -> str:
-    """Near-miss probability over time, the event interval shaded, the peak marked."""
+                   width: int = 420, height: int = 120, label: tuple[float, float] | None = None,
+                   ttc: tuple[np.ndarray, np.ndarray] | None = None) -> str:
+    """Near-miss probability over time, the predicted event shaded, the peak marked; the labelled event
+    as a green band along the top, and the critical road user's time-to-collision in blue (0 to 5 s)."""
     pad, top = 30, 8
     span = max(float(duration or (t[-1] if len(t) else 1.0)), 1e-3)
     x = lambda v: pad + (width - pad - 6) * float(v) / span  # noqa: E731
@@ -42,6 +49,18 @@ def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak:
     pts = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(t, s))
     ticks = "".join(f'<text x="{x(k):.1f}" y="{height - 4}" font-size="10" text-anchor="middle">{k:g}s</text>'
                     for k in np.arange(0, span + 1e-6, max(1.0, round(span / 6))))
+    extra = ""
+    if label is not None and label[0] is not None:
+        end_l = label[1] if label[1] is not None else label[0]
+        extra += (f'<rect x="{x(label[0]):.1f}" y="{top - 6}" width="{max(x(end_l) - x(label[0]), 2):.1f}" '
+                  f'height="5" fill="#2a9d8f"><title>labelled event</title></rect>')
+    if ttc is not None and len(ttc[0]):
+        shown = np.clip(np.nan_to_num(ttc[1], posinf=TTC_AXIS_S), 0, TTC_AXIS_S) / TTC_AXIS_S
+        extra += (f'<polyline points="{" ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(ttc[0], shown))}" '
+                  f'fill="none" stroke="#1d4ed8" stroke-width="1.5" stroke-dasharray="4,2">'
+                  f'<title>time-to-collision, 0 to {TTC_AXIS_S:g} s</title></polyline>'
+                  f'<text x="{width - 8}" y="{top + 8}" font-size="10" fill="#1d4ed8" text-anchor="end">'
+                  f'TTC {TTC_AXIS_S:g}s</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" font-family="sans-serif">'
             f'<rect x="{x(start):.1f}" y="{top}" width="{max(x(end) - x(start), 1):.1f}" height="{y(0) - top:.1f}" '
@@ -53,7 +72,7 @@ def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak:
             f'font-size="10">0</text>'
             f'<polyline points="{pts}" fill="none" stroke="#c1121f" stroke-width="2"/>'
             f'<line x1="{x(peak):.1f}" y1="{top}" x2="{x(peak):.1f}" y2="{y(0):.1f}" stroke="#333" '
-            f'stroke-dasharray="2,2"/>{ticks}</svg>')
+            f'stroke-dasharray="2,2"/>{ticks}{extra}</svg>')
 
 
 def confusion_svg(classes: list[str], cm: list[list[int]], cell: int = 56) -> str:
@@ -80,11 +99,17 @@ def confusion_svg(classes: list[str], cm: list[list[int]], cell: int = 56) -> st
     return "".join(parts)
 
 
-def _strip(inc: ReportIncident, frames, times, grids) -> np.ndarray:
+def _strip(inc: ReportIncident, frames, times, grids, track: TrackView | None) -> np.ndarray:
     picks, labels = [], []
     for off in STRIP_OFFSETS_S:
         k = int(np.argmin(np.abs(times - (inc.peak_s + off))))
-        picks.append(overlay_motion(frames[k], grids[len(picks)]))
+        frame = overlay_motion(frames[k], grids[len(picks)])
+        if track is not None:
+            j = int(np.argmin(np.abs(track.t_s - times[k])))
+            if abs(track.t_s[j] - times[k]) <= 0.2:
+                frame = draw_box(frame, track.boxes[j], f"{track.cls} TTC {track.ttc_s[j]:.1f}s"
+                                 if np.isfinite(track.ttc_s[j]) else track.cls)
+        picks.append(frame)
         labels.append(f"{times[k] - inc.peak_s:+.1f}s")
     return frame_strip(picks, labels)
 
@@ -102,8 +127,11 @@ table{border-collapse:collapse} td,th{padding:2px 10px;text-align:left;font-size
 <h1>Near-miss incidents</h1>
 <p class="meta">Catalog {{ db }} &middot; {{ cards|length }} incident(s){% if head %} from {{ head }}{% endif %}
 {% if where %} &middot; filter <code>{{ where }}</code>{% endif %}</p>
-{% if not cards %}<p>No incidents yet: train a head (<code>nearmiss train</code>) and score
-(<code>nearmiss score</code>).</p>{% endif %}
+{% if untrained %}<p class="err"><b>These scores come from a head that reads CLIP embeddings of an untrained
+feature set (random CLIP weights): the ranking means nothing on real footage.</b> Featurize with real CLIP weights
+(<code>--pretrained</code>), or with a detector (<code>--detector</code>) and read the <code>ttc</code> head.</p>{% endif %}
+{% if not cards %}<p>No incidents: featurize with a detector (<code>nearmiss featurize --detector darknet:DIR</code>)
+and score (<code>nearmiss score</code>; the ttc head needs no training), or train a head on labelled clips.</p>{% endif %}
 {% for c in cards %}{% set i = c.incident %}
 <div class="card" id="incident-{{ loop.index }}">
 <h2>#{{ loop.index }} {{ i.cls }} &middot; score {{ '%.2f'|format(i.score) }}</h2>
@@ -111,7 +139,9 @@ table{border-collapse:collapse} td,th{padding:2px 10px;text-align:left;font-size
 peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.label %} &middot; labelled <b>{{ i.label }}</b>{% endif %}</p>
 {% if c.strip %}<img class="strip" src="{{ c.strip }}" alt="frames around the peak with foreground motion">
 {% else %}<p class="err">frames unavailable: {{ c.error }}</p>{% endif %}
-<div><img src="{{ c.plot }}" alt="near-miss score over time"></div>
+<div><img src="{{ c.plot }}" alt="near-miss score over time, labelled event and time-to-collision"></div>
+<p class="meta">red: near-miss score (shaded: the incident); green band: the labelled event; blue dashes: the
+critical road user's time-to-collision (0 to 5 s)</p>
 <table>{% for k, v in i.probs.items() %}<tr><td>{{ k }}</td><td>{{ '%.2f'|format(v) }}</td>
 <td><span class="bar" style="width:{{ (v * 200)|round|int }}px"></span></td></tr>{% endfor %}</table>
 </div>{% endfor %}
@@ -145,9 +175,12 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
     cards = []
     for n, inc in enumerate(incidents, start=1):
         duration = float(inc.step_t_s[-1]) if len(inc.step_t_s) else inc.end_s
+        with catalog.read() as con:
+            track = critical_track(con, inc.clip_id, inc.feature_set_id, inc.peak_s)
         plot = f"img/score_{n}.svg"
-        (out_dir / plot).write_text(score_plot_svg(inc.step_t_s, inc.step_scores, inc.start_s, inc.end_s,
-                                                   inc.peak_s, duration))
+        (out_dir / plot).write_text(score_plot_svg(
+            inc.step_t_s, inc.step_scores, inc.start_s, inc.end_s, inc.peak_s, duration,
+            label=(inc.label_start_s, inc.label_end_s), ttc=(track.t_s, track.ttc_s) if track else None))
         card = Card(inc, None, plot)
         try:
             if not Path(inc.path).exists():
@@ -157,7 +190,7 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
             with catalog.read() as con:
                 grids = motion_near(con, inc.clip_id, inc.feature_set_id, want)
             strip = f"img/strip_{n}.png"
-            (out_dir / strip).write_bytes(encode_png(_strip(inc, s.frames, s.times_s, grids)))
+            (out_dir / strip).write_bytes(encode_png(_strip(inc, s.frames, s.times_s, grids, track)))
             card.strip = strip
         except DecodeError as exc:
             card.error = str(exc)
@@ -170,6 +203,8 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
         line = {key: "n/a" if v is None else f"{v:.3f}" for key, v in summary_line(metrics).items()}
         evals.append({"ref": ref, "split": split, "clips": clips, "line": line, "image": image})
     page = out_dir / "index.html"
+    untrained = bool(incidents) and incidents[0].untrained_features and \
+        "embeddings" in get_head(incidents[0].model.split("@")[0]).needs
     page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where,
-                                head=incidents[0].model if incidents else None))
+                                head=incidents[0].model if incidents else None, untrained=untrained))
     return page

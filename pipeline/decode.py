@@ -26,6 +26,26 @@ class SampledFrames:
     source_fps: float
     prev_frames: np.ndarray       # (N, H, W, 3) the source frame just before each one (flow's short baseline)
     prev_dt_s: np.ndarray         # (N,) seconds from prev_frames[k] to frames[k]; 0 where there is none
+    extra_frames: np.ndarray | None = None  # (M, H, W, 3) frames at the extra rate (the object detector's)
+    extra_times_s: np.ndarray | None = None
+
+
+def merged_times(duration_s: float, sample_fps: float, extra_fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One decode pass serves two rates: the union of both time grids, and where each grid sits in it."""
+    main = sample_times(duration_s, sample_fps)
+    if extra_fps <= 0:
+        return main, np.arange(len(main)), np.zeros(0, int)
+    extra = sample_times(duration_s, extra_fps)
+    union = np.unique(np.round(np.concatenate([main, extra]), 6))
+    return union, np.searchsorted(union, np.round(main, 6)), np.searchsorted(union, np.round(extra, 6))
+
+
+def split_rates(s: "SampledFrames", main_at: np.ndarray, extra_at: np.ndarray, extra_fps: float) -> "SampledFrames":
+    if extra_fps <= 0:
+        return s
+    main_at, extra_at = main_at[main_at < len(s.times_s)], extra_at[extra_at < len(s.times_s)]
+    return SampledFrames(s.frames[main_at], s.times_s[main_at], s.source_fps, s.prev_frames[main_at],
+                         s.prev_dt_s[main_at], s.frames[extra_at], s.times_s[extra_at])
 
 
 class DecodeError(Exception):
@@ -35,7 +55,7 @@ class DecodeError(Exception):
 class Decoder(Protocol):
     name: str
 
-    def decode(self, path: str, spec: DecodeSpec) -> SampledFrames: ...
+    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0) -> SampledFrames: ...
 
 
 def output_size(width: int, height: int, spec: DecodeSpec) -> tuple[int, int]:
@@ -60,7 +80,7 @@ class DecordDecoder:
     def __init__(self, threads: int = 0):
         self.threads = threads
 
-    def decode(self, path: str, spec: DecodeSpec) -> SampledFrames:
+    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0) -> SampledFrames:
         import decord
 
         try:
@@ -79,7 +99,7 @@ class DecordDecoder:
             raise DecodeError("the video has no presented frames")
         t0 = starts[shown[0]]
         duration = float(stamps[-1, 1] - t0)
-        times = sample_times(duration, spec.sample_fps)
+        times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps)
         pos = nearest_frames(starts[shown] - t0, times)
         indices, prev = shown[pos], shown[np.maximum(pos - 1, 0)]
         wanted = np.unique(np.concatenate([indices, prev]))
@@ -90,7 +110,8 @@ class DecordDecoder:
         at = {int(i): j for j, i in enumerate(wanted)}
         frames = batch[[at[int(i)] for i in indices]]
         prev_frames = batch[[at[int(i)] for i in prev]]
-        return SampledFrames(frames, times, fps, prev_frames, (starts[indices] - starts[prev]).astype(float))
+        return split_rates(SampledFrames(frames, times, fps, prev_frames,
+                                         (starts[indices] - starts[prev]).astype(float)), main_at, extra_at, extra_fps)
 
 
 class PyAVDecoder:
@@ -99,7 +120,7 @@ class PyAVDecoder:
     def __init__(self, threads: int = 0):
         self.threads = threads
 
-    def decode(self, path: str, spec: DecodeSpec) -> SampledFrames:
+    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0) -> SampledFrames:
         import av
 
         try:
@@ -115,7 +136,8 @@ class PyAVDecoder:
             self._w, self._h = w, h
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
-            times = sample_times(duration, spec.sample_fps) if duration > 0 else None
+            times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps) if duration > 0 \
+                else (None, None, None)
             kept, kept_t, before, before_dt = [], [], [], []
             k, t = 0, 0.0
             prev = older = None
@@ -144,8 +166,8 @@ class PyAVDecoder:
             if not kept:
                 raise DecodeError("no frames could be decoded")
             fps = float(stream.average_rate or 0)
-        return SampledFrames(np.stack(kept), np.asarray(kept_t, float), fps, np.stack(before),
-                             np.asarray(before_dt, float))
+        return split_rates(SampledFrames(np.stack(kept), np.asarray(kept_t, float), fps, np.stack(before),
+                                         np.asarray(before_dt, float)), main_at, extra_at, extra_fps)
 
     def _keep(self, prev, older, t, kept, kept_t, before, before_dt) -> None:
         rgb = self._rgb(prev)

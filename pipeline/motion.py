@@ -40,6 +40,7 @@ class MotionFeatures:
     fg_expansion: np.ndarray      # (N, G) divergence of the residual flow (1/s), looming > 0
     ego: np.ndarray               # (N, 4) speed proxy (1/s), yaw (widths/s), pitch (heights/s), residual rms
     flow_stack: np.ndarray        # (N, 4, sh, sw) background u, v then foreground u, v (widths / s)
+    epipole: np.ndarray | None = None  # (N, 2) focus of expansion (x, y) in fractions of the frame; not stored
 
     EGO_COLUMNS = ("ego_speed", "ego_yaw", "ego_pitch", "residual_rms")
 
@@ -247,7 +248,7 @@ def motion_features(frames: np.ndarray, prev_frames: np.ndarray, prev_dt_s: np.n
     if not has_prev.any():
         zeros = np.zeros((n, gr * gc), np.float32)
         return MotionFeatures(zeros, zeros.copy(), zeros.copy(), np.zeros((n, 4), np.float32),
-                              np.zeros((n, 4) + spec.stack, np.float32))
+                              np.zeros((n, 4) + spec.stack, np.float32), np.full((n, 2), np.nan, np.float32))
     src = np.where(has_prev)[0]
     gray, gray_prev = gray[src], gray_prev[src]
     dt = torch.as_tensor(np.asarray(prev_dt_s)[src], device=device, dtype=torch.float32).view(-1, 1, 1, 1)
@@ -261,7 +262,8 @@ def motion_features(frames: np.ndarray, prev_frames: np.ndarray, prev_dt_s: np.n
         # How far the flow departs from the camera's motion, in units of its expected error
         # (which grows with the motion), where there is texture to measure flow at all.
         valid = _texture_weight(gray, device) * _border_mask(h, w, device)
-        along, across = split_residual(fg, fit_epipole(fg, valid))
+        epipole = fit_epipole(fg, valid)
+        along, across = split_residual(fg, epipole)
         residual = torch.sqrt(across ** 2 + (spec.along_weight * along) ** 2)
         score = residual / (spec.noise_px + spec.noise_rel * bg.norm(dim=1, keepdim=True)) * valid
         energy = F.adaptive_avg_pool2d(score, (gr, gc)).flatten(1)
@@ -286,4 +288,5 @@ def motion_features(frames: np.ndarray, prev_frames: np.ndarray, prev_dt_s: np.n
     def first_copied(t: torch.Tensor) -> np.ndarray:
         return t.float().cpu().numpy()[where].astype(np.float32)
     return MotionFeatures(first_copied(energy), first_copied(area), first_copied(expansion),
-                          first_copied(ego), first_copied(stack))
+                          first_copied(ego), first_copied(stack),
+                          first_copied(epipole / torch.tensor([w, h], device=epipole.device)))

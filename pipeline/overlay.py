@@ -21,6 +21,16 @@ def overlay_motion(frame: np.ndarray, grid: np.ndarray | None, shape: tuple[int,
     return (frame * (1 - alpha) + color * alpha).astype(np.uint8)
 
 
+def draw_box(frame: np.ndarray, box: np.ndarray, text: str) -> np.ndarray:
+    """The box (x1, y1, x2, y2 in fractions of the frame) outlined in cyan, captioned."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = (np.asarray(box, np.float64) * [w, h, w, h]).round().astype(int)
+    out = np.ascontiguousarray(frame.copy())
+    cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 255), 2)
+    cv2.putText(out, text, (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
 def frame_strip(frames: list[np.ndarray], labels: list[str], gap: int = 4) -> np.ndarray:
     """Frames of equal height in a row, each captioned (e.g. its time relative to the peak)."""
     h = min(f.shape[0] for f in frames)

@@ -1,0 +1,65 @@
+"""The heads nearmiss knows, each declared once where its class is defined:
+
+    @register_head("ttc", kind="ttc", needs=("objects",), trainable=False, summary="...")
+    class TTCHead: ...
+
+The CLI's choices, training, scoring, the demo and the weights store ask this registry.
+`needs` says what a head reads from the catalog: "embeddings" (CLIP/EmbCLIP frames), "flow"
+(flow stacks), "objects" (tracked road users), "labels" (it must be trained on labelled clips).
+Importing `models.heads` imports every head module, which fills the registry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NEEDS = frozenset({"embeddings", "flow", "objects", "labels"})
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    name: str
+    kind: str                  # the class (architecture family) that holds its weights
+    cls: type
+    needs: frozenset
+    trainable: bool            # False: `train` only registers a version of its fixed configuration
+    summary: str
+
+    @property
+    def needs_flow(self) -> bool:
+        return "flow" in self.needs
+
+
+_HEADS: dict[str, HeadInfo] = {}
+_KINDS: dict[str, type] = {}
+
+
+def register_head(name: str, *, kind: str, needs: tuple[str, ...] = (), trainable: bool = True, summary: str = ""):
+    unknown = set(needs) - NEEDS
+    if unknown:
+        raise ValueError(f"head {name!r} needs unknown inputs {sorted(unknown)}; known: {sorted(NEEDS)}")
+
+    def add(cls: type) -> type:
+        if name in _HEADS and _HEADS[name].cls is not cls:
+            raise ValueError(f"head {name!r} is registered twice")
+        _HEADS[name] = HeadInfo(name, kind, cls, frozenset(needs), trainable, summary)
+        _KINDS[kind] = cls
+        return cls
+    return add
+
+
+def list_heads() -> list[str]:
+    return list(_HEADS)
+
+
+def get_head(name: str) -> HeadInfo:
+    try:
+        return _HEADS[name]
+    except KeyError:
+        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(_HEADS)}") from None
+
+
+def head_from_payload(payload: dict):
+    kind = payload["kind"]
+    if kind not in _KINDS:
+        raise ValueError(f"unknown head kind {kind!r} in weights file; known: {', '.join(_KINDS)}")
+    return _KINDS[kind].from_payload(payload)

@@ -1,0 +1,209 @@
+"""Road users in frames: a pretrained COCO detector behind one small interface, like the decoders.
+
+Backends:
+- `darknet:DIR` (or `darknet:CFG,WEIGHTS`): Darknet YOLO models through OpenCV DNN, e.g. the
+  Yolo-Fastest 1.1 COCO weights; they load offline (OpenCV < 5 still has the Darknet importer).
+- `torchvision:NAME[:WEIGHTS_FILE]`: torchvision detection models by name
+  (fasterrcnn_mobilenet_v3_large_fpn, retinanet_resnet50_fpn_v2, ssdlite320_mobilenet_v3_large, ...).
+  torchvision downloads their weights; offline, point at a local file.
+
+COCO classes map to the near-miss taxonomy here, once: person -> pedestrian, bicycle -> bicycle,
+car / bus / truck / motorcycle -> vehicle. Motorcycles count as vehicles: they share the road and
+speeds of cars, and the real accident clips (DAD) label motorbike and scooter parties as vehicles.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.hashing import sha256_file
+
+COCO_TO_CLASS = {"person": "pedestrian", "bicycle": "bicycle", "car": "vehicle", "motorcycle": "vehicle",
+                 "motorbike": "vehicle", "bus": "vehicle", "truck": "vehicle"}
+# The 80 COCO classes in the order Darknet and torchvision's category ids use (torchvision skips ids).
+COCO80 = ("person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
+          "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag "
+          "tie suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard "
+          "tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot "
+          "hot_dog pizza donut cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote "
+          "keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear "
+          "hair_drier toothbrush").split()
+
+
+@dataclass
+class Detections:
+    """One frame's road users. Boxes are (x1, y1, x2, y2) in fractions of the frame's width and height."""
+    boxes: np.ndarray       # (K, 4) float32
+    scores: np.ndarray      # (K,) float32
+    coco: list[str]         # (K,) COCO class names
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @staticmethod
+    def empty() -> "Detections":
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
+
+
+class DetectorUnavailable(RuntimeError):
+    """The detector's weights cannot be had here; the message says how to point at local files."""
+
+
+class Detector(Protocol):
+    name: str
+    identity: str     # what the feature set records: backend, model and a hash of the weights
+
+    def detect(self, frames: np.ndarray) -> list[Detections]: ...
+
+
+def _nms_keep(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    import cv2
+    if not len(scores):
+        return np.zeros(0, int)
+    xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou)
+    return np.asarray(keep, int).reshape(-1)
+
+
+class DarknetDetector:
+    """A Darknet YOLO (cfg + weights + coco.names) through OpenCV DNN, batched."""
+    name = "darknet"
+
+    def __init__(self, cfg: str | Path, weights: str | Path, min_score: float = 0.25, nms_iou: float = 0.45,
+                 input_size: int = 320, batch_size: int = 16):
+        import cv2
+        self.cfg, self.weights = Path(cfg), Path(weights)
+        for p in (self.cfg, self.weights):
+            if not p.is_file():
+                raise DetectorUnavailable(f"Darknet detector file {p} is missing: pass --detector darknet:DIR "
+                                          "(a folder with one .cfg and its .weights) or darknet:CFG,WEIGHTS")
+        names = self.cfg.parent / "coco.names"
+        self.classes = [c.strip().replace(" ", "_") for c in names.read_text().splitlines() if c.strip()] \
+            if names.is_file() else list(COCO80)
+        self.min_score, self.nms_iou, self.input_size, self.batch_size = min_score, nms_iou, input_size, batch_size
+        self.identity = f"darknet:{self.cfg.stem}:{sha256_file(self.weights)[:16]}"
+        self._cv2 = cv2
+        self._local = threading.local()  # an OpenCV Net is not safe to share across threads
+
+    def _net(self):
+        net = getattr(self._local, "net", None)
+        if net is None:
+            net = self._local.net = self._cv2.dnn.readNetFromDarknet(str(self.cfg), str(self.weights))
+            self._local.outputs = net.getUnconnectedOutLayersNames()
+        return net
+
+    def detect(self, frames: np.ndarray) -> list[Detections]:
+        out: list[Detections] = []
+        net = self._net()
+        for start in range(0, len(frames), self.batch_size):
+            batch = list(frames[start:start + self.batch_size])
+            blob = self._cv2.dnn.blobFromImages(batch, 1 / 255.0, (self.input_size, self.input_size),
+                                                swapRB=False, crop=False)  # frames are RGB already
+            net.setInput(blob)
+            heads = net.forward(self._local.outputs)
+            rows = np.concatenate([h.reshape(len(batch), -1, h.shape[-1]) for h in heads], axis=1)
+            for r in rows:
+                out.append(self._parse(r))
+        return out
+
+    def _parse(self, rows: np.ndarray) -> Detections:
+        probs = rows[:, 5:] * rows[:, 4:5]
+        cls = probs.argmax(1)
+        score = probs[np.arange(len(rows)), cls]
+        names = np.array(self.classes)[cls]
+        wanted = (score >= self.min_score) & np.isin(names, list(COCO_TO_CLASS))
+        if not wanted.any():
+            return Detections.empty()
+        cx, cy, w, h = rows[wanted, :4].T
+        boxes = np.clip(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), 0, 1).astype(np.float32)
+        score, names = score[wanted].astype(np.float32), names[wanted]
+        keep = np.concatenate([np.flatnonzero(names == c)[_nms_keep(boxes[names == c], score[names == c],
+                                                                     self.nms_iou)] for c in np.unique(names)])
+        keep = keep[np.argsort(-score[keep])]
+        return Detections(boxes[keep], score[keep], [str(names[i]) for i in keep])
+
+
+class TorchvisionDetector:
+    """A torchvision detection model by name; weights from torchvision's cache/download or a local file."""
+    name = "torchvision"
+
+    def __init__(self, model: str, weights: str | None = None, min_score: float = 0.25, device: str = "cpu",
+                 batch_size: int = 8):
+        import torch
+        import torchvision
+
+        self.min_score, self.batch_size, self.device = min_score, batch_size, torch.device(device)
+        try:
+            builder = torchvision.models.get_model_builder(model)
+        except ValueError:
+            known = ", ".join(torchvision.models.list_models(torchvision.models.detection))
+            raise ValueError(f"unknown torchvision detector {model!r}; choose one of {known}") from None
+        if weights:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise DetectorUnavailable(f"detector weights file {path} does not exist")
+            net = builder(weights=None, weights_backbone=None)
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            self.identity = f"torchvision:{model}:{sha256_file(path)[:16]}"
+        else:
+            enum = torchvision.models.get_model_weights(model).DEFAULT
+            try:
+                net = builder(weights=enum)
+            except Exception as exc:  # offline: the download fails
+                raise DetectorUnavailable(
+                    f"torchvision could not load the {model} weights ({enum}): {str(exc).splitlines()[0][:160]}. "
+                    f"This machine cannot download them: fetch {enum.url} elsewhere and pass "
+                    f"--detector torchvision:{model}:/path/to/{Path(enum.url).name}") from None
+            self.identity = f"torchvision:{model}:{enum}"
+        self.net = net.eval().to(self.device)
+        self.categories = list(torchvision.models.get_model_weights(model).DEFAULT.meta["categories"])
+
+    def detect(self, frames: np.ndarray) -> list[Detections]:
+        import torch
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(frames), self.batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(frames[start:start + self.batch_size]))
+                images = list(batch.permute(0, 3, 1, 2).float().div(255).to(self.device))
+                for frame, res in zip(images, self.net(images)):
+                    h, w = frame.shape[1:]
+                    names = [self.categories[int(i)].replace(" ", "_") for i in res["labels"]]
+                    keep = [k for k, n in enumerate(names) if n in COCO_TO_CLASS
+                            and float(res["scores"][k]) >= self.min_score]
+                    boxes = res["boxes"][keep].cpu().numpy() / np.array([w, h, w, h], np.float32)
+                    out.append(Detections(boxes.astype(np.float32), res["scores"][keep].cpu().numpy(),
+                                          [names[k] for k in keep]))
+        return out
+
+
+def _darknet_files(arg: str) -> tuple[Path, Path]:
+    if "," in arg:
+        cfg, weights = arg.split(",", 1)
+        return Path(cfg).expanduser(), Path(weights).expanduser()
+    folder = Path(arg).expanduser()
+    if folder.is_file() and folder.suffix == ".cfg":
+        return folder, folder.with_suffix(".weights")
+    cfgs = sorted(folder.glob("*.cfg")) if folder.is_dir() else []
+    if not cfgs:
+        raise DetectorUnavailable(f"no Darknet .cfg file in {folder}: pass --detector darknet:DIR or "
+                                  "darknet:CFG,WEIGHTS")
+    # Several models in one folder: prefer the larger (xl) variant, the more accurate one.
+    cfg = next((c for c in cfgs if c.stem.endswith("-xl")), cfgs[0])
+    return cfg, cfg.with_suffix(".weights")
+
+
+def make_detector(spec: str, device: str = "cpu") -> Detector:
+    """`darknet:DIR`, `darknet:CFG,WEIGHTS` or `torchvision:NAME[:WEIGHTS_FILE]`."""
+    backend, _, arg = spec.partition(":")
+    if backend == "darknet" and arg:
+        return DarknetDetector(*_darknet_files(arg))
+    if backend == "torchvision" and arg:
+        name, _, weights = arg.partition(":")
+        return TorchvisionDetector(name, weights or None, device=device)
+    raise ValueError(f"unknown detector {spec!r}: use darknet:DIR, darknet:CFG,WEIGHTS or "
+                     "torchvision:NAME[:WEIGHTS_FILE]")
+

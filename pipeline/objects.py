@@ -1,0 +1,237 @@
+"""Road users over time: detections linked into tracks, each with time-to-collision and its place
+relative to the ego path. Pure compute; the detector is in pipeline/detect.py.
+
+- Tracks: ByteTrack from `supervision` (0.30.x; its successor, Roboflow's `trackers`, requires the
+  GUI opencv-python, which would replace the pinned headless OpenCV build).
+- Time-to-collision from the growth of a track's image (Lee 1976, tau = s / (ds/dt)): the slope r of
+  log(scale) over a short window gives TTC = 1 / r; infinite when the scale holds or shrinks.
+- Ego path: a corridor widening linearly from the focus of expansion (the ego-motion stage's epipole,
+  per clip) to `corridor_half_width` of the frame at the bottom row. `path_gap` is how far the
+  nearer edge of the box stands from the corridor's centre line, in corridor half-widths
+  (< 1: in the path); `entering` when that gap closes to < 1 within `entering_horizon_s`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.detect import COCO_TO_CLASS, Detections
+
+TAXONOMY = ("bicycle", "pedestrian", "vehicle")   # road-user classes, in the heads' class order
+RIDDEN = {"bicycle": "bicycle", "motorcycle": "vehicle", "motorbike": "vehicle"}
+SUMMARY_SIZE = 8
+
+
+@dataclass(frozen=True)
+class ObjectsSpec:
+    """Everything that changes the stored objects; recorded in the feature set."""
+    detector: str                     # darknet:DIR | torchvision:NAME[:WEIGHTS]
+    fps: float = 10.0                 # detection rate (tracking needs more than the 4 fps of CLIP)
+    min_score: float = 0.25
+    track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
+    track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
+    lost_s: float = 0.7               # a track survives this long unseen
+    ttc_window_s: float = 0.8         # log-scale slope fitted over this window, centred
+    ttc_min_points: int = 4
+    min_rate: float = 0.05            # 1/s: slower growth counts as none (TTC infinite, 20 s and more)
+    corridor_half_width: float = 0.22  # of the frame width, at the bottom row
+    entering_horizon_s: float = 1.5
+    default_foe: tuple[float, float] = (0.5, 0.45)
+
+
+@dataclass
+class ObjectTracks:
+    """Every tracked detection of one clip, flat (K rows), ordered by time then track."""
+    t_s: np.ndarray
+    frame_idx: np.ndarray
+    track_id: np.ndarray
+    boxes: np.ndarray                 # (K, 4) x1, y1, x2, y2 in fractions of the frame
+    score: np.ndarray
+    coco: list[str]
+    cls: list[str]                    # taxonomy class of the track (majority; riders take their vehicle's)
+    scale_rate: np.ndarray            # d log(scale) / dt, 1/s
+    ttc_s: np.ndarray                 # inf when not approaching
+    path_gap: np.ndarray              # corridor half-widths between the box's nearer edge and the path centre
+    in_path: np.ndarray
+    entering: np.ndarray
+    foe: tuple[float, float] = (0.5, 0.45)
+    fps: float = 0.0
+    frames: int = 0
+
+    def __len__(self) -> int:
+        return len(self.t_s)
+
+
+@dataclass
+class _Row:
+    frame: int
+    track: int
+    box: np.ndarray
+    score: float
+    coco: str
+    rider_of: str | None = None
+
+
+def clip_foe(epipoles: np.ndarray | None, spec: ObjectsSpec) -> tuple[float, float]:
+    """The camera is fixed to the car: one focus of expansion per clip, the median of the frames'
+    estimates, kept inside a plausible window (a stationary car gives none worth trusting)."""
+    if epipoles is None or not np.isfinite(epipoles).any():
+        return spec.default_foe
+    x, y = np.nanmedian(epipoles[:, 0]), np.nanmedian(epipoles[:, 1])
+    return float(np.clip(x, 0.35, 0.65)), float(np.clip(y, 0.3, 0.6))
+
+
+def _track(dets: list[Detections], fps: float, spec: ObjectsSpec) -> list[_Row]:
+    import warnings
+
+    import supervision as sv
+
+    with warnings.catch_warnings():  # "deprecated since 0.28": see the module docstring for why 0.30
+        warnings.simplefilter("ignore", FutureWarning)
+        # lost_track_buffer counts frames at 30 fps; ByteTrack rescales it by frame_rate.
+        tracker = sv.ByteTrack(track_activation_threshold=spec.track_activation,
+                               lost_track_buffer=max(1, int(round(30 * spec.lost_s))),
+                               minimum_matching_threshold=spec.track_match, frame_rate=fps,
+                               minimum_consecutive_frames=1)
+    rows: list[_Row] = []
+    for k, d in enumerate(dets):
+        if not len(d):
+            tracker.update_with_detections(sv.Detections.empty())
+            continue
+        det = sv.Detections(xyxy=d.boxes.astype(np.float32), confidence=d.scores.astype(np.float32),
+                            class_id=np.arange(len(d)))   # class_id carries the row back out
+        out = tracker.update_with_detections(det)
+        for tid, row in zip(out.tracker_id, out.class_id):
+            rows.append(_Row(k, int(tid), d.boxes[row], float(d.scores[row]), d.coco[row]))
+    _mark_riders(rows)
+    return rows
+
+
+def _mark_riders(rows: list[_Row]) -> None:
+    """A person on a bicycle or motorcycle is its rider, not a pedestrian."""
+    by_frame: dict[int, list[_Row]] = {}
+    for r in rows:
+        by_frame.setdefault(r.frame, []).append(r)
+    for frame_rows in by_frame.values():
+        vehicles = [r for r in frame_rows if r.coco in RIDDEN]
+        for p in (r for r in frame_rows if r.coco == "person"):
+            for v in vehicles:
+                overlap = min(p.box[2], v.box[2]) - max(p.box[0], v.box[0])
+                if overlap > 0.5 * (p.box[2] - p.box[0]) and v.box[1] < p.box[3] <= v.box[3] + 0.02:
+                    p.rider_of = RIDDEN[v.coco]
+                    break
+
+
+def _track_class(rows: list[_Row]) -> str:
+    votes: dict[str, float] = {}
+    for r in rows:
+        c = r.rider_of or COCO_TO_CLASS[r.coco]
+        votes[c] = votes.get(c, 0.0) + r.score
+    return max(votes, key=votes.get)
+
+
+def _slope(t: np.ndarray, y: np.ndarray) -> float:
+    tc = t - t.mean()
+    return float((tc * (y - y.mean())).sum() / max((tc ** 2).sum(), 1e-9))
+
+
+def _windowed_slopes(t: np.ndarray, y: np.ndarray, spec: ObjectsSpec) -> np.ndarray:
+    out = np.full(len(t), np.nan)
+    half = spec.ttc_window_s / 2
+    for k in range(len(t)):
+        m = np.abs(t - t[k]) <= half + 1e-6
+        if m.sum() >= spec.ttc_min_points:
+            out[k] = _slope(t[m], y[m])
+    return out
+
+
+def corridor_gap(boxes: np.ndarray, foe: tuple[float, float], spec: ObjectsSpec) -> np.ndarray:
+    fx, fy = foe
+    half = spec.corridor_half_width * np.clip(boxes[:, 3] - fy, 0, None) / max(1 - fy, 1e-3)
+    centre = (boxes[:, 0] + boxes[:, 2]) / 2
+    edge_gap = np.clip(np.abs(centre - fx) - (boxes[:, 2] - boxes[:, 0]) / 2, 0, None)
+    return np.where(half > 1e-3, edge_gap / np.maximum(half, 1e-3), np.inf)
+
+
+def track_objects(dets: list[Detections], times: np.ndarray, spec: ObjectsSpec,
+                  epipoles: np.ndarray | None = None) -> ObjectTracks:
+    """Detections per frame (at `times`) -> tracks with TTC and ego-path geometry."""
+    times = np.asarray(times, np.float64)
+    fps = float(1 / np.median(np.diff(times))) if len(times) > 1 else spec.fps
+    foe = clip_foe(epipoles, spec)
+    rows = _track(dets, fps, spec)
+    by_track: dict[int, list[_Row]] = {}
+    for r in rows:
+        by_track.setdefault(r.track, []).append(r)
+    cols: dict[str, list] = {k: [] for k in ("t", "f", "id", "box", "score", "coco", "cls", "rate", "gap",
+                                             "gap_rate")}
+    for tid, tr in sorted(by_track.items()):
+        t = times[[r.frame for r in tr]]
+        boxes = np.stack([r.box for r in tr]).astype(np.float64)
+        scale = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 1e-4, None) * np.clip(boxes[:, 3] - boxes[:, 1], 1e-4, None))
+        gap = corridor_gap(boxes, foe, spec)
+        cls = _track_class(tr)
+        cols["t"] += list(t)
+        cols["f"] += [r.frame for r in tr]
+        cols["id"] += [tid] * len(tr)
+        cols["box"] += list(boxes)
+        cols["score"] += [r.score for r in tr]
+        cols["coco"] += [r.coco for r in tr]
+        cols["cls"] += [cls] * len(tr)
+        cols["rate"] += list(_windowed_slopes(t, np.log(scale), spec))
+        cols["gap"] += list(gap)
+        cols["gap_rate"] += list(_windowed_slopes(t, np.minimum(gap, 10.0), spec))
+    order = np.lexsort((np.asarray(cols["id"]), np.asarray(cols["t"]))) if rows else np.zeros(0, int)
+    rate = np.nan_to_num(np.asarray(cols["rate"], np.float64), nan=0.0)[order]
+    gap = np.asarray(cols["gap"], np.float64)[order]
+    gap_rate = np.nan_to_num(np.asarray(cols["gap_rate"], np.float64), nan=0.0)[order]
+    ttc = np.where(rate > spec.min_rate, 1.0 / np.maximum(rate, 1e-9), np.inf)
+    in_path = gap < 1.0
+    entering = ~in_path & (gap_rate < 0) & (gap + gap_rate * np.minimum(ttc, spec.entering_horizon_s) < 1.0)
+    pick = lambda xs: [xs[i] for i in order]  # noqa: E731
+    return ObjectTracks(
+        t_s=np.asarray(cols["t"], np.float64)[order], frame_idx=np.asarray(cols["f"], np.int32)[order],
+        track_id=np.asarray(cols["id"], np.int32)[order],
+        boxes=np.asarray(cols["box"], np.float32).reshape(-1, 4)[order],
+        score=np.asarray(cols["score"], np.float32)[order], coco=pick(cols["coco"]), cls=pick(cols["cls"]),
+        scale_rate=rate.astype(np.float32), ttc_s=ttc, path_gap=gap.astype(np.float32), in_path=in_path,
+        entering=entering, foe=foe, fps=fps, frames=len(times))
+
+
+def frame_summary(objects: ObjectTracks, times: np.ndarray) -> np.ndarray:
+    """(N, SUMMARY_SIZE) per sampled frame, one more input stream for the trained heads: for bicycle,
+    pedestrian and vehicle, the fastest image growth (1/TTC, 1/s) among road users in or entering the
+    path, and the tallest such box; then how many road users are near the path, and the fastest growth
+    of any road user. From the object frames nearest each time."""
+    out = np.zeros((len(times), SUMMARY_SIZE), np.float32)
+    if not len(objects):
+        return out
+    obj_times = np.unique(objects.t_s)
+    nearest = obj_times[np.clip(np.searchsorted(obj_times, times), 0, len(obj_times) - 1)]
+    prev = obj_times[np.clip(np.searchsorted(obj_times, times) - 1, 0, len(obj_times) - 1)]
+    nearest = np.where(np.abs(prev - times) < np.abs(nearest - times), prev, nearest)
+    growth = np.clip(objects.scale_rate, 0, None)
+    height = objects.boxes[:, 3] - objects.boxes[:, 1]
+    relevant = objects.in_path | objects.entering
+    cls = np.asarray(objects.cls)
+    for i, t in enumerate(nearest):
+        at = objects.t_s == t
+        for c, name in enumerate(TAXONOMY):
+            m = at & relevant & (cls == name)
+            if m.any():
+                out[i, c] = growth[m].max()
+                out[i, 3 + c] = height[m].max()
+        out[i, 6] = (at & (objects.path_gap < 2.0)).sum()
+        out[i, 7] = growth[at].max() if at.any() else 0.0
+    return out
+
+
+@dataclass
+class ObjectStage:
+    """Detect, track and measure one clip's frames."""
+    spec: ObjectsSpec
+    detector: object = field(repr=False)
+
+    def run(self, frames: np.ndarray, times: np.ndarray, epipoles: np.ndarray | None) -> ObjectTracks:
+        return track_objects(self.detector.detect(frames), times, self.spec, epipoles)

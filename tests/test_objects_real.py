@@ -1,0 +1,138 @@
+"""The objects stage on real footage with the real Yolo-Fastest weights; the ttc head through score,
+rescore and the report. Skips where ../shared is absent (a user's fresh clone)."""
+import shutil
+
+import numpy as np
+import pytest
+
+import pipeline.decode as decode_mod
+from catalog import Catalog
+from conftest import REAL_DASHCAM
+from flows import featurize as fz
+from flows.featurize import FeaturizeConfig, run_featurize
+from flows.ingest import run_ingest
+from flows.score import run_rescore, run_score
+from catalog.heads import ModelRow, register_model
+from models.registry import save_head
+from models.ttc import TTCConfig, TTCHead
+from nearmiss.cli import main
+from pipeline.decode import DecodeSpec, make_decoder
+from pipeline.detect import DetectorUnavailable, make_detector
+from pipeline.embed import ClipSpec
+from pipeline.labels import write_labels
+from pipeline.objects import ObjectsSpec
+
+YOLO = REAL_DASHCAM.parents[1] / "models" / "yolo_fastest"
+pytestmark = [pytest.mark.real_data,
+              pytest.mark.skipif(not (REAL_DASHCAM.is_dir() and YOLO.is_dir()), reason="../shared is absent")]
+CLIPS = ("dad_000478.mp4", "ccd_normal_000002.mp4", "schoolbus_rollover_hifzasakhi_dashcam.mp4")
+CFG = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=2.0), device="cpu",
+                      batch_size=32, projection_frames=16, objects=ObjectsSpec(f"darknet:{YOLO}", fps=8.0))
+
+
+def test_darknet_finds_the_cars_in_a_real_frame():
+    s = make_decoder("pyav").decode(str(REAL_DASHCAM / "dad_000478.mp4"), DecodeSpec(sample_fps=1.0))
+    det = make_detector(f"darknet:{YOLO}")
+    found = det.detect(s.frames[3:4])[0]
+    assert "car" in found.coco and found.scores.max() > 0.5
+    assert det.identity.startswith("darknet:yolo-fastest-1.1-xl:")
+
+
+def test_offline_torchvision_detector_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached
+    with pytest.raises(DetectorUnavailable, match="--detector torchvision:fasterrcnn_mobilenet_v3_large_fpn:"):
+        make_detector("torchvision:fasterrcnn_mobilenet_v3_large_fpn")
+    with pytest.raises(ValueError, match="unknown torchvision detector"):
+        make_detector("torchvision:not_a_model")
+    with pytest.raises(DetectorUnavailable, match="does not exist"):
+        make_detector(f"torchvision:ssdlite320_mobilenet_v3_large:{tmp_path / 'missing.pth'}")
+
+
+@pytest.fixture(scope="module")
+def objects_catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("objects")
+    for name in CLIPS:
+        shutil.copy(REAL_DASHCAM / name, root / name)
+    db = str(root / "catalog.duckdb")
+    write_labels(root / "labels.csv", [(CLIPS[0], "vehicle", 3.5, 4.5, 4.5), (CLIPS[1], "background", None, None, None)])
+    run_ingest([str(root / n) for n in CLIPS], db=db, labels=str(root / "labels.csv"))
+    assert run_featurize(db, CFG).done == len(CLIPS)
+    return db
+
+
+def _rows(db, sql):
+    with Catalog(db).read() as con:
+        return con.execute(sql).fetchall()
+
+
+def test_objects_stored_once_per_clip_and_feature_set(objects_catalog, tmp_path):
+    db = str(tmp_path / "c.duckdb")
+    shutil.copy(objects_catalog, db)
+    before = _rows(db, "SELECT clip_id, count(*) FROM objects GROUP BY 1 ORDER BY 1")
+    assert len(before) == len(CLIPS)
+    assert _rows(db, "SELECT count(*) FROM objects WHERE class NOT IN ('bicycle', 'pedestrian', 'vehicle')") == [(0,)]
+    # The one-line question from the issue parses and runs.
+    _rows(db, "SELECT DISTINCT clip_id FROM objects WHERE class = 'pedestrian' AND ttc_s < 1.5 AND in_path")
+    assert run_featurize(db, CFG).clips == 0     # idempotent: nothing left to do
+    assert _rows(db, "SELECT clip_id, count(*) FROM objects GROUP BY 1 ORDER BY 1") == before
+    fs = _rows(db, "SELECT config->>'$.objects.detector' FROM feature_sets")[0][0]
+    assert fs.startswith("darknet:yolo-fastest-1.1-xl:")   # the weights' hash, not a path
+
+
+def test_killed_featurize_leaves_no_half_written_objects(objects_catalog, tmp_path, monkeypatch):
+    db = str(tmp_path / "c.duckdb")
+    shutil.copy(objects_catalog, db)
+    with Catalog(db).write() as con:   # as if the run had died before these two clips
+        con.execute("DELETE FROM objects WHERE clip_id IN (SELECT clip_id FROM clip_features LIMIT 2)")
+        con.execute("DELETE FROM clip_features WHERE clip_id NOT IN (SELECT DISTINCT clip_id FROM objects)")
+    calls = []
+    real = fz.write_clip_features
+
+    def die_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(fz, "write_clip_features", die_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_featurize(db, CFG)
+    monkeypatch.undo()
+    assert _rows(db, "SELECT count(DISTINCT clip_id) FROM objects") == [(len(CLIPS) - 1,)]
+    assert run_featurize(db, CFG).done == 1
+    assert _rows(db, "SELECT count(DISTINCT clip_id) FROM objects") == [(len(CLIPS),)]
+
+
+def test_ttc_head_scores_rescores_without_decoding_and_reports(objects_catalog, tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "c.duckdb")
+    shutil.copy(objects_catalog, db)
+    monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store"))
+    results = run_score(db)                      # no trained heads: the ttc head registers itself
+    assert [r.model for r in results] == ["ttc@1"] and results[0].clips == len(CLIPS)
+    first = _rows(db, "SELECT clip_id, predicted_class, near_miss_score, step_scores FROM predictions ORDER BY 1")
+    assert all(len(r[3]) > 10 for r in first)    # a score per detector frame
+
+    def no_decoding(*a, **k):
+        raise AssertionError("rescore must not decode video")
+    monkeypatch.setattr(decode_mod, "make_decoder", no_decoding)
+    r = run_rescore(db, "ttc")
+    assert r.clips == len(CLIPS) and not r.moved
+    again = _rows(db, "SELECT clip_id, predicted_class, near_miss_score, step_scores FROM predictions ORDER BY 1")
+    assert [a[:3] for a in again] == [f[:3] for f in first]
+    monkeypatch.undo()
+    # A version that alarms on any approaching road user, registered as `train` would: the report then
+    # has incidents to draw (the default thresholds may find none in three clips).
+    eager = TTCHead(TTCConfig(ttc_critical_s=5, ttc_safe_s=20, beside_weight=1, beside_gap=99, min_height=0,
+                              full_height=0.01, min_score=0, full_score=0.01))
+    fs_id = _rows(db, "SELECT id FROM feature_sets")[0][0]
+    with Catalog(db).write() as con:
+        path, sha = save_head(eager, tmp_path / "store", "ttc", 2)
+        register_model(con, ModelRow("ttc", 2, "ttc", fs_id, str(path), sha, {}, {}))
+    assert run_rescore(db, "ttc@2").incidents > 0
+    out = tmp_path / "report"
+    assert main(["--db", db, "report", "--out", str(out), "--limit", "50"]) == 0   # ttc leads by default
+    page = (out / "index.html").read_text()
+    assert "ttc@2" in page and "random CLIP weights" not in page
+    plots = [p.read_text() for p in (out / "img").glob("score_*.svg")]
+    assert plots and all("time-to-collision" in p for p in plots)
+    assert any("labelled event" in p for p in plots)          # the DAD clip's labelled interval
+    assert list((out / "img").glob("strip_*.png"))
