@@ -9,8 +9,9 @@ backoff until `lock_timeout_s`.
 """
 from __future__ import annotations
 
-import os
 import random
+import re
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from catalog.schema import migrate
+from pipeline.settings import settings
 
 DEFAULT_DB = "nearmiss.duckdb"
 # New catalogs are written in a storage format the stock DuckDB CLI (1.5.x, `pip install duckdb-cli`)
@@ -40,7 +42,7 @@ def clip_id_table(con: duckdb.DuckDBPyConnection, ids: list[str], name: str = "_
 
 
 def default_db_path() -> str:
-    return os.environ.get("NEARMISS_DB") or DEFAULT_DB
+    return settings().db or DEFAULT_DB
 
 
 # User-supplied SQL (`nearmiss query`, `--where`, a deployment's `where`) runs with no file system
@@ -57,6 +59,27 @@ class CatalogMissing(FileNotFoundError):
     pass
 
 
+class CatalogDamaged(RuntimeError):
+    """The file is not a readable DuckDB database, or a block failed its checksum."""
+
+
+def damaged(path: str, exc: Exception) -> CatalogDamaged:
+    return CatalogDamaged(f"{path} is damaged ({str(exc).splitlines()[0][:160]}); nothing was written to it. "
+                          "Restore it from a backup, or start from its read snapshot "
+                          f"({Path(path).with_suffix('.snapshot.duckdb').name}); `nearmiss check` tests a catalog")
+
+
+def is_damage(exc: Exception) -> bool:
+    text = str(exc)
+    return "not a valid DuckDB database file" in text or "Corrupt database file" in text or "checksum" in text
+
+
+def _lock_holder(exc: Exception) -> str:
+    """DuckDB names the process that holds the lock: 'Conflicting lock is held in /usr/bin/python (PID 123)'."""
+    m = re.search(r"held in (.+?)\s*\(PID (\d+)\)", str(exc))
+    return f"PID {m.group(2)} ({Path(m.group(1)).name})" if m else "another process"
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
@@ -65,10 +88,12 @@ def _is_lock_error(exc: Exception) -> bool:
 @dataclass
 class Catalog:
     path: str
-    lock_timeout_s: float = 60.0
+    lock_timeout_s: float | None = None   # default: NEARMISS_LOCK_TIMEOUT_S (600 s)
 
     def __post_init__(self) -> None:
         self.path = str(Path(self.path).expanduser())
+        if self.lock_timeout_s is None:
+            self.lock_timeout_s = settings().lock_timeout_s
         self._migrated = False
         # One writer at a time inside this process too: DuckDB shares one
         # instance per process, and closing it is what frees the file lock.
@@ -77,8 +102,9 @@ class Catalog:
     def _open(self, read_only: bool, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
         if read_only and not Path(self.path).exists():
             raise CatalogMissing(f"no catalog at {self.path}: run `nearmiss ingest` first, or pass --db")
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.01
+        started = time.monotonic()
+        deadline = started + self.lock_timeout_s
+        delay, told = 0.01, False
         while True:
             try:
                 config = {} if read_only or Path(self.path).exists() else \
@@ -86,13 +112,20 @@ class Catalog:
                 if sandboxed:
                     config = dict(SANDBOX_CONFIG)
                 return duckdb.connect(self.path, read_only=read_only, config=config)
-            except duckdb.IOException as exc:  # another process holds the file
-                if not _is_lock_error(exc) or time.monotonic() > deadline:
-                    if _is_lock_error(exc):
-                        raise CatalogLocked(
-                            f"{self.path} stayed locked by another process for {self.lock_timeout_s:.0f}s: {exc}"
-                        ) from exc
+            except duckdb.IOException as exc:  # another process holds the file, or it is not a database
+                if is_damage(exc):
+                    raise damaged(self.path, exc) from None
+                if not _is_lock_error(exc):
                     raise
+                if time.monotonic() > deadline:
+                    raise CatalogLocked(
+                        f"{self.path} stayed locked by {_lock_holder(exc)} for {self.lock_timeout_s:.0f}s; "
+                        "close that session (or raise NEARMISS_LOCK_TIMEOUT_S) and re-run: finished work is kept"
+                    ) from None
+                if not told and time.monotonic() - started > 2:
+                    print(f"nearmiss: waiting for {_lock_holder(exc)}, which holds {self.path} "
+                          f"(up to {self.lock_timeout_s:.0f}s)", file=sys.stderr)
+                    told = True
             except duckdb.ConnectionException as exc:
                 # Same process already holds it with a different mode; treat as busy.
                 if time.monotonic() > deadline:
@@ -124,7 +157,10 @@ class Catalog:
                     yield con
                     con.execute("COMMIT")
                 except BaseException:
-                    con.execute("ROLLBACK")
+                    try:
+                        con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass  # an I/O error (a full disk) already aborted it: keep the error that did
                     raise
             finally:
                 con.close()

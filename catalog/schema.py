@@ -242,6 +242,10 @@ class SchemaTooNew(RuntimeError):
     pass
 
 
+class NotACatalog(RuntimeError):
+    """A DuckDB file with tables of its own and no nearmiss schema: another application's database."""
+
+
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
@@ -261,6 +265,10 @@ def migrate(con: duckdb.DuckDBPyConnection, path: str = "catalog", target: int =
             f"understands ({LATEST_VERSION}). Upgrade nearmiss to open it; nothing was changed."
         )
     if version == 0:
+        others = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'").fetchall()
+        if others[0][0]:
+            raise NotACatalog(f"{path} is a DuckDB database of another application ({others[0][0]} tables, no "
+                              "nearmiss schema); refused, nothing was changed. Pass --db with a new or nearmiss file")
         con.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version INTEGER PRIMARY KEY, description VARCHAR,"

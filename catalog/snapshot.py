@@ -62,7 +62,9 @@ def publish_snapshot(catalog: Catalog, full: bool = False) -> Path:
     """Copy the catalog to <name>.snapshot.duckdb atomically; returns its path."""
     target = snapshot_path(catalog.path)
     tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    leftovers = (tmp, tmp.with_name(tmp.name + ".wal"))   # DuckDB writes a WAL beside a file it is filling
+    for f in leftovers:
+        f.unlink(missing_ok=True)
     try:
         with catalog.read() as con:  # one read transaction (waits, with backoff, while a writer holds the file)
             live = con.execute("SELECT current_database()").fetchone()[0]
@@ -70,7 +72,8 @@ def publish_snapshot(catalog: Catalog, full: bool = False) -> Path:
             _copy(con, live, full)
             con.execute("DETACH snap")
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for f in leftovers:
+            f.unlink(missing_ok=True)
         raise
     os.replace(tmp, target)
     return target

@@ -29,8 +29,7 @@ from flows.ingest import IngestConfig, run_ingest
 from flows.lineage import tracked_run
 from flows.orchestration import catalog_identity, chunk_key, ensure_gpu_limit, gpu_slot, retry_transient
 from flows.score import _score_chunk, run_score
-from pipeline.decode import DecodeSpec
-from pipeline.embed import ClipSpec
+from pipeline.featurize_options import FeaturizeOptions
 
 CACHE_FOR = timedelta(days=30)
 
@@ -122,13 +121,8 @@ def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = N
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(paths: list[str], db: str | None = None, labels: str | None = None, model: str = "RN50",
-                  pretrained: str | None = "openai", untrained: bool = False, fps: float = 4.0,
-                  device: str = "auto", batch_size: int = 64, decoder: str = "decord",
-                  heads: list[str] | None = None) -> dict:
+def pipeline_flow(paths: list[str], db: str | None = None, labels: str | None = None,
+                  featurize: FeaturizeOptions = FeaturizeOptions(), heads: list[str] | None = None) -> dict:
     """Ingest new clips from `paths`, featurize what lacks features, score with the newest heads."""
-    features = FeaturizeConfig(clip=ClipSpec(model=model, pretrained=pretrained, untrained=untrained),
-                               decode=DecodeSpec(sample_fps=fps), device=device, batch_size=batch_size,
-                               decoder=decoder)
-    s = run_pipeline(paths, db, labels, features=features, heads=heads)
+    s = run_pipeline(paths, db, labels, features=featurize.config(), heads=heads)
     return {**s.counts(), "run_id": s.run_id}

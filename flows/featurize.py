@@ -7,8 +7,6 @@ half-written clip, and the next run computes only what is missing.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -25,30 +23,15 @@ from catalog.features import (PendingClip, clips_needing_features, load_projecti
                               register_feature_set, save_projection, write_clip_features)
 from flows.lineage import tracked_run
 from flows.progress import Progress
-from pipeline.decode import DecodeError, DecodeSpec, make_decoder
+from pipeline.decode import DecodeError, make_decoder
 from pipeline.embed import (ChannelProjection, ClipSpec, LoadedClip, embed_frames, fit_projection, load_clip,
                             resolve_device, to_model_input)
-from pipeline.detect import make_detector
-from pipeline.hashing import sha256_file
-from pipeline.motion import MotionSpec, motion_features
-from pipeline.objects import ObjectsSpec, ObjectStage, frame_summary
+from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
+from pipeline.featurize_config import detector as _detector
+from pipeline.featurize_options import FeaturizeOptions
+from pipeline.motion import motion_features
+from pipeline.objects import ObjectStage, frame_summary
 
-FEATURE_VERSION = 1  # bump when the extractor's numbers change for the same configuration
-
-
-@dataclass(frozen=True)
-class FeaturizeConfig:
-    clip: ClipSpec = ClipSpec()
-    decode: DecodeSpec = DecodeSpec()
-    motion: MotionSpec = MotionSpec()
-    device: str = "auto"
-    batch_size: int = 64             # frames per CLIP forward pass, drawn from several clips
-    decoder: str = "decord"
-    decode_workers: int = 2
-    limit: int | None = None
-    retry_failed: bool = False
-    projection_frames: int = 64      # frames the EmbCLIP projection is fitted on, once per feature set
-    objects: ObjectsSpec | None = None  # road users from a pretrained detector, tracked, with TTC
 
 
 @dataclass
@@ -64,36 +47,6 @@ class FeaturizeSummary:
 
     def counts(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("failures", "run_id")}
-
-
-def _weights_identity(spec: ClipSpec) -> str | None:
-    if spec.untrained:
-        return "untrained"
-    p = Path(spec.pretrained or "").expanduser()
-    if spec.pretrained and p.is_file():
-        return f"file:{sha256_file(p)[:16]}"
-    return spec.pretrained
-
-
-def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
-    """(id, name, config) of the feature set: everything that changes the stored numbers, nothing else."""
-    config = {"version": FEATURE_VERSION, "model": cfg.clip.model, "weights": _weights_identity(cfg.clip),
-              "embclip_channels": cfg.clip.embclip_channels, "decode": asdict(cfg.decode),
-              "motion": asdict(cfg.motion)}
-    if cfg.objects is not None:  # only then: feature sets made without a detector keep their ids
-        objects = asdict(cfg.objects)
-        objects["detector"] = _detector(cfg.objects.detector, cfg.device).identity  # weights' hash, not a path
-        config["objects"] = objects
-    fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    name = f"{cfg.clip.model}/{config['weights']}@{cfg.decode.sample_fps:g}fps"
-    if cfg.objects is not None:
-        name += f"+{config['objects']['detector'].rsplit(':', 1)[0]}@{cfg.objects.fps:g}fps"
-    return fs_id, name, config
-
-
-@lru_cache(maxsize=2)
-def _detector(spec: str, device: str):
-    return make_detector(spec, str(resolve_device(device)))
 
 
 @lru_cache(maxsize=2)
@@ -270,31 +223,12 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
 
 
 @flow(name="featurize", log_prints=True)
-def featurize_flow(db: str | None = None, model: str = "RN50", pretrained: str | None = "openai",
-                   untrained: bool = False, fps: float = 4.0, device: str = "auto", batch_size: int = 64,
-                   decoder: str = "decord", limit: int | None = None, retry_failed: bool = False,
-                   detector: str | None = None, object_fps: float = 10.0, progress: bool = False) -> dict:
-    """Compute motion and CLIP/EmbCLIP features for every ingested clip that lacks them.
+def featurize_flow(db: str | None = None, options: FeaturizeOptions = FeaturizeOptions(),
+                   progress: bool = False) -> dict:
+    """Compute motion and CLIP/EmbCLIP features (and, with a detector, tracked road users) for every
+    ingested clip that lacks them.
 
     progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
-    cfg = FeaturizeConfig(clip=ClipSpec(model=model, pretrained=pretrained, untrained=untrained),
-                          decode=DecodeSpec(sample_fps=fps), device=device, batch_size=batch_size,
-                          decoder=decoder, limit=limit, retry_failed=retry_failed,
-                          objects=ObjectsSpec(detector, fps=object_fps) if detector else None)
-    summary = run_featurize(db, cfg, use_prefect=True, show_progress=progress)
+    summary = run_featurize(db, options.config(), use_prefect=True, show_progress=progress)
     print(f"featurize: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}
-
-
-def clip_spec_of_feature_set(config: dict, pretrained: str | None = None) -> ClipSpec:
-    """The CLIP model a feature set was computed with, to embed text the same way (search, zero-shot).
-
-    A local checkpoint is recorded by its hash, not its path, so the caller passes the file again.
-    """
-    weights = config["weights"]
-    if pretrained:
-        return ClipSpec(model=config["model"], pretrained=pretrained)
-    if weights and weights.startswith("file:"):
-        raise ValueError("this feature set used a local checkpoint; pass the same file again with --pretrained PATH")
-    return ClipSpec(model=config["model"], pretrained=None if weights == "untrained" else weights,
-                    untrained=weights == "untrained")

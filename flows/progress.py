@@ -1,15 +1,16 @@
 """Progress bars for long work: shown on a terminal, silent in CI and in pipes."""
 from __future__ import annotations
 
-import os
 import sys
 
 from tqdm import tqdm
 
+from pipeline.settings import settings
+
 
 class Progress:
     def __init__(self, what: str, total: int, unit: str = "clip", enabled: bool = True):
-        show = enabled and sys.stderr.isatty() and not os.environ.get("CI")
+        show = enabled and sys.stderr.isatty() and not settings().ci
         self._bar = tqdm(total=total, desc=what, unit=unit, disable=not show, dynamic_ncols=True,
                          smoothing=0.1)
 

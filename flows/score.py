@@ -23,7 +23,7 @@ from flows.lineage import tracked_run
 from flows.progress import Progress
 from flows.train import TrainConfig, resolve_model, run_train
 from models.heads import get_head
-from models.registry import load_head
+from models.registry import default_store, load_head
 from pipeline.labels import CLASSES
 
 CHUNK = 2048  # clips per read-predict-write round: bounded memory, one short write transaction each
@@ -71,7 +71,7 @@ def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, ru
         ids = scored_clip_ids(con, row.feature_set_id, row.name, row.version, where, only_missing, limit)
     out = HeadScore(row.ref)
     previous = _latest_classes(catalog, row.name, ids) if not only_missing else {}
-    head = load_head(row.weights_path, row.weights_sha256)
+    head = load_head(row.weights_path, row.weights_sha256, default_store(db))
     call = run_chunk or (score_chunk_task if use_prefect else _score_chunk)
     t0 = time.perf_counter()
     with Progress(f"score {row.ref}", total=len(ids), unit="clip", enabled=show_progress) as bar:

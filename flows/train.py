@@ -82,7 +82,7 @@ def split_data(catalog: Catalog, fs_id: str, with_flow: bool, splits=("train", "
 
 
 def _zeroshot(cfg: TrainConfig, fs_config: dict) -> ZeroShotHead:
-    from flows.featurize import clip_spec_of_feature_set
+    from pipeline.featurize_config import clip_spec_of_feature_set
     from pipeline.embed import embed_text, load_clip, resolve_device
 
     zs = ZeroShotConfig()
@@ -124,7 +124,7 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
                 if row.feature_set_id != fs_id:
                     raise ValueError(f"{row.ref} was trained on feature set {row.feature_set_id}, not {fs_id}")
                 parts.append(row)
-            heads = [load_head(r.weights_path, r.weights_sha256) for r in parts]
+            heads = [load_head(r.weights_path, r.weights_sha256, default_store(db)) for r in parts]
             result = fit_fusion(heads[0], heads[1], val, val_labels)
             kind, kind_params = "fusion", {"parts": [r.ref for r in parts], "alpha": result.head.alpha}
         elif cfg.head == "ttc":
@@ -141,6 +141,8 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
         with catalog.write() as con:
             version = next_version(con, cfg.head)
             path, sha = save_head(result.head, store, cfg.head, version)
+            # Relative to the default store (it moves with the catalog); absolute for a store given by hand.
+            path = path.relative_to(store) if not cfg.store else path.resolve()
             row = ModelRow(cfg.head, version, kind, fs_id, str(path), sha,
                            {**params, **kind_params, "clips": counts, "best_epoch": result.best_epoch},
                            {"val": summary_line(result.val_metrics)} if result.val_metrics else {})
@@ -155,7 +157,7 @@ def run_evaluate(db: str | None, ref: str, split: str = "test") -> tuple[ModelRo
     """Score the split's labelled clips with the head (from stored features), compute every measure, store it."""
     catalog = Catalog(db or default_db_path())
     row = resolve_model(catalog, ref)
-    head = load_head(row.weights_path, row.weights_sha256)
+    head = load_head(row.weights_path, row.weights_sha256, default_store(db or default_db_path()))
     seqs, labels = split_data(catalog, row.feature_set_id, head.needs_flow, (split,))[split]
     if not len(seqs):
         raise ValueError(f"no labelled clips with features in the {split} split for feature set {row.feature_set_id}")

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
 
 from catalog import default_db_path
+from pipeline.featurize_options import add_arguments as add_featurize_arguments
+from pipeline.featurize_options import from_arguments as featurize_options
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -17,6 +20,7 @@ def _add_db(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nearmiss", description=__doc__)
     parser.add_argument("--db", default=None, help="catalog file (default: $NEARMISS_DB or ./nearmiss.duckdb)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an expected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="render labelled synthetic dashcam clips")
@@ -39,21 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="probe again files that failed before")
     p.add_argument("--direct", action="store_true", help="run the same steps without Prefect (no server start)")
 
-    p = sub.add_parser("featurize", help="motion and CLIP/EmbCLIP features for clips that lack them")
+    p = sub.add_parser("featurize", help="motion, CLIP/EmbCLIP and (with --detector) road-user features "
+                       "for clips that lack them")
     _add_db(p)
-    p.add_argument("--model", default="RN50", help="open_clip model name (a ResNet gives EmbCLIP grids too)")
-    p.add_argument("--pretrained", default="openai", help="open_clip pretrained tag, or a local checkpoint path")
-    p.add_argument("--untrained", action="store_true", help="random CLIP weights: tests and benchmarks only")
-    p.add_argument("--fps", type=float, default=4.0, help="frames sampled per second of video")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--batch-size", type=int, default=64, help="frames per CLIP forward pass")
-    p.add_argument("--decoder", choices=["decord", "pyav"], default="decord")
-    p.add_argument("--limit", type=int, default=None, help="at most this many clips")
-    p.add_argument("--retry-failed", action="store_true")
-    p.add_argument("--detector", default=None,
-                   help="road users with time-to-collision: darknet:DIR (e.g. a Yolo-Fastest folder), "
-                        "darknet:CFG,WEIGHTS, or torchvision:NAME[:WEIGHTS_FILE]")
-    p.add_argument("--object-fps", type=float, default=10.0, help="detector frames per second (tracking)")
+    add_featurize_arguments(p)
     p.add_argument("--direct", action="store_true", help="run the same steps without Prefect")
 
     p = sub.add_parser("search", help="find frames by text with the feature set's CLIP model")
@@ -102,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", help="publish NAME.snapshot.duckdb for the stock DuckDB CLI (flows do it too)")
     _add_db(p)
     p.add_argument("--full", action="store_true", help="include the per-frame feature tables (large)")
+
+    p = sub.add_parser("check", help="read the whole catalog and verify every block's checksum")
+    _add_db(p)
 
     p = sub.add_parser("query", help="run read-only SQL against the catalog")
     _add_db(p)
@@ -167,22 +163,14 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_featurize(args) -> int:
-    from flows.featurize import FeaturizeConfig, featurize_flow, run_featurize
-    from pipeline.decode import DecodeSpec
-    from pipeline.embed import ClipSpec
-    from pipeline.objects import ObjectsSpec
+    from flows.featurize import featurize_flow, run_featurize
 
+    options = featurize_options(args)
     if args.direct:
-        cfg = FeaturizeConfig(clip=ClipSpec(args.model, args.pretrained, args.untrained),
-                              decode=DecodeSpec(sample_fps=args.fps), device=args.device, batch_size=args.batch_size,
-                              decoder=args.decoder, limit=args.limit, retry_failed=args.retry_failed,
-                              objects=ObjectsSpec(args.detector, fps=args.object_fps) if args.detector else None)
-        s = run_featurize(_db(args), cfg, show_progress=True)
+        s = run_featurize(_db(args), options.config(), show_progress=True)
         counts, failures = s.counts(), s.failures
     else:
-        counts = featurize_flow(_db(args), args.model, args.pretrained, args.untrained, args.fps, args.device,
-                                args.batch_size, args.decoder, args.limit, args.retry_failed, args.detector,
-                                args.object_fps, progress=True)
+        counts = featurize_flow(_db(args), options, progress=True)
         failures = counts.pop("failures")
     print(f"featurize: feature set {counts['feature_set_id']}: {counts['done']} clips done, {counts['failed']} failed, "
           f"{counts['frames']} frames in {counts['seconds']:.1f}s")
@@ -195,7 +183,7 @@ def cmd_search(args) -> int:
     from catalog import Catalog
     from catalog.features import feature_set, search_frames
     from nearmiss.formatting import format_rows
-    from flows.featurize import clip_spec_of_feature_set
+    from pipeline.featurize_config import clip_spec_of_feature_set
     from pipeline.embed import embed_text, load_clip, resolve_device
 
     catalog = Catalog(_db(args))
@@ -228,7 +216,8 @@ def cmd_train(args) -> int:
     if report.val:
         line = summary_line(report.val)
         print("  val: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items() if isinstance(v, float)))
-    print(f"  weights {m.weights_path} (sha256 {m.weights_sha256[:12]})")
+    from models.registry import default_store, resolve_weights
+    print(f"  weights {resolve_weights(m.weights_path, default_store(_db(args)))} (sha256 {m.weights_sha256[:12]})")
     return 0
 
 
@@ -295,6 +284,15 @@ def cmd_snapshot(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from catalog import Catalog
+    from catalog.integrity import check_catalog
+
+    r = check_catalog(Catalog(_db(args)))
+    print(f"check: {_db(args)} is sound: schema version {r.schema_version}, {r.tables} tables, {r.rows} rows read")
+    return 0
+
+
 def cmd_query(args) -> int:
     from catalog.readonly import run_query
     from nearmiss.formatting import format_rows
@@ -312,32 +310,68 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize, "search": cmd_search,
             "train": cmd_train, "evaluate": cmd_evaluate, "score": cmd_score, "rescore": cmd_rescore,
-            "report": cmd_report, "snapshot": cmd_snapshot,
+            "report": cmd_report, "snapshot": cmd_snapshot, "check": cmd_check,
             "query": cmd_query, "demo": cmd_demo}
+
+
+PREFECT_COMMANDS = {"ingest", "featurize", "score", "demo"}  # these run Prefect flows unless --direct
+
+
+def _prefect_defaults() -> None:
+    """Prefect's state beside the project (not ~/.prefect), and no telemetry from offline machines."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _prefect_defaults()
     import duckdb
-    from catalog import CatalogLocked, CatalogMissing, SchemaTooNew
+    from catalog import CatalogDamaged, CatalogLocked, CatalogMissing, NotACatalog, SchemaTooNew
+    from catalog.connection import damaged, is_damage
     from catalog.readonly import WriteRefused
+    from models.registry import WeightsMismatch, WeightsMissing
     from pipeline.detect import DetectorUnavailable
     from pipeline.embed import WeightsUnavailable
     from pipeline.labels import LabelsError
 
+    expected = (WriteRefused, LabelsError, SchemaTooNew, NotACatalog, CatalogMissing, CatalogLocked, CatalogDamaged,
+                WeightsUnavailable, DetectorUnavailable, WeightsMismatch, WeightsMissing, ValueError)
+
+    def fail(message: str) -> int:
+        if args.debug:
+            raise
+        print(f"nearmiss {args.command}: {message}", file=sys.stderr)
+        return 2
+
     try:
+        if args.command in PREFECT_COMMANDS and not getattr(args, "direct", False):
+            from flows.ephemeral import tie_temporary_server_to_this_process
+            tie_temporary_server_to_this_process()
         return COMMANDS[args.command](args)
-    except (WriteRefused, LabelsError, SchemaTooNew, CatalogMissing, CatalogLocked, WeightsUnavailable,
-            DetectorUnavailable, ValueError) as exc:
-        print(f"nearmiss {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except expected as exc:
+        return fail(str(exc))
     except duckdb.PermissionException as exc:  # user SQL (--where) that tried to reach a file
-        print(f"nearmiss {args.command}: SQL may read the catalog only: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return fail(f"SQL may read the catalog only: {str(exc).splitlines()[0]}")
+    except (duckdb.Error, OSError) as exc:
+        if isinstance(exc, duckdb.Error) and is_damage(exc):
+            return fail(str(damaged(_db(args), exc)))
+        if _disk_full(exc):
+            return fail("the disk is full (No space left on device). Free some space and re-run: finished work is "
+                        "kept and the run completes what is missing")
+        raise
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, re-run to complete", file=sys.stderr)
         return 130
 
+
+def _disk_full(exc: BaseException) -> bool:
+    while exc is not None:
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,13 +21,16 @@ from flows.end_to_end import pipeline_flow
 from flows.score import score_flow
 from flows.train import TrainConfig, run_evaluate, run_train
 from models.evaluation import summary_line
+from models.heads import get_head, list_heads
 from models.training import TrainSpec
 from nearmiss.formatting import format_rows
 from nearmiss.report import build_report
+from pipeline.featurize_options import FeaturizeOptions
 from pipeline.synth.dataset import LABELS_FILE, make_dataset
 from pipeline.synth.scenario import SynthConfig
 
-HEADS = ("recognition", "detection", "motion3d", "fusion", "zeroshot")
+# The synthetic clips are featurized without a detector: every registered head that needs no road users.
+HEADS = tuple(h for h in list_heads() if "objects" not in get_head(h).needs)
 
 EXAMPLE_QUERIES = (
     "SELECT path, class, round(start_s, 2) AS start_s, round(peak_s, 2) AS peak_s, round(score, 3) AS score"
@@ -71,8 +74,8 @@ def run_demo(db: str, out: str, n: int = 120, seed: int = 2026, pretrained: str 
         print("      no CLIP checkpoint given (this machine cannot download one): the demo uses random CLIP "
               "weights (--untrained); pass --pretrained /path/to/RN50.pt for real ones")
     print(f"[2/6] pipeline flow (ingest, featurize, score) through Prefect into {db}")
-    s = pipeline_flow([str(clips_dir)], db=db, labels=str(clips_dir / LABELS_FILE), pretrained=pretrained,
-                      untrained=untrained)
+    s = pipeline_flow([str(clips_dir)], db=db, labels=str(clips_dir / LABELS_FILE),
+                      featurize=FeaturizeOptions(pretrained=pretrained, untrained=untrained))
     print(f"      {s['files']} files: {s['new']} new, {s['skipped']} already known, {s['failed']} failed; "
           f"{s['featurized']} clips featurized")
 

@@ -52,12 +52,16 @@ def read_labels(path: str | Path) -> list[LabelEntry]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise LabelsError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LabelsError(f"{path} is not a labels CSV (not UTF-8 text)") from None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     path_col = "path" if "path" in header else "file" if "file" in header else None
     if path_col is None or "class" not in header:
-        raise LabelsError(f"{path}: needs a header with columns path (or file), class, "
-                          f"event_start_s, event_end_s; found {header}")
+        # Name the columns that are missing, never echo the line: `labels` may point at any file.
+        raise LabelsError(f"{path} is not a labels CSV: its first line needs the columns path (or file), class, "
+                          f"event_start_s, event_end_s (it has {len(header)} comma-separated fields, and no "
+                          f"{'class' if path_col else 'path or file'} column)")
     entries: list[LabelEntry] = []
     problems: list[str] = []
     seen: dict[str, int] = {}

@@ -7,6 +7,7 @@ import pytest
 import flows.featurize as fz
 from catalog import Catalog
 from flows.featurize import FeaturizeConfig, featurize_flow, feature_set_identity, run_featurize
+from pipeline.featurize_options import FeaturizeOptions
 from flows.ingest import run_ingest
 from nearmiss.cli import main
 from pipeline.decode import DecodeSpec
@@ -23,7 +24,7 @@ def rows(db, sql, params=()):
 
 def test_featurize_flow_stores_bounded_features_once(prefect_server, clips, db):
     run_ingest([str(clips)], db=db)
-    out = featurize_flow(db=db, untrained=True, fps=3.0, device="cpu", batch_size=16)
+    out = featurize_flow(db=db, options=FeaturizeOptions(untrained=True, fps=3.0, device="cpu", batch_size=16))
     assert (out["done"], out["failed"]) == (8, 0)
     fs_id = out["feature_set_id"]
     (untrained, embed_dim, embclip_dim, config), = rows(

@@ -2,7 +2,6 @@
 rescore and the report. Skips where ../shared is absent (a user's fresh clone)."""
 import shutil
 
-import numpy as np
 import pytest
 
 import pipeline.decode as decode_mod

@@ -5,10 +5,11 @@ import uuid
 from catalog import Catalog
 from flows.orchestration import GPU_LIMIT
 from flows.end_to_end import featurize_chunk, pipeline_flow
+from pipeline.featurize_options import FeaturizeOptions
 from flows.train import TrainConfig, run_train
 from models.training import TrainSpec
 
-ARGS = dict(untrained=True, fps=3.0, device="cpu", batch_size=32)
+ARGS = dict(featurize=FeaturizeOptions(untrained=True, fps=3.0, device="cpu", batch_size=32))
 
 
 def rows(db, sql, params=()):

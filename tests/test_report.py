@@ -40,4 +40,5 @@ def test_report_of_an_empty_catalog_says_what_to_do(db, tmp_path):
     from catalog import Catalog
     Catalog(db).ensure()
     assert main(["--db", db, "report", "--out", str(tmp_path / "r")]) == 0
-    assert "No incidents yet" in (tmp_path / "r" / "index.html").read_text()
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "No incidents" in page and "--detector" in page and "nearmiss score" in page

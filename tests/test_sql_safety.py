@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from catalog import Catalog
-from catalog.readonly import WriteRefused, check_predicate, run_query
+from catalog.readonly import check_predicate, run_query
 from nearmiss.cli import main
 
 

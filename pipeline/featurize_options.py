@@ -1,0 +1,61 @@
+"""What a user chooses for featurize, declared once.
+
+`nearmiss featurize` builds its flags from these fields, the `featurize` and `pipeline` flows take
+one `FeaturizeOptions` parameter (so Prefect's deployment schema comes from it too), and
+`prefect.yaml` sets the same names. Adding an option is one field here, plus what it changes in
+`config()`.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FeaturizeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str = Field("RN50", description="open_clip model name (a ResNet gives EmbCLIP grids too)")
+    pretrained: str | None = Field("openai", description="open_clip pretrained tag, or a local checkpoint path")
+    untrained: bool = Field(False, description="random CLIP weights: tests and benchmarks only")
+    fps: float = Field(4.0, gt=0, description="frames sampled per second of video (motion, CLIP)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where CLIP, flow and the detector run")
+    batch_size: int = Field(64, gt=0, description="frames per CLIP forward pass, drawn from several clips")
+    decoder: Literal["decord", "pyav"] = Field("decord", description="video decoding backend")
+    limit: int | None = Field(None, gt=0, description="at most this many clips per run")
+    retry_failed: bool = Field(False, description="try again clips whose decoding failed before")
+    detector: str | None = Field(None, description="road users with time-to-collision: darknet:DIR "
+                                 "(e.g. a Yolo-Fastest folder), darknet:CFG,WEIGHTS or torchvision:NAME[:WEIGHTS_FILE]")
+    object_fps: float = Field(10.0, gt=0, description="detector frames per second (tracking needs more than fps)")
+
+    def config(self):
+        """The featurize configuration these options make (FeaturizeConfig)."""
+        from pipeline.decode import DecodeSpec
+        from pipeline.embed import ClipSpec
+        from pipeline.featurize_config import FeaturizeConfig
+        from pipeline.objects import ObjectsSpec
+
+        return FeaturizeConfig(clip=ClipSpec(self.model, self.pretrained, self.untrained),
+                               decode=DecodeSpec(sample_fps=self.fps), device=self.device,
+                               batch_size=self.batch_size, decoder=self.decoder, limit=self.limit,
+                               retry_failed=self.retry_failed,
+                               objects=ObjectsSpec(self.detector, fps=self.object_fps) if self.detector else None)
+
+
+def add_arguments(parser: argparse.ArgumentParser, options: type[BaseModel] = FeaturizeOptions) -> None:
+    """One flag per field: --kebab-name, its type, choices and default, the description as help."""
+    for name, field in options.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = field.annotation
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=field.description)
+            continue
+        choices = getattr(kind, "__args__", None) if getattr(kind, "__origin__", None) is Literal else None
+        base = {int | None: int, float | None: float, str | None: str}.get(kind, kind)
+        parser.add_argument(flag, default=field.default, choices=choices,
+                            type=None if choices else base, help=field.description)
+
+
+def from_arguments(args: argparse.Namespace, options: type[BaseModel] = FeaturizeOptions) -> BaseModel:
+    return options(**{name: getattr(args, name) for name in options.model_fields})

@@ -1,0 +1,26 @@
+"""Every environment setting nearmiss reads, in one place (read when asked, so tests can set them).
+
+| variable | default | what |
+| --- | --- | --- |
+| NEARMISS_DB | ./nearmiss.duckdb | the catalog (the CLI's --db wins) |
+| NEARMISS_MODEL_STORE | model_store/ beside the catalog | head weights |
+| NEARMISS_LOCK_TIMEOUT_S | 600 | how long a writer waits for another process's lock on the catalog |
+| CI | unset | set: no progress bars |
+"""
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEARMISS_", extra="ignore")
+
+    db: str = "nearmiss.duckdb"
+    model_store: str | None = None
+    lock_timeout_s: float = 600.0
+    ci: bool = Field(False, validation_alias=AliasChoices("CI"))
+
+
+def settings() -> Settings:
+    return Settings()
