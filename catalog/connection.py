@@ -122,7 +122,7 @@ class Catalog:
                         f"{self.path} stayed locked by {_lock_holder(exc)} for {self.lock_timeout_s:.0f}s; "
                         "close that session (or raise NEARMISS_LOCK_TIMEOUT_S) and re-run: finished work is kept"
                     ) from None
-                if not told and time.monotonic() - started > 2:
+                if not told and time.monotonic() - started > 0.5:
                     print(f"nearmiss: waiting for {_lock_holder(exc)}, which holds {self.path} "
                           f"(up to {self.lock_timeout_s:.0f}s)", file=sys.stderr)
                     told = True

@@ -1,0 +1,210 @@
+"""Expected failures are one clear line (exit 2, no traceback), and none of them damages the catalog."""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from catalog import Catalog
+from nearmiss.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+NEARMISS = [sys.executable, "-m", "nearmiss.cli"]
+
+
+def _one_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"nearmiss {command}: ") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_another_applications_duckdb_file_is_refused_untouched(tmp_path, capsys, clips):
+    other = tmp_path / "accounts.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE accounts (id INT, owner VARCHAR)")
+    con.close()
+    before = _digest(other)
+    assert main(["--db", str(other), "ingest", str(clips), "--direct"]) == 2
+    assert "another application" in _one_line(capsys, "ingest")
+    assert main(["--db", str(other), "check"]) == 2
+    assert _digest(other) == before
+
+
+def _damage(db: str, where: float = 0.1) -> None:
+    data = bytearray(Path(db).read_bytes())
+    at = int(len(data) * where)
+    data[at:at + 8192] = os.urandom(8192)
+    Path(db).write_bytes(bytes(data))
+
+
+def test_a_damaged_catalog_is_named_before_anything_is_written(catalog_copy, capsys):
+    assert main(["--db", catalog_copy, "check"]) == 0
+    assert "is sound" in capsys.readouterr().out
+    _damage(catalog_copy)
+    before = _digest(catalog_copy)
+    assert main(["--db", catalog_copy, "check"]) == 2
+    assert "is damaged" in _one_line(capsys, "check")
+    garbage = Path(catalog_copy).with_name("garbage.duckdb")
+    garbage.write_bytes(b"not a database" * 100)
+    for argv in (["query", "SELECT count(*) FROM clips"], ["score", "--direct"], ["ingest", str(garbage), "--direct"]):
+        assert main(["--db", str(garbage), *argv]) == 2
+        assert "is damaged" in _one_line(capsys, argv[0])
+    assert _digest(catalog_copy) == before
+
+
+def test_labels_pointed_at_another_file_do_not_echo_it(tmp_path, clips, db, capsys):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:$6$s3cr3t-hash:19000:0:99999:7:::\nline two\n")
+    assert main(["--db", db, "ingest", str(clips), "--labels", str(secret), "--direct"]) == 2
+    err = _one_line(capsys, "ingest")
+    assert "s3cr3t" not in err and "19000" not in err and "not a labels CSV" in err
+    binary = tmp_path / "x.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["--db", db, "ingest", str(clips), "--labels", str(binary), "--direct"]) == 2
+    _one_line(capsys, "ingest")
+
+
+def test_a_moved_catalog_still_scores(catalog_copy, tmp_path, monkeypatch, capsys):
+    """Weights are recorded relative to the model store, which lives beside the catalog."""
+    monkeypatch.delenv("NEARMISS_MODEL_STORE")
+    here = Path(catalog_copy).parent
+    monkeypatch.chdir(here)
+    assert main(["--db", "catalog.duckdb", "train", "--head", "zeroshot"]) == 0
+    moved = tmp_path / "elsewhere" / "deep"
+    moved.parent.mkdir()
+    shutil.move(str(here / "catalog.duckdb"), str(tmp_path / "elsewhere" / "catalog.duckdb"))
+    shutil.move(str(here / "model_store"), str(tmp_path / "elsewhere" / "model_store"))
+    moved.mkdir()
+    monkeypatch.chdir(moved)                       # a different working directory too
+    assert main(["--db", "../catalog.duckdb", "score", "--direct"]) == 0
+    assert "zeroshot@1: 24 clips scored" in capsys.readouterr().out
+    # NEARMISS_MODEL_STORE points elsewhere: honoured.
+    shutil.move(str(tmp_path / "elsewhere" / "model_store"), str(tmp_path / "store2"))
+    monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store2"))
+    assert main(["--db", "../catalog.duckdb", "rescore", "--head", "zeroshot"]) == 0
+    monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "empty"))
+    assert main(["--db", "../catalog.duckdb", "rescore", "--head", "zeroshot"]) == 2
+    assert "missing from the model store" in _one_line(capsys, "rescore")
+
+
+def test_changed_weights_are_one_line(catalog_copy, tmp_path, capsys):
+    assert main(["--db", catalog_copy, "train", "--head", "zeroshot"]) == 0
+    capsys.readouterr()
+    weights = tmp_path / "store" / "zeroshot" / "v1.pt"
+    weights.write_bytes(weights.read_bytes() + b"x")
+    assert main(["--db", catalog_copy, "score", "--direct"]) == 2
+    assert "does not match the SHA-256" in _one_line(capsys, "score")
+
+
+def test_score_with_no_heads_and_no_detector_says_how(catalog_copy, capsys):
+    assert main(["--db", catalog_copy, "score", "--direct"]) == 2
+    err = _one_line(capsys, "score")
+    assert "--detector" in err and "ttc" in err
+
+
+def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypatch, capsys):
+    Catalog(db).ensure()
+    cli = shutil.which("duckdb", path=str(Path(sys.executable).parent)) or shutil.which("duckdb")
+    holder = subprocess.Popen([cli, db, "-c", "SELECT sleep_ms(8000)"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    for _ in range(100):   # until the CLI really holds the file
+        try:
+            duckdb.connect(db, read_only=True).close()
+            time.sleep(0.05)
+        except duckdb.IOException:
+            break
+    monkeypatch.setenv("NEARMISS_LOCK_TIMEOUT_S", "1")
+    assert main(["--db", db, "ingest", str(clips), "--direct"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("nearmiss: waiting for PID") and "Traceback" not in "".join(lines)
+    err = lines[-1]
+    assert err.startswith("nearmiss ingest: ")
+    # The pip package's `duckdb` is a launcher: the lock is held by the binary it starts.
+    assert "stayed locked by PID" in err and "(duckdb)" in err and "NEARMISS_LOCK_TIMEOUT_S" in err
+    monkeypatch.setenv("NEARMISS_LOCK_TIMEOUT_S", "60")
+    assert main(["--db", db, "ingest", str(clips), "--direct"]) == 0   # waits, then completes
+    assert "waiting for PID" in capsys.readouterr().err
+    holder.communicate(timeout=30)
+
+
+def test_full_disk_says_so_and_the_next_run_completes(tmp_path, clips):
+    """On a small tmpfs: featurize fills it; one clear line, a clear runs row, a sound catalog, no
+    temporary files; with room again, the next run completes."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        db = str(mnt / "catalog.duckdb")
+        env = {**os.environ, "CI": "1"}
+        run = lambda *a: subprocess.run([*NEARMISS, "--db", db, *a], capture_output=True, text=True, env=env,  # noqa: E731
+                                        cwd=ROOT, timeout=600)
+        assert run("ingest", str(clips), "--direct").returncode == 0
+        full = run("featurize", "--untrained", "--fps", "4", "--direct")
+        assert full.returncode == 2, full.stderr
+        last = full.stderr.strip().splitlines()[-1]
+        assert "disk is full" in last and "Traceback" not in full.stderr
+        assert run("check").returncode == 0
+        runs = run("query", "SELECT status, error FROM runs WHERE flow = 'featurize'", "--format", "csv")
+        assert "failed" in runs.stdout and "No space left on device" in runs.stdout and "rollback" not in runs.stdout
+        # No temporary files; the catalog's own write-ahead log may hold committed work until a checkpoint.
+        assert set(p.name for p in mnt.iterdir()) <= {"catalog.duckdb", "catalog.duckdb.wal", "catalog.snapshot.duckdb"}
+        subprocess.run(["mount", "-o", "remount,size=200m", str(mnt)], check=True)
+        again = run("featurize", "--untrained", "--fps", "4", "--direct")
+        assert again.returncode == 0, again.stderr
+        done = run("query", "SELECT count(*) FROM clip_features WHERE status = 'ok'", "--format", "csv")
+        assert done.stdout.split() == ["count_star()", "8"]
+        assert not (mnt / "catalog.duckdb.wal").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_killing_a_command_leaves_no_prefect_server(clips, tmp_path):
+    db = str(tmp_path / "c.duckdb")
+    env = {**os.environ, "CI": "1"}
+    env.pop("PREFECT_API_URL", None)
+    cmd = subprocess.Popen([*NEARMISS, "--db", db, "ingest", str(clips)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    deadline = time.monotonic() + 90
+    while server is None and time.monotonic() < deadline and cmd.poll() is None:
+        found = subprocess.run(["pgrep", "-P", str(cmd.pid), "-f", "uvicorn"], capture_output=True, text=True)
+        server = int(found.stdout.split()[0]) if found.stdout.split() else None
+        time.sleep(0.2)
+    if server is None:
+        cmd.kill()
+        pytest.skip("the command finished before its temporary server could be seen")
+    os.kill(cmd.pid, signal.SIGKILL)
+    cmd.wait()
+    for _ in range(100):
+        if not Path(f"/proc/{server}").exists() or "zombie" in _state(server):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(server, signal.SIGKILL)
+        pytest.fail("the temporary Prefect server outlived the killed command")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def test_prefect_state_stays_in_the_project(db, monkeypatch):
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    Catalog(db).ensure()
+    assert main(["--db", db, "query", "SELECT 1"]) == 0
+    assert os.environ["PREFECT_HOME"] == str(ROOT / ".prefect")
+    assert os.environ["DO_NOT_TRACK"] == "1"
