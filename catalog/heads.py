@@ -80,6 +80,7 @@ def write_predictions(con: duckdb.DuckDBPyConnection, model: ModelRow, preds: li
         "near_miss_score": pa.array(np.array([p.near_miss_score for p in preds], np.float32)),
         "step_t_s": _floats([p.step_t_s for p in preds]), "step_scores": _floats([p.step_scores for p in preds]),
         "run_id": pa.array([run_id] * n, pa.string()),
+        "note": pa.array([p.note for p in preds], pa.string()),
     })
     events = [(p.clip_id, k, e) for p in preds for k, e in enumerate(p.incidents or [])]
     incidents = pa.table({

@@ -235,6 +235,12 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(6, "predictions.note: why a head withheld its verdict (e.g. a clip too short to judge)", """
+        ALTER TABLE predictions ADD COLUMN note VARCHAR;
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -23,7 +23,7 @@ from catalog.features import (PendingClip, clips_needing_features, load_projecti
                               register_feature_set, save_projection, write_clip_features)
 from flows.lineage import tracked_run
 from flows.progress import Progress
-from pipeline.decode import DecodeError, make_decoder
+from pipeline.decode import make_decoder
 from pipeline.embed import (ChannelProjection, ClipSpec, LoadedClip, embed_frames, fit_projection, load_clip,
                             resolve_device, to_model_input)
 from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
@@ -31,6 +31,7 @@ from pipeline.featurize_config import detector as _detector
 from pipeline.featurize_options import FeaturizeOptions
 from pipeline.motion import motion_features
 from pipeline.objects import ObjectStage, frame_summary
+from pipeline.settings import settings
 
 
 
@@ -62,6 +63,7 @@ class _Work:
     motion: object = None
     objects: object = None
     object_summary: np.ndarray | None = None
+    decoder: str | None = None       # the one that ran (decord falls back to PyAV per clip)
     error: str | None = None
     seconds: float = 0.0
     embeddings: list = field(default_factory=list)
@@ -70,28 +72,42 @@ class _Work:
 
 
 def _decode_and_move(pc: PendingClip, cfg: FeaturizeConfig, motion_device: str, input_size: int) -> _Work:
+    """Decode, motion and objects for one clip. Whatever goes wrong stays with this clip: the error
+    names the file, and the batch goes on. A clip decord cannot decode is tried again with PyAV."""
     t0 = time.perf_counter()
     work = _Work(pc)
-    decoder = make_decoder(cfg.decoder)
     last_error = "no readable path: the file was moved or deleted since ingest"
+    budget = int(settings().memory_budget_gb * (1 << 30))
     for path in pc.paths:
         if not Path(path).exists():
             continue
-        try:
-            s = decoder.decode(path, cfg.decode, extra_fps=cfg.objects.fps if cfg.objects else 0.0)
-        except DecodeError as exc:
-            last_error = str(exc)
-            continue
-        work.times, work.frames = s.times_s, to_model_input(s.frames, input_size)
-        work.motion = motion_features(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion, device=motion_device)
-        if cfg.objects is not None:
-            stage = ObjectStage(cfg.objects, _detector(cfg.objects.detector, cfg.device))
-            work.objects = stage.run(s.extra_frames, s.extra_times_s, work.motion.epipole)
-            work.object_summary = frame_summary(work.objects, s.times_s)
-        work.seconds = time.perf_counter() - t0
-        return work
+        for name in dict.fromkeys([cfg.decoder, "pyav"]):
+            try:
+                s = make_decoder(name).decode(path, cfg.decode, extra_fps=cfg.objects.fps if cfg.objects else 0.0,
+                                              max_bytes=budget)
+            except Exception as exc:  # DecodeError, or a decoder's own failure (memory, a library bug)
+                last_error = f"{Path(path).name}: {name}: {_first_line(exc)}"
+                continue
+            work.decoder = name
+            try:
+                work.times, work.frames = s.times_s, to_model_input(s.frames, input_size)
+                work.motion = motion_features(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion, device=motion_device)
+                if cfg.objects is not None:
+                    stage = ObjectStage(cfg.objects, _detector(cfg.objects.detector, cfg.device))
+                    work.objects = stage.run(s.extra_frames, s.extra_times_s, work.motion.epipole)
+                    work.object_summary = frame_summary(work.objects, s.times_s)
+            except Exception as exc:
+                work.error = f"{Path(path).name}: featurize failed on this clip: {_first_line(exc)}"
+                return work
+            work.seconds = time.perf_counter() - t0
+            return work
     work.error = last_error
     return work
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:240]}" if text else type(exc).__name__
 
 
 def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_id: str,
@@ -115,7 +131,8 @@ def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_
         with catalog.write() as con:
             write_clip_features(con, work.clip.clip_id, fs_id, work.times, emb,
                                 projection.apply(grid) if grid is not None else None, work.motion,
-                                {**meta, "seconds": work.seconds}, work.objects, work.object_summary)
+                                {**meta, "decoder": work.decoder, "seconds": work.seconds}, work.objects,
+                                work.object_summary)
         results.append((work.clip.clip_id, None, len(work.times)))
         if progress:
             progress.advance(1, frames=len(work.times))

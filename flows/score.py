@@ -22,7 +22,8 @@ from catalog.heads import ModelRow, latest_classes, latest_models, write_predict
 from flows.lineage import tracked_run
 from flows.progress import Progress
 from flows.train import TrainConfig, resolve_model, run_train
-from models.heads import get_head
+from models.heads import get_head, list_heads
+from models.outputs import withhold_if_too_short
 from models.registry import default_store, load_head
 from pipeline.labels import CLASSES
 
@@ -46,7 +47,7 @@ def _score_chunk(db: str, row: ModelRow, head, clip_ids: list[str], run_id: str 
         needs = get_head(row.name).needs
         seqs = load_sequences(con, row.feature_set_id, clip_ids, with_flow="flow" in needs,
                               with_embeddings="embeddings" in needs)
-    preds = head.predict(seqs)
+    preds = [withhold_if_too_short(p, seqs.clip_times(i)) for i, p in enumerate(head.predict(seqs))]
     with catalog.write() as con:
         write_predictions(con, row, preds, run_id)
     return len(preds), sum(len(p.incidents or []) for p in preds)
@@ -90,6 +91,12 @@ def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, ru
     return out
 
 
+def _meaningful(head: str, fs_config: dict) -> bool:
+    needs = get_head(head).needs
+    return ("objects" not in needs or "objects" in fs_config) and \
+        ("embeddings" not in needs or fs_config.get("weights") != "untrained")
+
+
 def run_score(db: str | None = None, heads: list[str] | None = None, where: str | None = None,
               use_prefect: bool = False, show_progress: bool = False, run_chunk=None,
               require_heads: bool = True) -> list[HeadScore]:
@@ -102,12 +109,15 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
         with catalog.read() as con:
             rows = latest_models(con)
             found = feature_set(con, None)
-        if not rows and found and "objects" in found[1]:
-            # No labels needed: the ttc head gives a first ranking from tracked road users.
-            rows = [run_train(db, TrainConfig("ttc", found[0]), log=None).model]
+        if not rows and found:
+            # No labels needed for a first ranking: heads that need no training, where the feature set
+            # makes them meaningful (road users for ttc; real CLIP weights for zeroshot).
+            usable = [h for h in list_heads() if not get_head(h).trainable and _meaningful(h, found[1])]
+            rows = [run_train(db, TrainConfig(h, found[0]), log=None).model for h in usable]
         if not rows and require_heads:
-            raise ValueError("no heads in the catalog: featurize with --detector darknet:/path/to/yolo_fastest and "
-                             "score again (the ttc head needs no training), or `nearmiss train --head recognition` "
+            raise ValueError("no heads in the catalog, and this feature set has neither road users nor real CLIP "
+                             "weights: featurize with --detector darknet:/path/to/yolo_fastest (the ttc head needs "
+                             "no training), or with --pretrained for zeroshot, or `nearmiss train --head recognition` "
                              "on labelled clips")
     results = []
     with tracked_run(catalog, "score", {"heads": [r.ref for r in rows], "where": where}) as run:

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.probe import timing_problem
+
 
 @dataclass(frozen=True)
 class DecodeSpec:
@@ -55,7 +57,16 @@ class DecodeError(Exception):
 class Decoder(Protocol):
     name: str
 
-    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0) -> SampledFrames: ...
+    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
+               max_bytes: int | None = None) -> SampledFrames: ...
+
+
+def check_plan(n_frames: int, width: int, height: int, max_bytes: int | None) -> None:
+    """Refuse, before anything is allocated, a clip whose sampled frames would not fit the budget."""
+    need = n_frames * width * height * 3
+    if max_bytes is not None and need > max_bytes:
+        raise DecodeError(f"would hold {n_frames} decoded frames ({need / (1 << 30):.1f} GiB), over the memory "
+                          f"budget of {max_bytes / (1 << 30):.1f} GiB (NEARMISS_MEMORY_BUDGET_GB)")
 
 
 def output_size(width: int, height: int, spec: DecodeSpec) -> tuple[int, int]:
@@ -80,7 +91,8 @@ class DecordDecoder:
     def __init__(self, threads: int = 0):
         self.threads = threads
 
-    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0) -> SampledFrames:
+    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
+               max_bytes: int | None = None) -> SampledFrames:
         import decord
 
         try:
@@ -99,10 +111,13 @@ class DecordDecoder:
             raise DecodeError("the video has no presented frames")
         t0 = starts[shown[0]]
         duration = float(stamps[-1, 1] - t0)
+        if problem := timing_problem(duration, len(shown), fps):
+            raise DecodeError(problem)
         times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps)
         pos = nearest_frames(starts[shown] - t0, times)
         indices, prev = shown[pos], shown[np.maximum(pos - 1, 0)]
         wanted = np.unique(np.concatenate([indices, prev]))
+        check_plan(len(wanted), w, h, max_bytes)
         try:
             batch = vr.get_batch(wanted.tolist()).asnumpy()
         except Exception as exc:
@@ -120,7 +135,8 @@ class PyAVDecoder:
     def __init__(self, threads: int = 0):
         self.threads = threads
 
-    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0) -> SampledFrames:
+    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
+               max_bytes: int | None = None) -> SampledFrames:
         import av
 
         try:
@@ -136,8 +152,13 @@ class PyAVDecoder:
             self._w, self._h = w, h
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
+            rate = float(stream.average_rate or 0)
+            if duration > 0 and stream.frames and (problem := timing_problem(duration, stream.frames, rate)):
+                raise DecodeError(problem)
             times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps) if duration > 0 \
                 else (None, None, None)
+            if times is not None:
+                check_plan(2 * len(times), w, h, max_bytes)   # each sample and the frame before it
             kept, kept_t, before, before_dt = [], [], [], []
             k, t = 0, 0.0
             prev = older = None

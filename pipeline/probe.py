@@ -18,6 +18,27 @@ class ProbeError(Exception):
     pass
 
 
+IMAGE_MAGIC = {b"GIF87a": "GIF", b"GIF89a": "GIF", b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG",
+               b"RIFF": "WebP"}
+
+
+def image_kind(head: bytes) -> str | None:
+    """'GIF', 'JPEG', 'PNG' or 'WebP' when the first bytes are a still image's, whatever the file is named."""
+    for magic, kind in IMAGE_MAGIC.items():
+        if head.startswith(magic) and (kind != "WebP" or head[8:12] == b"WEBP"):
+            return kind
+    return None
+
+
+def timing_problem(duration_s: float, n_frames: int, fps: float) -> str | None:
+    """Timestamps that claim far more time than the frames can fill (a huge edit-list or composition
+    offset) would make a decoder sample, and allocate for, hours of video that is not there."""
+    if fps > 0 and n_frames > 0 and duration_s > 2 * n_frames / fps + 2:
+        return (f"broken timestamps: they span {duration_s:.0f}s but the file has {n_frames} frames "
+                f"({n_frames / fps:.1f}s at {fps:g} fps); not decoded")
+    return None
+
+
 def _sniff(head: bytes) -> str | None:
     """What the first bytes say the file is, when FFmpeg cannot open it."""
     if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
@@ -68,14 +89,49 @@ def _codec_name(path: str) -> str | None:
         return None
 
 
+def probe_with_pyav(path: str) -> VideoInfo:
+    """Decode every frame with FFmpeg (PyAV): for files decord cannot open but FFmpeg can (AV1, ...)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        n, first_t, last_t, shape = 0, None, 0.0, None
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * stream.time_base)
+            first_t = t if first_t is None else first_t
+            last_t, shape, n = t, (frame.height, frame.width), n + 1
+        fps = float(stream.average_rate or 0) or (n / max(last_t - (first_t or 0), 1e-3))
+    if n == 0 or shape is None:
+        raise ProbeError("no frames could be decoded")
+    duration = last_t - (first_t or 0.0) + 1.0 / fps
+    return VideoInfo(n_frames=n, fps=fps, duration_s=duration, width=shape[1], height=shape[0],
+                     codec=_codec_name(path))
+
+
 def probe_video(path: str) -> VideoInfo:
-    """Open with decord, decode the first and last frames (catches truncation), read the shape and rate."""
+    """Open with decord, decode the first and last frames (catches truncation), read the shape and rate.
+    Still images are named as such; what decord cannot open but FFmpeg decodes is probed with PyAV."""
     import decord
 
     try:
+        with open(path, "rb") as f:
+            kind = image_kind(f.read(16))
+    except OSError:
+        kind = None
+    if kind:
+        raise ProbeError(f"an image ({kind}), not a video")
+    try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:
-        raise ProbeError(diagnose(path, str(exc))) from None
+        message = diagnose(path, str(exc))
+        if message.startswith("decord could not decode"):  # FFmpeg itself decoded it to the end
+            info = probe_with_pyav(path)
+            if problem := timing_problem(info.duration_s, info.n_frames, info.fps):
+                raise ProbeError(problem) from None
+            return info
+        raise ProbeError(message) from None
     n = len(vr)
     if n <= 0:
         raise ProbeError("the video stream has no frames")
@@ -98,5 +154,7 @@ def probe_video(path: str) -> VideoInfo:
         n_shown, duration = n, n / fps
     if n_shown <= 0 or not duration > 0:
         n_shown, duration = n, n / fps
+    if problem := timing_problem(duration, n_shown, fps):
+        raise ProbeError(problem)
     return VideoInfo(n_frames=n_shown, fps=fps, duration_s=duration, width=int(first[1]),
                      height=int(first[0]), codec=_codec_name(path))

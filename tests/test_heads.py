@@ -9,7 +9,7 @@ from catalog.head_inputs import assign_splits, split_of
 from flows.score import run_rescore, run_score, score_flow
 from flows.train import TrainConfig, run_evaluate, run_train
 from models.motion3d import Motion3DConfig
-from models.registry import WeightsMismatch, load_head
+from models.registry import WeightsMismatch, default_store, load_head
 from models.sequences import ClipLabel, Sequences
 from models.temporal import TemporalConfig
 from models.training import TrainSpec, train_motion3d, train_temporal
@@ -156,12 +156,14 @@ def test_train_score_rescore_versions_on_the_catalog(catalog_copy, monkeypatch, 
 
 def test_tampered_weights_are_refused(catalog_copy):
     report = run_train(catalog_copy, TrainConfig("recognition", spec=TrainSpec(epochs=2)), log=None)
-    path = report.model.weights_path
-    assert load_head(path, report.model.weights_sha256).task == "recognition"
-    with open(path, "ab") as f:
+    store = default_store(catalog_copy)
+    recorded = report.model.weights_path
+    assert recorded == "recognition/v1.pt"      # relative to the store, which moves with the catalog
+    assert load_head(recorded, report.model.weights_sha256, store).task == "recognition"
+    with open(store / recorded, "ab") as f:
         f.write(b"x")
     with pytest.raises(WeightsMismatch):
-        load_head(path, report.model.weights_sha256)
+        load_head(recorded, report.model.weights_sha256, store)
 
 
 def test_zeroshot_motion3d_and_fusion_heads_score(catalog_copy, capsys):

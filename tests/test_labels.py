@@ -40,7 +40,7 @@ def test_every_bad_row_is_reported(tmp_path):
 def test_missing_columns(tmp_path):
     p = tmp_path / "l.csv"
     p.write_text("name,label\na.mp4,vehicle\n")
-    with pytest.raises(LabelsError, match="needs a header"):
+    with pytest.raises(LabelsError, match="not a labels CSV"):
         read_labels(p)
 
 
