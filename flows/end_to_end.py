@@ -40,6 +40,7 @@ class PipelineSummary:
     files: int = 0
     new: int = 0
     skipped: int = 0            # unchanged paths and duplicate bytes
+    still_writing: int = 0      # modified within the settle time: the next run takes them
     failed: int = 0             # files that are not readable video (errors are on their clips rows)
     featurized: int = 0
     featurize_failed: int = 0
@@ -103,6 +104,7 @@ def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = N
         ing = run_ingest(paths, db=db, labels=labels, cfg=ingest, use_prefect=True)
         s.files, s.new, s.failed = ing.files, ing.new, ing.failed + ing.known_failed
         s.skipped = ing.unchanged + ing.duplicate
+        s.still_writing = ing.still_writing
         catalog_id = catalog_identity(db)
         fz = run_featurize(db, features, chunk=chunk,
                            run_chunk=lambda db, clips, cfg, fs_id: featurize_cached(db, clips, cfg, fs_id, catalog_id))
@@ -113,7 +115,8 @@ def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = N
         s.scored = {r.model: r.clips for r in scored}
         s.incidents = sum(r.incidents for r in scored)
         run.counts = s.counts()
-    print(f"pipeline: {s.files} files: {s.new} new, {s.skipped} skipped, {s.failed} failed; "
+    print(f"pipeline: {s.files} files: {s.new} new, {s.skipped} skipped, {s.failed} failed, "
+          f"{s.still_writing} still being written; "
           f"{s.featurized} clips featurized ({s.featurize_failed} failed); "
           + (", ".join(f"{m} scored {n}" for m, n in s.scored.items()) or "no trained heads to score with")
           + f"; {s.incidents} incidents found")
@@ -122,7 +125,11 @@ def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = N
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(paths: list[str], db: str | None = None, labels: str | None = None,
-                  featurize: FeaturizeOptions = FeaturizeOptions(), heads: list[str] | None = None) -> dict:
-    """Ingest new clips from `paths`, featurize what lacks features, score with the newest heads."""
-    s = run_pipeline(paths, db, labels, features=featurize.config(), heads=heads)
+                  featurize: FeaturizeOptions = FeaturizeOptions(), heads: list[str] | None = None,
+                  settle_s: float = 0.0) -> dict:
+    """Ingest new clips from `paths`, featurize what lacks features, score with the newest heads.
+
+    settle_s: files modified more recently are still being copied in and wait for the next run."""
+    s = run_pipeline(paths, db, labels, ingest=IngestConfig(settle_s=settle_s), features=featurize.config(),
+                     heads=heads)
     return {**s.counts(), "run_id": s.run_id}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class IngestConfig:
     max_file_bytes: int = 64 << 30     # larger files are refused, not read
     retry_failed: bool = False         # probe again files whose bytes failed before
     batch_size: int = 256              # files per Prefect task
+    settle_s: float = 0.0              # a file modified more recently is still being written: next run
 
 
 @dataclass
@@ -56,6 +58,7 @@ class IngestSummary:
     unchanged: int = 0
     failed: int = 0
     known_failed: int = 0
+    still_writing: int = 0             # modified within settle_s: taken by a later run
     labels: int = 0
     label_errors: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -107,6 +110,8 @@ def _examine(c: Candidate, cfg: IngestConfig, seen: dict, known: dict,
         return (*_failure(c, f"the file is {st.st_size / 2**30:.1f} GiB, over the "
                              f"{cfg.max_file_bytes / 2**30:.0f} GiB limit (max_file_bytes); not read",
                           size=st.st_size), "failed")
+    if cfg.settle_s > 0 and time.time() - st.st_mtime < cfg.settle_s:
+        return None, None, "still_writing"   # a copy in progress: its bytes are not final yet
     prev = seen.get(c.path)
     if prev and prev.size_bytes == st.st_size and prev.mtime_ns == st.st_mtime_ns \
             and not (cfg.retry_failed and prev.status == "failed"):
@@ -171,6 +176,11 @@ def ingest_batch(db: str, candidates: list[Candidate], cfg: IngestConfig,
                         record_clip(con, row, mtime_ns, replace_failed=cfg.retry_failed)
                     if row.id not in known or (cfg.retry_failed and outcome in ("new", "failed")):
                         known[row.id] = (row.status, row.error)
+                if outcome == "still_writing":
+                    outcomes.append(FileOutcome(c.path, outcome, None, None))
+                    if progress:
+                        progress.advance(1)
+                    continue
                 outcomes.append(FileOutcome(c.path, outcome, row.id if row else seen[c.path].clip_id,
                                             row.error if row is not None and row.status == "failed" else None))
                 if progress:
@@ -266,11 +276,11 @@ def run_ingest(paths: list[str], db: str | None = None, labels: str | None = Non
 @flow(name="ingest", log_prints=True)
 def ingest_flow(paths: list[str], db: str | None = None, labels: str | None = None,
                 workers: int = 2, probe_timeout_s: float = 120.0, retry_failed: bool = False,
-                progress: bool = False) -> dict:
+                settle_s: float = 0.0, progress: bool = False) -> dict:
     """Ingest video files, folders or globs into the catalog (idempotent; safe to re-run after a crash).
 
     progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
-    cfg = IngestConfig(workers=workers, probe_timeout_s=probe_timeout_s, retry_failed=retry_failed)
+    cfg = IngestConfig(workers=workers, probe_timeout_s=probe_timeout_s, retry_failed=retry_failed, settle_s=settle_s)
     summary = run_ingest(paths, db=db, labels=labels, cfg=cfg, use_prefect=True, show_progress=progress)
     print(f"ingest: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}

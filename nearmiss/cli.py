@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="files probed at once")
     p.add_argument("--probe-timeout", type=float, default=120.0, help="seconds before a decoder counts as hung")
     p.add_argument("--retry-failed", action="store_true", help="probe again files that failed before")
+    p.add_argument("--settle-s", type=float, default=0.0,
+                   help="skip files modified less than this many seconds ago (still being copied in); "
+                        "a later run takes them")
     p.add_argument("--direct", action="store_true", help="run the same steps without Prefect (no server start)")
 
     p = sub.add_parser("featurize", help="motion, CLIP/EmbCLIP and (with --detector) road-user features "
@@ -136,7 +139,8 @@ def cmd_synth(args) -> int:
 def _print_ingest(summary) -> int:
     c = summary.counts()
     print(f"ingest: {c['files']} files -> {c['new']} new, {c['duplicate']} duplicate, "
-          f"{c['unchanged']} unchanged, {c['failed']} failed, {c['known_failed']} known-bad")
+          f"{c['unchanged']} unchanged, {c['failed']} failed, {c['known_failed']} known-bad"
+          + (f", {c['still_writing']} still being written (next run)" if c['still_writing'] else ""))
     for path, error in summary.failures:
         print(f"  failed: {path}: {error}")
     if summary.labels or summary.label_errors:
@@ -149,12 +153,14 @@ def _print_ingest(summary) -> int:
 def cmd_ingest(args) -> int:
     from flows.ingest import IngestConfig, ingest_flow, run_ingest
 
-    cfg = IngestConfig(workers=args.workers, probe_timeout_s=args.probe_timeout, retry_failed=args.retry_failed)
+    cfg = IngestConfig(workers=args.workers, probe_timeout_s=args.probe_timeout, retry_failed=args.retry_failed,
+                       settle_s=args.settle_s)
     if args.direct:
         summary = run_ingest(args.paths, db=_db(args), labels=args.labels, cfg=cfg, show_progress=True)
     else:
         state = ingest_flow(args.paths, db=_db(args), labels=args.labels, workers=cfg.workers,
-                            probe_timeout_s=cfg.probe_timeout_s, retry_failed=cfg.retry_failed, progress=True)
+                            probe_timeout_s=cfg.probe_timeout_s, retry_failed=cfg.retry_failed,
+                            settle_s=cfg.settle_s, progress=True)
         from flows.ingest import IngestSummary
         failures = [tuple(f) for f in state.pop("failures")]
         run_id = state.pop("run_id")

@@ -1,7 +1,9 @@
 """Real-world files: one bad clip never blocks the rest, decoder gaps are bridged, images are named,
 and a clip too short to judge gets no incident. Each case is built here."""
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -141,3 +143,20 @@ def test_a_clip_too_short_to_judge_gets_no_incident_and_says_why(tmp_path, db, m
     assert got["long.mp4"][2] is None
     assert rows(db, "SELECT count(*) FROM incidents i JOIN clips c ON c.id = i.clip_id"
                     " WHERE c.path LIKE '%one_frame.mp4' OR c.path LIKE '%tenth.mp4'") == [(0,)]
+
+
+def test_a_file_still_being_written_waits_for_the_next_run(clips, db):
+    from flows.ingest import IngestConfig
+
+    fresh = sorted(clips.glob("*.mp4"))[0]
+    old = time.time() - 600
+    for p in clips.glob("*.mp4"):
+        if p != fresh:
+            os.utime(p, (old, old))
+    os.utime(fresh, None)   # modified just now: a copy in progress
+    s = run_ingest([str(clips)], db=db, cfg=IngestConfig(settle_s=60))
+    assert (s.new, s.still_writing) == (7, 1)
+    assert rows(db, "SELECT count(*) FROM clip_paths WHERE path LIKE ?".replace("?", f"'%{fresh.name}'")) == [(0,)]
+    os.utime(fresh, (old, old))   # the copy finished long ago
+    s = run_ingest([str(clips)], db=db, cfg=IngestConfig(settle_s=60))
+    assert (s.new, s.unchanged, s.still_writing) == (1, 7, 0)
