@@ -137,7 +137,7 @@ def main() -> None:
 
     report = run_train(db, TrainConfig(args.head, fs_id, TrainSpec(epochs=3), str(work / "store")), log=None)
     print(f"trained {report.model.ref} on {report.splits}")
-    from models.registry import default_store, load_head
+    from models.store import default_store, load_head
     head = load_head(report.model.weights_path, store=default_store(db))
     t = time.perf_counter()
     preds = head.predict(seqs)

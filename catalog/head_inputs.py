@@ -1,7 +1,6 @@
-"""What the heads read: stored feature sequences, labels and the train/val/test split."""
+"""What the heads read: stored feature sequences (with tracked road users) and labels."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import duckdb
@@ -12,7 +11,6 @@ import pyarrow.compute as pc
 from catalog.connection import clip_id_table
 from models.sequences import MOTION_GRIDS, MOTION_SCALARS, ClipLabel, ClipObjects, Sequences
 
-SPLIT_SCHEME = "sha256:60/20/20"
 
 
 def _matrix(table: pa.Table, name: str) -> np.ndarray:
@@ -137,22 +135,6 @@ def labelled_clips(con: duckdb.DuckDBPyConnection, fs_id: str) -> list[tuple[str
         [fs_id],
     ).fetchall()
     return [(r[0], ClipLabel(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
-
-
-def split_of(clip_id: str, fractions: tuple[float, float] = (0.6, 0.8)) -> str:
-    """Deterministic: the clip's content hash decides, so the same clip lands in the same split anywhere."""
-    u = int(hashlib.sha256(f"split:{clip_id}".encode()).hexdigest()[:12], 16) / float(1 << 48)
-    return "train" if u < fractions[0] else "val" if u < fractions[1] else "test"
-
-
-def assign_splits(con: duckdb.DuckDBPyConnection) -> int:
-    """Give every labelled clip without a split its split; existing assignments never move. Returns new count."""
-    todo = [r[0] for r in con.execute(
-        "SELECT DISTINCT l.clip_id FROM labels l ANTI JOIN splits s ON s.clip_id = l.clip_id ORDER BY 1").fetchall()]
-    for cid in todo:
-        con.execute("INSERT INTO splits (clip_id, split, scheme) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    [cid, split_of(cid), SPLIT_SCHEME])
-    return len(todo)
 
 
 def scored_clip_ids(con: duckdb.DuckDBPyConnection, fs_id: str, model_name: str, model_version: int,

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from catalog.connection import clip_id_table
 from models.outputs import ClipPrediction
-from pipeline.labels import CLASSES
+from pipeline.taxonomy import CLASSES
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from pipeline.taxonomy import CLASSES
+
 
 @dataclass
 class ReportIncident:
@@ -50,7 +52,7 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where
         head = found[0][0]
     rows = con.execute(
         "SELECT i.clip_id, i.path, i.model_name || '@' || i.model_version, p.feature_set_id, i.start_s, i.peak_s,"
-        " i.end_s, i.score, i.class, p.p_bicycle, p.p_pedestrian, p.p_vehicle, p.p_background, p.step_t_s,"
+        " i.end_s, i.score, i.class, " + ", ".join(f"p.p_{c}" for c in CLASSES) + ", p.step_t_s,"
         " p.step_scores, l.class, l.event_start_s, l.event_end_s, fs.untrained"
         " FROM latest_incidents i JOIN predictions p ON p.clip_id = i.clip_id AND p.model_name = i.model_name"
         " AND p.model_version = i.model_version JOIN clips c ON c.id = i.clip_id"
@@ -60,7 +62,7 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where
         " WHERE i.model_name = ?" + (f" AND ({where})" if where else "")
         + " ORDER BY i.score DESC, i.clip_id, i.event_idx LIMIT ?", [head, limit]).fetchall()
     return [ReportIncident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                           dict(zip(("bicycle", "pedestrian", "vehicle", "background"), r[9:13])),
+                           dict(zip(CLASSES, r[9:13])),
                            np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15], r[16],
                            r[17], bool(r[18]))
             for r in rows]

@@ -24,8 +24,8 @@ from flows.progress import Progress
 from flows.train import TrainConfig, resolve_model, run_train
 from models.heads import get_head, list_heads
 from models.outputs import withhold_if_too_short
-from models.registry import default_store, load_head
-from pipeline.labels import CLASSES
+from models.store import default_store, load_head
+from pipeline.taxonomy import CLASSES
 
 CHUNK = 2048  # clips per read-predict-write round: bounded memory, one short write transaction each
 

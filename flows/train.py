@@ -8,13 +8,14 @@ from prefect import flow
 
 from catalog import Catalog, default_db_path
 from catalog.features import feature_set
-from catalog.head_inputs import SPLIT_SCHEME, assign_splits, labelled_clips, load_sequences
+from catalog.head_inputs import labelled_clips, load_sequences
+from catalog.splits import SPLIT_SCHEME, assign_splits
 from catalog.heads import ModelRow, get_model, next_version, record_evaluation, register_model
 from flows.lineage import tracked_run
 from models.evaluation import evaluate, summary_line
 from models.motion3d import Motion3DConfig
 from models.heads import get_head
-from models.registry import default_store, load_head, save_head
+from models.store import default_store, load_head, save_head
 from models.temporal import TemporalConfig
 from models.training import TrainResult, TrainSpec, fit_fusion, train_motion3d, train_temporal
 from models.ttc import TTCHead

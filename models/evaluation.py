@@ -6,7 +6,7 @@ import numpy as np
 from models import metrics as M
 from models.outputs import ClipPrediction
 from models.sequences import CLASS_INDEX, ClipLabel
-from pipeline.labels import CLASSES
+from pipeline.taxonomy import CLASSES
 
 
 def _events(preds: list[ClipPrediction]) -> list[M.Event]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.outputs import Incident
-from pipeline.labels import CLASSES
+from pipeline.taxonomy import CLASSES
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ def extract_events(times: np.ndarray, scores: np.ndarray, class_probs: np.ndarra
         k = a + int(np.argmax(s[a:b + 1]))
         cls = "unknown"  # a head without per-step classes
         if class_probs is not None:
-            near = np.asarray(class_probs)[a:b + 1, :3].sum(0)  # bicycle, pedestrian, vehicle
+            near = np.asarray(class_probs)[a:b + 1].sum(0)
+            near[CLASSES.index("background")] = -np.inf   # the event's class: the road user, never background
             cls = CLASSES[int(np.argmax(near))]
         events.append(Incident(float(start), float(times[k]), float(end), float(s[k]), cls))
     events = nms(events, spec.nms_tiou)

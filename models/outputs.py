@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.labels import CLASSES
+from pipeline.taxonomy import CLASSES
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.labels import CLASSES
+from pipeline.taxonomy import CLASSES
 
 CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 BACKGROUND = CLASS_INDEX["background"]

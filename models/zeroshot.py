@@ -14,7 +14,7 @@ from models.head_registry import register_head
 from models.events import EventSpec, extract_events
 from models.outputs import ClipPrediction
 from models.sequences import BACKGROUND, Sequences
-from pipeline.labels import CLASSES
+from pipeline.taxonomy import CLASSES
 
 DEFAULT_PROMPTS: dict[str, tuple[str, ...]] = {
     "bicycle": ("a dashcam photo of a cyclist suddenly crossing in front of the car",

@@ -222,7 +222,7 @@ def cmd_train(args) -> int:
     if report.val:
         line = summary_line(report.val)
         print("  val: " + ", ".join(f"{k} {v:.3f}" for k, v in line.items() if isinstance(v, float)))
-    from models.registry import default_store, resolve_weights
+    from models.store import default_store, resolve_weights
     print(f"  weights {resolve_weights(m.weights_path, default_store(_db(args)))} (sha256 {m.weights_sha256[:12]})")
     return 0
 
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     from catalog import CatalogDamaged, CatalogLocked, CatalogMissing, NotACatalog, SchemaTooNew
     from catalog.connection import damaged, is_damage
     from catalog.readonly import WriteRefused
-    from models.registry import WeightsMismatch, WeightsMissing
+    from models.store import WeightsMismatch, WeightsMissing
     from pipeline.detect import DetectorUnavailable
     from pipeline.embed import WeightsUnavailable
     from pipeline.labels import LabelsError

@@ -7,9 +7,7 @@ Backends:
   (fasterrcnn_mobilenet_v3_large_fpn, retinanet_resnet50_fpn_v2, ssdlite320_mobilenet_v3_large, ...).
   torchvision downloads their weights; offline, point at a local file.
 
-COCO classes map to the near-miss taxonomy here, once: person -> pedestrian, bicycle -> bicycle,
-car / bus / truck / motorcycle -> vehicle. Motorcycles count as vehicles: they share the road and
-speeds of cars, and the real accident clips (DAD) label motorbike and scooter parties as vehicles.
+Only road users are kept: the COCO classes that pipeline/taxonomy.py maps onto the near-miss taxonomy.
 """
 from __future__ import annotations
 
@@ -21,9 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.hashing import sha256_file
+from pipeline.taxonomy import COCO_TO_CLASS
 
-COCO_TO_CLASS = {"person": "pedestrian", "bicycle": "bicycle", "car": "vehicle", "motorcycle": "vehicle",
-                 "motorbike": "vehicle", "bus": "vehicle", "truck": "vehicle"}
 # The 80 COCO classes in the order Darknet and torchvision's category ids use (torchvision skips ids).
 COCO80 = ("person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
           "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag "

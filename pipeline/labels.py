@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-CLASSES = ("bicycle", "pedestrian", "vehicle", "background")
+from pipeline.taxonomy import CLASSES  # noqa: E402  (re-exported: the sidecar validates against it)
 LABEL_COLUMNS = ("path", "class", "event_start_s", "event_end_s", "event_peak_s")
 
 

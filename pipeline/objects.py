@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.detect import COCO_TO_CLASS, Detections
+from pipeline.detect import Detections
+from pipeline.taxonomy import COCO_TO_CLASS, RIDDEN, ROAD_USERS
 
-TAXONOMY = ("bicycle", "pedestrian", "vehicle")   # road-user classes, in the heads' class order
-RIDDEN = {"bicycle": "bicycle", "motorcycle": "vehicle", "motorbike": "vehicle"}
 SUMMARY_SIZE = 8
 
 
@@ -217,7 +216,7 @@ def frame_summary(objects: ObjectTracks, times: np.ndarray) -> np.ndarray:
     cls = np.asarray(objects.cls)
     for i, t in enumerate(nearest):
         at = objects.t_s == t
-        for c, name in enumerate(TAXONOMY):
+        for c, name in enumerate(ROAD_USERS):
             m = at & relevant & (cls == name)
             if m.any():
                 out[i, c] = growth[m].max()

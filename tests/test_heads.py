@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from catalog import Catalog
-from catalog.head_inputs import assign_splits, split_of
+from catalog.splits import assign_splits, split_of
 from flows.score import run_rescore, run_score, score_flow
 from flows.train import TrainConfig, run_evaluate, run_train
 from models.motion3d import Motion3DConfig
-from models.registry import WeightsMismatch, default_store, load_head
+from models.store import WeightsMismatch, default_store, load_head
 from models.sequences import ClipLabel, Sequences
 from models.temporal import TemporalConfig
 from models.training import TrainSpec, train_motion3d, train_temporal

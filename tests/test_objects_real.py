@@ -12,7 +12,7 @@ from flows.featurize import FeaturizeConfig, run_featurize
 from flows.ingest import run_ingest
 from flows.score import run_rescore, run_score
 from catalog.heads import ModelRow, register_model
-from models.registry import save_head
+from models.store import save_head
 from models.ttc import TTCConfig, TTCHead
 from nearmiss.cli import main
 from pipeline.decode import DecodeSpec, make_decoder

@@ -1,4 +1,7 @@
-"""The model store: head weights as files named by head and version, checked by SHA-256 on load."""
+"""The model store: head weights as files named by head and version, checked by SHA-256 on load.
+
+The registry of versions is the `models` table (catalog/heads.py); the registry of head kinds is
+models/head_registry.py."""
 from __future__ import annotations
 
 import os
