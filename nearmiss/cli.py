@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import sys
 from pathlib import Path
@@ -348,9 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     def fail(message: str) -> int:
         if args.debug:
             raise
+        # Prefect's flow state keeps the exception; its frames would keep DuckDB objects alive until
+        # interpreter teardown, where nanobind reports them as leaked.
+        sys.exc_info()[1].__traceback__ = None
         print(f"nearmiss {args.command}: {message}", file=sys.stderr)
         return 2
 
+    if not args.debug:
+        _quiet_prefect_tracebacks(expected)
     try:
         if args.command in PREFECT_COMMANDS and not getattr(args, "direct", False):
             from flows.ephemeral import tie_temporary_server_to_this_process
@@ -370,6 +376,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, re-run to complete", file=sys.stderr)
         return 130
+
+
+def _quiet_prefect_tracebacks(expected: tuple) -> None:
+    """Prefect logs a failed flow or task run with its traceback; for an expected error the CLI's own
+    line says it all (--debug keeps Prefect's)."""
+    def keep(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, expected) or (exc is not None and _disk_full(exc)))
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(keep)
 
 
 def _disk_full(exc: BaseException) -> bool:

@@ -208,3 +208,15 @@ def test_prefect_state_stays_in_the_project(db, monkeypatch):
     assert main(["--db", db, "query", "SELECT 1"]) == 0
     assert os.environ["PREFECT_HOME"] == str(ROOT / ".prefect")
     assert os.environ["DO_NOT_TRACK"] == "1"
+
+
+def test_an_expected_error_inside_a_prefect_flow_is_one_line_too(catalog_copy):
+    """Through a real flow run (not --direct): no Prefect traceback, no nanobind leak report at exit."""
+    env = {**os.environ, "CI": "1"}
+    env.pop("PREFECT_API_URL", None)
+    r = subprocess.run([*NEARMISS, "--db", catalog_copy, "score"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "nanobind" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("nearmiss score: no heads in the catalog") or \
+        any(line.startswith("nearmiss score: no heads") for line in r.stderr.splitlines())
