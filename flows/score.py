@@ -61,9 +61,9 @@ def _latest_classes(catalog: Catalog, name: str, clip_ids: list[str]) -> dict[st
         return latest_classes(con, name, clip_ids)
 
 
-def score_head(db: str, row: ModelRow, where: str | None, only_missing: bool, run_id: str | None,
-               use_prefect: bool = False, show_progress: bool = False, limit: int | None = None,
-               run_chunk=None) -> HeadScore:
+def score_head(db: str, row: ModelRow, *, where: str | None = None, only_missing: bool = True,
+               run_id: str | None = None, use_prefect: bool = False, show_progress: bool = False,
+               limit: int | None = None, run_chunk=None) -> HeadScore:
     """run_chunk(db, row, head, clip_ids, run_id) -> (clips, incidents) replaces the default chunk call."""
     catalog = Catalog(db)
     if where:
@@ -122,7 +122,8 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
     results = []
     with tracked_run(catalog, "score", {"heads": [r.ref for r in rows], "where": where}) as run:
         for row in rows:
-            results.append(score_head(db, row, where, True, run.id, use_prefect, show_progress, run_chunk=run_chunk))
+            results.append(score_head(db, row, where=where, only_missing=True, run_id=run.id, use_prefect=use_prefect,
+                                      show_progress=show_progress, run_chunk=run_chunk))
         run.counts = {r.model: {"clips": r.clips, "incidents": r.incidents} for r in results}
     return results
 
@@ -132,7 +133,7 @@ def run_rescore(db: str | None, head: str, where: str | None = None, show_progre
     catalog = Catalog(db)
     row = resolve_model(catalog, head)
     with tracked_run(catalog, "rescore", {"head": row.ref, "where": where}) as run:
-        result = score_head(db, row, where, False, run.id, show_progress=show_progress)
+        result = score_head(db, row, where=where, only_missing=False, run_id=run.id, show_progress=show_progress)
         run.counts = {"clips": result.clips, "incidents": result.incidents, "moved": result.moved}
     return result
 

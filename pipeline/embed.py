@@ -17,8 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class WeightsUnavailable(RuntimeError):
@@ -41,6 +39,8 @@ class LoadedClip:
     embed_dim: int
     has_grid: bool
     image_size: int
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)   # from the weights' preprocess_cfg
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -70,8 +70,10 @@ def load_clip(spec: ClipSpec, device: torch.device) -> LoadedClip:
     elif spec.pretrained and Path(spec.pretrained).expanduser().is_file():
         model = open_clip.create_model(spec.model, pretrained=str(Path(spec.pretrained).expanduser()))
     else:
-        how = (f"Point --pretrained at a local checkpoint file (an open_clip or OpenAI .pt/.bin for {spec.model}), "
-               f"or pass --untrained for random weights (tests and benchmarks only).")
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.model)) or "none"
+        how = (f"Tags open_clip knows for {spec.model}: {tags}. Point --pretrained at a local checkpoint file (an "
+               f"open_clip or OpenAI .pt/.bin for {spec.model}), or pass --untrained for random weights (tests and "
+               f"benchmarks only).")
         if not spec.pretrained:
             raise WeightsUnavailable(f"no weights named for {spec.model}. {how}")
         if _hub_reachable():
@@ -97,8 +99,12 @@ def load_clip(spec: ClipSpec, device: torch.device) -> LoadedClip:
     visual = model.visual
     has_grid = hasattr(visual, "attnpool") and hasattr(visual, "layer4")
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    # Normalisation travels with the weights (open_clip's preprocess_cfg), not as constants here.
+    pre = getattr(visual, "preprocess_cfg", None) or {}
+    norm = {k: tuple(float(v) for v in pre[k]) for k in ("mean", "std") if k in pre}
     return LoadedClip(model, spec, device, int(model.text_projection.shape[1]) if hasattr(model, "text_projection")
-                      and model.text_projection is not None else int(visual.output_dim), has_grid, int(size))
+                      and model.text_projection is not None else int(visual.output_dim), has_grid, int(size),
+                      **norm)
 
 
 def to_model_input(frames: np.ndarray, size: int) -> np.ndarray:
@@ -110,12 +116,13 @@ def to_model_input(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
 
 
-def _prepare(frames: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+def _prepare(frames: np.ndarray, clip: LoadedClip) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised (B, 3, size, size); the whole view is kept (squashed, not cropped)."""
+    device, size = clip.device, clip.image_size
     x = torch.from_numpy(frames).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(clip.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(clip.std, device=device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -124,7 +131,7 @@ def embed_frames(clip: LoadedClip, frames: np.ndarray) -> tuple[np.ndarray, np.n
     device = clip.device
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null()
     with torch.inference_mode(), autocast:
-        x = _prepare(frames, clip.image_size, device)
+        x = _prepare(frames, clip)
         visual = clip.model.visual
         if clip.has_grid:
             x = x.to(next(visual.parameters()).dtype)

@@ -113,8 +113,9 @@ def test_search_by_text_ranks_frames(clips, db, capsys):
 def test_missing_weights_is_a_clear_error_not_a_random_model(db, capsys, monkeypatch):
     import pipeline.embed as embed
     monkeypatch.setattr(embed, "_hub_reachable", lambda host="huggingface.co": False)  # as offline here
-    with pytest.raises(WeightsUnavailable, match="--pretrained.*local checkpoint.*--untrained"):
+    with pytest.raises(WeightsUnavailable, match="--pretrained.*local checkpoint.*--untrained") as err:
         load_clip(ClipSpec(model="RN50", pretrained="openai"), device=__import__("torch").device("cpu"))
+    assert "Tags open_clip knows for RN50: openai, yfcc15m, cc12m" in str(err.value)
     assert main(["--db", db, "featurize", "--direct", "--device", "cpu"]) == 2
     assert "no network" in capsys.readouterr().err
 
@@ -129,3 +130,10 @@ def test_local_checkpoint_path_loads(tmp_path):
     loaded = load_clip(ClipSpec(model="RN50", pretrained=str(ckpt)), torch.device("cpu"))
     w0 = model.visual.conv1.weight
     assert torch.equal(loaded.model.visual.conv1.weight, w0)
+
+
+def test_normalisation_comes_with_the_weights():
+    import torch
+    clip = load_clip(ClipSpec(untrained=True), torch.device("cpu"))
+    assert clip.mean == tuple(clip.model.visual.preprocess_cfg["mean"])
+    assert clip.std == tuple(clip.model.visual.preprocess_cfg["std"])

@@ -1,0 +1,67 @@
+"""Every registered head: its weights survive the model store (save, load, same predictions). Adding a
+head means adding its example here, or this test says which one is missing."""
+import numpy as np
+import pytest
+import torch
+
+from models.fusion import FusionHead
+from models.heads import get_head, list_heads
+from models.motion3d import Motion3DConfig, Motion3DHead, Motion3DNet
+from models.sequences import ClipObjects, Sequences
+from models.store import load_head, save_head
+from models.temporal import FusedTemporalNet, TemporalConfig, TemporalHead
+from models.ttc import TTCConfig, TTCHead
+from models.zeroshot import ZeroShotHead
+
+CLIP, EMBCLIP, MOTION, FLOW = 16, 32 * 49, 12, 4 * 18 * 32
+
+
+def _temporal(task):
+    torch.manual_seed(0)
+    return TemporalHead(FusedTemporalNet(TemporalConfig(task=task, hidden=16), CLIP, EMBCLIP, MOTION))
+
+
+def _motion3d():
+    torch.manual_seed(0)
+    return Motion3DHead(Motion3DNet(Motion3DConfig(head_dim=16)))
+
+
+EXAMPLES = {
+    "recognition": lambda: _temporal("recognition"),
+    "detection": lambda: _temporal("detection"),
+    "motion3d": _motion3d,
+    "fusion": lambda: FusionHead(_temporal("recognition"), _motion3d(), 0.7),
+    "zeroshot": lambda: ZeroShotHead(np.eye(4, CLIP, dtype=np.float32)),
+    "ttc": lambda: TTCHead(TTCConfig(ttc_critical_s=1.2)),
+}
+
+
+def _sequences() -> Sequences:
+    rng = np.random.default_rng(0)
+    n = [12, 9]
+    total = sum(n)
+    clip = rng.normal(size=(total, CLIP)).astype(np.float32)
+    clip /= np.linalg.norm(clip, axis=1, keepdims=True)
+    times = np.concatenate([np.arange(k) / 4 for k in n]).astype(np.float32)
+    objects = [ClipObjects(np.arange(k * 2) / 8, np.array([0.5, 0.625, 0.75]), np.array([1, 1, 1]),
+                           np.array(["pedestrian"] * 3), np.full(3, 0.9, np.float32), np.array([1.4, 1.1, 0.9]),
+                           np.zeros(3, np.float32), np.ones(3, bool), np.zeros(3, bool),
+                           np.tile(np.array([[0.4, 0.3, 0.5, 0.7]], np.float32), (3, 1))) for k in n]
+    return Sequences(["a", "b"], np.array([0, n[0], total]), times, clip,
+                     rng.normal(size=(total, EMBCLIP)).astype(np.float32),
+                     rng.normal(size=(total, MOTION)).astype(np.float32),
+                     rng.normal(size=(total, FLOW)).astype(np.float32), objects)
+
+
+@pytest.mark.parametrize("name", list_heads())
+def test_registered_head_round_trips_through_the_store(name, tmp_path):
+    assert name in EXAMPLES, f"head {name!r} is registered but has no round-trip example in this test"
+    head = EXAMPLES[name]()
+    assert isinstance(head, get_head(name).cls)
+    path, sha = save_head(head, tmp_path, name, 1)
+    again = load_head(path.relative_to(tmp_path), sha, tmp_path)
+    assert type(again) is type(head)
+    seqs = _sequences()
+    for a, b in zip(head.predict(seqs), again.predict(seqs)):
+        assert a.clip_id == b.clip_id and a.predicted_class == b.predicted_class
+        assert np.allclose(a.probs, b.probs, atol=1e-6) and a.near_miss_score == pytest.approx(b.near_miss_score)
