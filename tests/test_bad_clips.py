@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-import flows.featurize as fz
+import pipeline.featurize_batch as featurize_batch
 from catalog import Catalog
 from flows.featurize import FeaturizeConfig, run_featurize
 from flows.ingest import run_ingest
@@ -48,7 +48,7 @@ def test_a_clip_that_breaks_its_decoder_costs_only_itself(clips, db, monkeypatch
     other clips are saved in the same run, and a re-run skips it."""
     run_ingest([str(clips)], db=db)
     poison = sorted(clips.glob("*.mp4"))[2].name
-    real = fz.make_decoder
+    real = featurize_batch.make_decoder
 
     class Poisoned:
         def __init__(self, inner):
@@ -58,7 +58,7 @@ def test_a_clip_that_breaks_its_decoder_costs_only_itself(clips, db, monkeypatch
             if path.endswith(poison):
                 raise MemoryError("Unable to allocate 139. GiB for an array with shape (1318, 224, 398, 3)")
             return self.inner.decode(path, *a, **k)
-    monkeypatch.setattr(fz, "make_decoder", lambda name: Poisoned(real(name)))
+    monkeypatch.setattr(featurize_batch, "make_decoder", lambda name: Poisoned(real(name)))
     s = run_featurize(db, CFG)
     assert (s.done, s.failed) == (7, 1)
     assert poison in s.failures[0][1] and "MemoryError" in s.failures[0][1]
