@@ -60,6 +60,7 @@ def clips_needing_features(con: duckdb.DuckDBPyConnection, fs_id: str, limit: in
         " JOIN clip_paths p ON p.clip_id = c.id"
         " LEFT JOIN clip_features f ON f.clip_id = c.id AND f.feature_set_id = ?"
         f" WHERE c.status = 'ok' AND NOT coalesce(f.status = 'ok'{done}, false)"
+        " AND c.id IN (SELECT clip_id FROM current_clip_paths)"  # a superseded copy is not worth features
         " GROUP BY c.id, c.duration_s, c.ingested_at ORDER BY c.ingested_at, c.id"
         + (" LIMIT ?" if limit else ""),
         [fs_id, limit] if limit else [fs_id],

@@ -241,6 +241,29 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(7, "a path shows the clip it holds now: current_clips; superseded clips leave the latest_* views", """
+        CREATE VIEW current_clip_paths AS      -- per path, the clip it held when last (re)written
+            SELECT * FROM clip_paths
+            QUALIFY row_number() OVER (PARTITION BY path ORDER BY first_seen_at DESC, clip_id) = 1;
+        CREATE VIEW current_clips AS           -- clips some path still holds; the others are superseded
+            SELECT * FROM clips WHERE id IN (SELECT clip_id FROM current_clip_paths);
+        CREATE OR REPLACE VIEW clip_summary AS
+            SELECT c.status, count(*) AS clips, sum(c.duration_s) / 60 AS minutes,
+                   count(l.clip_id) AS labelled
+            FROM current_clips c LEFT JOIN (SELECT DISTINCT clip_id FROM labels) l ON l.clip_id = c.id
+            GROUP BY c.status;
+        CREATE OR REPLACE VIEW latest_predictions AS
+            SELECT p.*, c.path, c.duration_s FROM predictions p
+            JOIN latest_models m ON m.name = p.model_name AND m.version = p.model_version
+            JOIN current_clips c ON c.id = p.clip_id;
+        CREATE OR REPLACE VIEW latest_incidents AS
+            SELECT i.*, c.path, i.end_s - i.start_s AS duration_s FROM incidents i
+            JOIN latest_models m ON m.name = i.model_name AND m.version = i.model_version
+            JOIN current_clips c ON c.id = i.clip_id;
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -160,3 +160,30 @@ def test_a_file_still_being_written_waits_for_the_next_run(clips, db):
     os.utime(fresh, (old, old))   # the copy finished long ago
     s = run_ingest([str(clips)], db=db, cfg=IngestConfig(settle_s=60))
     assert (s.new, s.unchanged, s.still_writing) == (1, 7, 0)
+
+
+def test_a_path_whose_bytes_changed_shows_only_the_clip_it_holds_now(clips, tmp_path, db, monkeypatch):
+    """A partial copy ingested, featurized and scored, then completed: one current clip for the path."""
+    import shutil
+    monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store"))
+    first, second = sorted(clips.glob("*.mp4"))[:2]
+    watched = tmp_path / "incoming"
+    watched.mkdir()
+    target = watched / "recording.mp4"
+    shutil.copy(first, target)                     # what had arrived by the first run
+    run_ingest([str(watched)], db=db)
+    run_featurize(db, CFG)
+    run_train(db, TrainConfig("zeroshot"), log=None)
+    run_score(db, ["zeroshot"])
+    shutil.copy(second, target)                    # the path now holds other bytes
+    os.utime(target, (time.time() + 5, time.time() + 5))
+    assert run_ingest([str(watched)], db=db).new == 1
+    assert run_featurize(db, CFG).done == 1
+    run_score(db, ["zeroshot"])
+    assert rows(db, "SELECT sum(clips) FROM clip_summary") == [(1,)]
+    current = rows(db, "SELECT clip_id FROM current_clip_paths")
+    assert len(current) == 1
+    assert rows(db, "SELECT DISTINCT clip_id FROM latest_predictions") == current
+    assert rows(db, "SELECT count(DISTINCT clip_id) FROM latest_incidents WHERE clip_id <> ?".replace(
+        "?", f"'{current[0][0]}'")) == [(0,)]
+    assert rows(db, "SELECT count(*) FROM predictions") == [(2,)]   # the old clip's rows stay, by id
