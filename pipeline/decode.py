@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.probe import timing_problem
+from pipeline.probe import main_video_stream, timing_problem
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class PyAVDecoder:
         except Exception as exc:
             raise DecodeError(f"FFmpeg could not open the video: {exc}") from None
         with container:
-            stream = container.streams.video[0]
+            stream = main_video_stream(container)
             stream.thread_type = "AUTO"
             if self.threads:
                 stream.codec_context.thread_count = self.threads

@@ -39,6 +39,12 @@ def timing_problem(duration_s: float, n_frames: int, fps: float) -> str | None:
     return None
 
 
+def main_video_stream(container):
+    """The video stream both decoders read: the one with the most pixels (decord's choice), first on ties.
+    Several streams happen (a dashcam's front and cabin views; a thumbnail track)."""
+    return max(container.streams.video, key=lambda s: (s.codec_context.width or 0) * (s.codec_context.height or 0))
+
+
 def _sniff(head: bytes) -> str | None:
     """What the first bytes say the file is, when FFmpeg cannot open it."""
     if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
@@ -62,7 +68,7 @@ def diagnose(path: str, decord_message: str = "") -> str:
         with av.open(path) as container:
             if not container.streams.video:
                 return "the file has no video stream"
-            stream = container.streams.video[0]
+            stream = main_video_stream(container)
             total = float(container.duration or 0) / 1e6
             t = 0.0
             try:
@@ -84,7 +90,7 @@ def _codec_name(path: str) -> str | None:
     try:
         import av
         with av.open(path) as container:
-            return container.streams.video[0].codec_context.name
+            return main_video_stream(container).codec_context.name
     except Exception:
         return None
 
@@ -94,7 +100,7 @@ def probe_with_pyav(path: str) -> VideoInfo:
     import av
 
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         n, first_t, last_t, shape = 0, None, 0.0, None
         for frame in container.decode(stream):
             if frame.pts is None:

@@ -187,3 +187,26 @@ def test_a_path_whose_bytes_changed_shows_only_the_clip_it_holds_now(clips, tmp_
     assert rows(db, "SELECT count(DISTINCT clip_id) FROM latest_incidents WHERE clip_id <> ?".replace(
         "?", f"'{current[0][0]}'")) == [(0,)]
     assert rows(db, "SELECT count(*) FROM predictions") == [(2,)]   # the old clip's rows stay, by id
+
+
+def test_two_video_streams_give_the_same_frames_with_either_decoder(tmp_path):
+    import av
+    from pipeline.decode import make_decoder
+    path = tmp_path / "two.mp4"
+    with av.open(str(path), "w") as c:
+        small, big = c.add_stream("libx264", rate=15), c.add_stream("libx264", rate=15)
+        small.width, small.height, big.width, big.height = 96, 64, 320, 192
+        for s in (small, big):
+            s.pix_fmt = "yuv420p"
+        for i in range(30):
+            for s, value in ((small, 40), (big, 200)):
+                frame = av.VideoFrame.from_ndarray(np.full((s.height, s.width, 3), value, np.uint8), format="rgb24")
+                for p in s.encode(frame):
+                    c.mux(p)
+        for s in (small, big):
+            for p in s.encode():
+                c.mux(p)
+    spec = DecodeSpec(sample_fps=2.0, height=96)
+    a, b = make_decoder("decord").decode(str(path), spec), make_decoder("pyav").decode(str(path), spec)
+    assert a.frames.shape == b.frames.shape and a.frames.shape[2] == 160    # the 320x192 stream, at 96 px high
+    assert abs(float(a.frames.mean()) - 200) < 8 and abs(float(b.frames.mean()) - 200) < 8
