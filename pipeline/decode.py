@@ -150,6 +150,9 @@ class PyAVDecoder:
                 stream.codec_context.thread_count = self.threads
             w, h = output_size(stream.codec_context.width, stream.codec_context.height, spec)
             self._w, self._h = w, h
+            # A rotated recording (phone or dashcam mounted on its side) is shown turned: decord applies the
+            # display matrix, so PyAV does too, sized for the picture as shown.
+            self._turned = output_size(stream.codec_context.height, stream.codec_context.width, spec)
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
             rate = float(stream.average_rate or 0)
@@ -199,7 +202,14 @@ class PyAVDecoder:
 
     def _rgb(self, entry: list) -> np.ndarray:
         if entry[2] is None:
-            entry[2] = entry[0].reformat(width=self._w, height=self._h, format="rgb24").to_ndarray()
+            frame = entry[0]
+            quarter = int(round(getattr(frame, "rotation", 0) or 0)) // 90 % 4
+            if quarter % 2:   # 90 or 270 degrees: scale to the turned size, then turn
+                w, h = self._turned
+                img = frame.reformat(width=h, height=w, format="rgb24").to_ndarray()
+            else:
+                img = frame.reformat(width=self._w, height=self._h, format="rgb24").to_ndarray()
+            entry[2] = np.ascontiguousarray(np.rot90(img, k=quarter)) if quarter else img
         return entry[2]
 
 

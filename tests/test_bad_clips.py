@@ -210,3 +210,30 @@ def test_two_video_streams_give_the_same_frames_with_either_decoder(tmp_path):
     a, b = make_decoder("decord").decode(str(path), spec), make_decoder("pyav").decode(str(path), spec)
     assert a.frames.shape == b.frames.shape and a.frames.shape[2] == 160    # the 320x192 stream, at 96 px high
     assert abs(float(a.frames.mean()) - 200) < 8 and abs(float(b.frames.mean()) - 200) < 8
+
+
+def test_a_rotated_recording_gives_the_same_frames_with_either_decoder(tmp_path):
+    """Rotation metadata (the track header's display matrix, as phones and some dashcams write it)."""
+    import struct
+    from pipeline.decode import make_decoder
+    plain = tmp_path / "plain.mp4"
+    with __import__("av").open(str(plain), "w") as c:
+        s = c.add_stream("libx264", rate=15)
+        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
+        for _ in range(20):
+            img = np.zeros((96, 160, 3), np.uint8)
+            img[:, :40] = 255                       # a white band along the left edge
+            for p in s.encode(__import__("av").VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = bytearray(plain.read_bytes())
+    at = data.find(b"tkhd") + 44                    # the 3x3 display matrix of the (version 0) track header
+    data[at:at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)   # 90 degrees
+    rotated = tmp_path / "rotated.mp4"
+    rotated.write_bytes(bytes(data))
+    spec = DecodeSpec(sample_fps=2.0, height=96)
+    a, b = make_decoder("decord").decode(str(rotated), spec), make_decoder("pyav").decode(str(rotated), spec)
+    assert a.frames.shape == b.frames.shape and a.frames.shape[1] > a.frames.shape[2]   # shown upright: tall
+    assert np.abs(a.frames.astype(int) - b.frames.astype(int)).mean() < 2
+    assert b.frames[:, :10].mean() > 200 and b.frames[:, -10:].mean() < 50   # the band is now along the top
