@@ -42,11 +42,14 @@ class TrackView:
 
 def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where: str | None = None,
                   limit: int = 20) -> list[ReportIncident]:
-    """Highest-scoring incidents of the newest version of `head` (default: ttc when it has incidents, since it
-    needs no trained weights; else the head with the most incidents)."""
+    """Highest-scoring incidents of the newest version of `head`. Default: ttc when it has incidents (it
+    needs no trained weights); then any head but zero-shot prompts on random CLIP weights; then the most."""
     if head is None:
-        found = con.execute("SELECT model_name FROM latest_incidents GROUP BY 1"
-                            " ORDER BY model_name = 'ttc' DESC, count(*) DESC, 1 LIMIT 1").fetchall()
+        found = con.execute(
+            "SELECT i.model_name FROM latest_incidents i JOIN latest_models m ON m.name = i.model_name"
+            " JOIN feature_sets fs ON fs.id = m.feature_set_id GROUP BY i.model_name, m.kind, fs.untrained"
+            " ORDER BY i.model_name = 'ttc' DESC, (m.kind = 'zeroshot' AND fs.untrained), count(*) DESC, 1"
+            " LIMIT 1").fetchall()
         if not found:
             return []
         head = found[0][0]
