@@ -24,10 +24,10 @@ from catalog.clips import ClipRow, clip_durations, clip_statuses, path_index, re
 from catalog.labels import LabelRow, upsert_labels
 from flows.lineage import tracked_run
 from flows.progress import Progress
-from pipeline.discover import Candidate, discover, display_path
+from pipeline.discover import Candidate, discover
 from pipeline.hashing import sha256_file, sha256_text
 from pipeline.isolation import IsolatedWorker
-from pipeline.labels import LabelEntry, LabelsError, check_event_within, read_labels
+from pipeline.labels import LabelsError, check_event_within, match_labels, read_labels
 from pipeline.probe import VideoInfo, probe_video
 
 
@@ -191,33 +191,6 @@ def ingest_batch(db: str, candidates: list[Candidate], cfg: IngestConfig,
     return outcomes
 
 
-def _match_labels(entries: list[LabelEntry], labels_path: Path, index: list[tuple[str, str, str]],
-                  source: str) -> tuple[list[tuple[LabelEntry, str]], list[str]]:
-    """Find the clip each label row names: by path (relative to the labels file) or by file name."""
-    by_path = {p: (cid, st) for p, cid, st in index}
-    by_name: dict[str, set[tuple[str, str]]] = {}
-    for p, cid, st in index:
-        by_name.setdefault(os.path.basename(p), set()).add((cid, st))
-    matched, errors = [], []
-    for e in entries:
-        target = os.path.normpath(os.path.join(labels_path.parent.resolve(), e.path))
-        hit = by_path.get(display_path(os.fsencode(os.path.abspath(target))))
-        if hit is None:
-            cands = by_name.get(os.path.basename(e.path), set())
-            if len({cid for cid, _ in cands}) > 1:
-                errors.append(f"{e.where(source)}: the file name matches {len(cands)} different clips; "
-                              "give its path instead")
-                continue
-            hit = next(iter(cands), None)
-        if hit is None:
-            errors.append(f"{e.where(source)}: no ingested clip has this path or file name")
-        elif hit[1] != "ok":
-            errors.append(f"{e.where(source)}: the clip failed to ingest, so its label was not stored")
-        else:
-            matched.append((e, hit[0]))
-    return matched, errors
-
-
 def apply_labels(db: str, labels_file: str) -> tuple[int, list[str]]:
     """Store validated labels for ingested clips. Returns (stored, per-row errors)."""
     path = Path(labels_file)
@@ -225,7 +198,7 @@ def apply_labels(db: str, labels_file: str) -> tuple[int, list[str]]:
     catalog = Catalog(db)
     source = path.name
     with catalog.write() as con:
-        matched, errors = _match_labels(entries, path, path_index(con), source)
+        matched, errors = match_labels(entries, path, path_index(con), source)
         durations = clip_durations(con, [cid for _, cid in matched])
         rows = []
         for e, cid in matched:

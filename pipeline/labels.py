@@ -8,10 +8,12 @@ its row so a person can fix the file.
 from __future__ import annotations
 
 import csv
+import os
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.discover import display_path
 from pipeline.taxonomy import CLASSES  # noqa: E402  (re-exported: the sidecar validates against it)
 LABEL_COLUMNS = ("path", "class", "event_start_s", "event_end_s", "event_peak_s")
 
@@ -117,3 +119,30 @@ def write_labels(path: str | Path, rows: list[tuple[str, str, float | None, floa
         w.writerow(LABEL_COLUMNS)
         for name, cls, *times in rows:
             w.writerow([name, cls, *("" if t is None else f"{t:.3f}" for t in times)])
+
+
+def match_labels(entries: list[LabelEntry], labels_path: Path, index: list[tuple[str, str, str]],
+                  source: str) -> tuple[list[tuple[LabelEntry, str]], list[str]]:
+    """Find the clip each label row names: by path (relative to the labels file) or by file name."""
+    by_path = {p: (cid, st) for p, cid, st in index}
+    by_name: dict[str, set[tuple[str, str]]] = {}
+    for p, cid, st in index:
+        by_name.setdefault(os.path.basename(p), set()).add((cid, st))
+    matched, errors = [], []
+    for e in entries:
+        target = os.path.normpath(os.path.join(labels_path.parent.resolve(), e.path))
+        hit = by_path.get(display_path(os.fsencode(os.path.abspath(target))))
+        if hit is None:
+            cands = by_name.get(os.path.basename(e.path), set())
+            if len({cid for cid, _ in cands}) > 1:
+                errors.append(f"{e.where(source)}: the file name matches {len(cands)} different clips; "
+                              "give its path instead")
+                continue
+            hit = next(iter(cands), None)
+        if hit is None:
+            errors.append(f"{e.where(source)}: no ingested clip has this path or file name")
+        elif hit[1] != "ok":
+            errors.append(f"{e.where(source)}: the clip failed to ingest, so its label was not stored")
+        else:
+            matched.append((e, hit[0]))
+    return matched, errors

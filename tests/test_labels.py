@@ -58,3 +58,16 @@ def test_optional_peak_time_is_read_and_checked(tmp_path):
     p.write_text("path,class,event_start_s,event_end_s,event_peak_s\na.mp4,vehicle,1,3,4\n")
     with pytest.raises(LabelsError, match="line 2 .*event_peak_s .4s. must lie within the event"):
         read_labels(p)
+
+
+def test_labels_match_clips_by_path_or_by_unambiguous_file_name(tmp_path):
+    from pipeline.labels import LabelEntry, match_labels
+    labels = tmp_path / "labels.csv"
+    index = [(str(tmp_path / "a.mp4"), "ida", "ok"), (str(tmp_path / "x" / "b.mp4"), "idb", "ok"),
+             (str(tmp_path / "y" / "b.mp4"), "idb2", "ok"), (str(tmp_path / "bad.mp4"), "idc", "failed")]
+    entries = [LabelEntry(i, p, "vehicle", None, None) for i, p in enumerate(
+        ["a.mp4", "x/b.mp4", "b.mp4", "bad.mp4", "missing.mp4"], start=2)]
+    matched, errors = match_labels(entries, labels, index, "labels.csv")
+    assert [(e.path, cid) for e, cid in matched] == [("a.mp4", "ida"), ("x/b.mp4", "idb")]
+    assert len(errors) == 3
+    assert "matches 2 different clips" in errors[0] and "failed to ingest" in errors[1] and "no ingested clip" in errors[2]
