@@ -81,11 +81,9 @@ def float_lists(x: np.ndarray) -> pa.Array:
 
 
 _PER_FRAME_TABLES = ("frame_features", "motion_features", "objects")
-
-
-def _clear(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str) -> None:
-    for t in _PER_FRAME_TABLES:
-        con.execute(f"DELETE FROM {t} WHERE clip_id = ? AND feature_set_id = ?", [clip_id, fs_id])
+_STATUS_COLUMNS = {"clip_id": pa.string(), "feature_set_id": pa.string(), "status": pa.string(),
+                   "error": pa.string(), "n_frames": pa.int32(), "decoder": pa.string(), "device": pa.string(),
+                   "seconds": pa.float64(), "object_frames": pa.int32()}
 
 
 def _objects_table(clip_id: str, fs_id: str, obj) -> pa.Table:
@@ -102,13 +100,19 @@ def _objects_table(clip_id: str, fs_id: str, obj) -> pa.Table:
     })
 
 
-def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, times_s: np.ndarray,
-                        embeddings: np.ndarray, embclip: np.ndarray | None, motion, meta: dict,
-                        objects=None, object_summary: np.ndarray | None = None) -> None:
-    """Replace whatever this clip had for the feature set with the new frames (and tracked objects,
-    when the feature set has a detector), then mark it done: all in the caller's one transaction."""
+def _status_row(clip_id, fs_id, status, error, n_frames, meta) -> pa.Table:
+    values = {"clip_id": clip_id, "feature_set_id": fs_id, "status": status, "error": error, "n_frames": n_frames,
+              **{k: meta.get(k) for k in ("decoder", "device", "seconds", "object_frames")}}
+    return pa.table({k: pa.array([values[k]], t) for k, t in _STATUS_COLUMNS.items()})
+
+
+def clip_feature_rows(clip_id: str, fs_id: str, times_s: np.ndarray, embeddings: np.ndarray,
+                      embclip: np.ndarray | None, motion, meta: dict, objects=None,
+                      object_summary: np.ndarray | None = None) -> dict[str, pa.Table]:
+    """The rows a featurized clip stores, by table; `clip_features` (its status row) comes last.
+
+    Built without a database, so a worker can write them to a shard and the merge stores them as they are."""
     n = len(times_s)
-    _clear(con, clip_id, fs_id)
     base = {"clip_id": pa.array([clip_id] * n), "feature_set_id": pa.array([fs_id] * n),
             "frame_idx": pa.array(np.arange(n, dtype=np.int32)), "t_s": pa.array(np.asarray(times_s, float))}
     frames = pa.table({**base, "clip_embedding": float_lists(embeddings),
@@ -126,31 +130,55 @@ def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str
     tables = {"frame_features": frames, "motion_features": moves}
     if objects is not None:
         tables["objects"] = _objects_table(clip_id, fs_id, objects)
+    tables["clip_features"] = _status_row(clip_id, fs_id, "ok", None, n, {
+        **meta, "object_frames": objects.frames if objects is not None else None})
+    return tables
+
+
+def failure_rows(clip_id: str, fs_id: str, error: str, meta: dict) -> dict[str, pa.Table]:
+    return {"clip_features": _status_row(clip_id, fs_id, "failed", error, None, meta)}
+
+
+def store_feature_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+    """Replace whatever these clips had for their feature set with these rows, in the caller's transaction.
+    Every clip in `tables` has its status row in `tables["clip_features"]`."""
+    status = tables["clip_features"]
+    for fs_id in set(status.column("feature_set_id").to_pylist()):
+        ids = [c for c, f in zip(status.column("clip_id").to_pylist(), status.column("feature_set_id").to_pylist())
+               if f == fs_id]
+        with clip_id_table(con, ids):
+            for t in _PER_FRAME_TABLES:
+                con.execute(f"DELETE FROM {t} WHERE feature_set_id = ? AND clip_id IN (SELECT clip_id FROM _ids)",
+                            [fs_id])
     for table, data in tables.items():
+        if table == "clip_features" or data.num_rows == 0:
+            continue
         con.register("_rows", data)
         try:
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
         finally:
             con.unregister("_rows")
-    _mark(con, clip_id, fs_id, "ok", None, n, {**meta, "object_frames": objects.frames if objects is not None
-                                                else None})
+    cols = ", ".join(_STATUS_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _STATUS_COLUMNS if c not in ("clip_id", "feature_set_id"))
+    con.register("_rows", status)
+    try:
+        con.execute(f"INSERT INTO clip_features ({cols}) SELECT {cols} FROM _rows"
+                    f" ON CONFLICT (clip_id, feature_set_id) DO UPDATE SET {updates}, created_at = now()")
+    finally:
+        con.unregister("_rows")
+
+
+def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, times_s: np.ndarray,
+                        embeddings: np.ndarray, embclip: np.ndarray | None, motion, meta: dict,
+                        objects=None, object_summary: np.ndarray | None = None) -> None:
+    """Replace whatever this clip had for the feature set with the new frames (and tracked objects,
+    when the feature set has a detector), then mark it done: all in the caller's one transaction."""
+    store_feature_rows(con, clip_feature_rows(clip_id, fs_id, times_s, embeddings, embclip, motion, meta, objects,
+                                              object_summary))
 
 
 def record_feature_failure(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, error: str, meta: dict) -> None:
-    _clear(con, clip_id, fs_id)
-    _mark(con, clip_id, fs_id, "failed", error, None, meta)
-
-
-def _mark(con, clip_id, fs_id, status, error, n_frames, meta) -> None:
-    con.execute(
-        "INSERT INTO clip_features (clip_id, feature_set_id, status, error, n_frames, decoder, device, seconds,"
-        " object_frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (clip_id, feature_set_id) DO UPDATE SET"
-        " status = excluded.status, error = excluded.error, n_frames = excluded.n_frames,"
-        " decoder = excluded.decoder, device = excluded.device, seconds = excluded.seconds,"
-        " object_frames = excluded.object_frames, created_at = now()",
-        [clip_id, fs_id, status, error, n_frames, meta.get("decoder"), meta.get("device"), meta.get("seconds"),
-         meta.get("object_frames")],
-    )
+    store_feature_rows(con, failure_rows(clip_id, fs_id, error, meta))
 
 
 def search_frames(con: duckdb.DuckDBPyConnection, fs_id: str, vector: np.ndarray, k: int = 10) -> list[tuple]:
