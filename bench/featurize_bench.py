@@ -37,7 +37,8 @@ def _gpu_peak_mib() -> float | None:
 
 def run_ours(clips: Path, device: str, decoder: str, batch: int) -> dict:
     from catalog import Catalog
-    from flows.featurize import FeaturizeConfig, _model, run_featurize
+    from flows.featurize import FeaturizeConfig, run_featurize
+    from pipeline.featurize_config import clip_model
     from flows.ingest import run_ingest
     from pipeline.embed import ClipSpec
 
@@ -47,7 +48,7 @@ def run_ours(clips: Path, device: str, decoder: str, batch: int) -> dict:
         video_s, n_clips = con.execute("SELECT sum(duration_s), count(*) FROM clips WHERE status = 'ok'").fetchone()
     cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), device=device, decoder=decoder, batch_size=batch,
                           decode_workers=max(2, os.cpu_count() or 2))
-    _model(cfg.clip, cfg.device)  # load outside the timed part
+    clip_model(cfg.clip, cfg.device)  # load outside the timed part
     t0 = time.perf_counter()
     s = run_featurize(db, cfg)
     wall = time.perf_counter() - t0

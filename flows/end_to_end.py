@@ -29,7 +29,7 @@ from flows.ingest import IngestConfig, run_ingest
 from flows.lineage import tracked_run
 from flows.orchestration import catalog_identity, chunk_key, ensure_gpu_limit, gpu_slot, retry_transient
 from flows.score import _score_chunk, run_score
-from pipeline.featurize_options import FeaturizeOptions
+from pipeline.featurize_options import FeaturizeOptions, Spread
 
 CACHE_FOR = timedelta(days=30)
 
@@ -94,7 +94,7 @@ def score_cached(db: str, row, head, ids: list[str], run_id: str | None, catalog
 
 def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = None,
                  ingest: IngestConfig = IngestConfig(), features: FeaturizeConfig = FeaturizeConfig(),
-                 heads: list[str] | None = None, chunk: int = 32) -> PipelineSummary:
+                 heads: list[str] | None = None, chunk: int = 32, spread: Spread | None = None) -> PipelineSummary:
     db = db or default_db_path()
     catalog = Catalog(db)
     ensure_gpu_limit()
@@ -106,7 +106,7 @@ def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = N
         s.skipped = ing.unchanged + ing.duplicate
         s.still_writing = ing.still_writing
         catalog_id = catalog_identity(db)
-        fz = run_featurize(db, features, chunk=chunk,
+        fz = run_featurize(db, features, use_prefect=True, chunk=chunk, spread=spread,
                            run_chunk=lambda db, clips, cfg, fs_id: featurize_cached(db, clips, cfg, fs_id, catalog_id))
         s.featurized, s.featurize_failed = fz.done, fz.failed
         scored = run_score(db, heads, require_heads=False,
@@ -131,5 +131,5 @@ def pipeline_flow(paths: list[str], db: str | None = None, labels: str | None = 
 
     settle_s: files modified more recently are still being copied in and wait for the next run."""
     s = run_pipeline(paths, db, labels, ingest=IngestConfig(settle_s=settle_s), features=featurize.config(),
-                     heads=heads)
+                     heads=heads, spread=featurize.spread())
     return {**s.counts(), "run_id": s.run_id}

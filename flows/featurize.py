@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 
 import numpy as np
 from prefect import flow, task
@@ -16,13 +15,16 @@ from prefect.cache_policies import NO_CACHE
 from catalog import Catalog, default_db_path
 from catalog.features import (PendingClip, clips_needing_features, load_projection, record_feature_failure,
                               register_feature_set, save_projection, write_clip_features)
+from catalog.merge import merge_staged
+from catalog.staging import Staging
+from flows.featurize_cluster import featurize_on_cluster
 from flows.lineage import tracked_run
 from flows.progress import Progress
-from pipeline.embed import ChannelProjection, ClipSpec, LoadedClip, load_clip, resolve_device
-from pipeline.featurize_batch import BatchFeaturizer, ClipWork
-from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
+from pipeline.embed import ChannelProjection
+from pipeline.featurize_batch import BatchFeaturizer, ClipWork, projection_lead
+from pipeline.featurize_config import FeaturizeConfig, clip_model, feature_set_identity
 from pipeline.featurize_config import detector as _detector
-from pipeline.featurize_options import FeaturizeOptions
+from pipeline.featurize_options import FeaturizeOptions, Spread
 
 @dataclass
 class FeaturizeSummary:
@@ -33,15 +35,11 @@ class FeaturizeSummary:
     failed: int = 0
     frames: int = 0
     seconds: float = 0.0
+    cluster: dict = field(default_factory=dict)   # spread over workers: shards merged, where the time went
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def counts(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("failures", "run_id")}
-
-
-@lru_cache(maxsize=2)
-def _model(spec: ClipSpec, device: str) -> LoadedClip:
-    return load_clip(spec, resolve_device(device))
 
 
 @dataclass
@@ -55,9 +53,7 @@ class CatalogSink:
     results: list[tuple[str, str | None, int]] = field(default_factory=list)
 
     def stored_projection(self) -> ChannelProjection | None:
-        with self.catalog.read() as con:
-            stored = load_projection(con, self.fs_id)
-        return ChannelProjection(*stored) if stored else None
+        return _stored_projection(self.catalog, self.fs_id)
 
     def keep_projection(self, fitted: ChannelProjection) -> ChannelProjection:
         with self.catalog.write() as con:
@@ -85,7 +81,7 @@ class CatalogSink:
 def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_id: str,
                     progress: Progress | None = None) -> list[tuple[str, str | None, int]]:
     """Featurize these clips into the catalog; returns (clip_id, error or None, frames) per clip."""
-    model = _model(cfg.clip, cfg.device)
+    model = clip_model(cfg.clip, cfg.device)
     sink = CatalogSink(Catalog(db), fs_id, {"decoder": cfg.decoder, "device": str(model.device)}, progress)
     BatchFeaturizer(cfg, model, sink).run(clips)
     return sink.results
@@ -95,39 +91,73 @@ featurize_batch_task = task(featurize_batch, name="featurize-batch", cache_polic
 
 
 def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(), use_prefect: bool = False,
-                  show_progress: bool = False, chunk: int = 256, run_chunk=None) -> FeaturizeSummary:
-    """run_chunk(db, clips, cfg, fs_id) -> results replaces the default chunk task (the pipeline's is cached)."""
+                  show_progress: bool = False, chunk: int = 256, run_chunk=None,
+                  spread: Spread | None = None) -> FeaturizeSummary:
+    """run_chunk(db, clips, cfg, fs_id) -> results replaces the default chunk task (the pipeline's is cached).
+    spread: chunks go to Dask workers as Parquet shards that this process merges (needs use_prefect)."""
     db = db or default_db_path()
+    if spread and not use_prefect:
+        raise ValueError("--workers and --cluster run through Prefect's Dask task runner: drop --direct")
     if run_chunk is not None:
         call = lambda t, db, clips, cfg, fs_id, bar: run_chunk(db, clips, cfg, fs_id)  # noqa: E731
     else:
         call = (lambda t, *a: t(*a)) if use_prefect else (lambda t, *a: t.fn(*a))
     fs_id, name, config = feature_set_identity(cfg)
     catalog = Catalog(db)
-    model = _model(cfg.clip, cfg.device)  # fail early and clearly when weights cannot be had
+    model = clip_model(cfg.clip, cfg.device)  # fail early and clearly when weights cannot be had
     if cfg.objects is not None:
         _detector(cfg.objects.detector, cfg.device)
-    params = {"feature_set": fs_id, "name": name, **asdict(cfg)}
+    params = {"feature_set": fs_id, "name": name, **asdict(cfg), "spread": asdict(spread) if spread else None}
     with tracked_run(catalog, "featurize", params) as run:
         with catalog.write() as con:
             register_feature_set(con, fs_id, name, config, model.embed_dim,
                                  cfg.clip.embclip_channels * 49 if model.has_grid else None, cfg.clip.untrained)
+        staging = (Staging(spread.staging) if spread.staging else Staging.beside(db)) if spread else None
+        if staging:  # a killed run's finished shards go in; folders dead workers left unfinished go
+            leftovers = merge_staged(catalog, staging, fs_id)
+            staging.sweep_unfinished(fs_id)
+        with catalog.read() as con:
             pending = clips_needing_features(con, fs_id, cfg.limit, cfg.retry_failed)
         summary = FeaturizeSummary(run_id=run.id, feature_set_id=fs_id, clips=len(pending))
         t0 = time.perf_counter()
         with Progress("featurize", total=len(pending), unit="clip", enabled=show_progress) as bar:
-            for start in range(0, len(pending), chunk):
-                for clip_id, error, frames in call(featurize_batch_task, db, pending[start:start + chunk], cfg,
-                                                   fs_id, bar):
+            def tally(results):
+                for clip_id, error, frames in results:
                     if error:
                         summary.failed += 1
                         summary.failures.append((clip_id, error))
                     else:
                         summary.done += 1
                         summary.frames += frames
+
+            local = pending
+            if spread:
+                # The projection is fitted here, on the first frames, as a single process would.
+                needs_fit = model.has_grid and _stored_projection(catalog, fs_id) is None
+                lead = projection_lead([c.duration_s for c in pending], cfg.decode.sample_fps,
+                                       cfg.projection_frames) if needs_fit else 0
+                local, remote = pending[:lead], pending[lead:]
+            t_local = time.perf_counter()
+            for start in range(0, len(local), chunk):
+                tally(call(featurize_batch_task, db, local[start:start + chunk], cfg, fs_id, bar))
+            t_local = time.perf_counter() - t_local
+            if spread:
+                cluster = featurize_on_cluster(catalog, staging, fs_id, remote, cfg, spread,
+                                               _stored_projection(catalog, fs_id),
+                                               on_merged=lambda r: (tally(r), bar.advance(len(r))))
+                summary.failures += cluster.lost
+                summary.failed += len(cluster.lost)
+                summary.cluster = {**cluster.timing(), "leftover_shards": leftovers.shards,
+                                   "driver_clips": len(local), "driver_s": round(t_local, 3)}
         summary.seconds = round(time.perf_counter() - t0, 3)
         run.counts = summary.counts()
     return summary
+
+
+def _stored_projection(catalog: Catalog, fs_id: str) -> ChannelProjection | None:
+    with catalog.read() as con:
+        stored = load_projection(con, fs_id)
+    return ChannelProjection(*stored) if stored else None
 
 
 @flow(name="featurize", log_prints=True)
@@ -137,6 +167,6 @@ def featurize_flow(db: str | None = None, options: FeaturizeOptions = FeaturizeO
     ingested clip that lacks them.
 
     progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
-    summary = run_featurize(db, options.config(), use_prefect=True, show_progress=progress)
+    summary = run_featurize(db, options.config(), use_prefect=True, show_progress=progress, spread=options.spread())
     print(f"featurize: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}

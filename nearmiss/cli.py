@@ -174,13 +174,16 @@ def cmd_featurize(args) -> int:
 
     options = featurize_options(args)
     if args.direct:
-        s = run_featurize(_db(args), options.config(), show_progress=True)
+        s = run_featurize(_db(args), options.config(), show_progress=True, spread=options.spread())
         counts, failures = s.counts(), s.failures
     else:
         counts = featurize_flow(_db(args), options, progress=True)
         failures = counts.pop("failures")
     print(f"featurize: feature set {counts['feature_set_id']}: {counts['done']} clips done, {counts['failed']} failed, "
           f"{counts['frames']} frames in {counts['seconds']:.1f}s")
+    if c := counts.get("cluster"):
+        print(f"  spread over workers: {c['shards']} shards merged in {c['merge_s']:.1f}s; "
+              f"{c['driver_clips']} clips featurized here first to fit the projection")
     for clip_id, error in failures:
         print(f"  failed: {clip_id[:16]}: {error}")
     return 0

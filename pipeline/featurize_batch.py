@@ -173,3 +173,16 @@ class BatchFeaturizer:
             grids = np.concatenate([g for w in self.held for g in w.grids])[: max(self.cfg.projection_frames, 1)]
             self.projection = self.sink.keep_projection(fit_projection(grids, self.cfg.clip.embclip_channels))
         return True
+
+
+def projection_lead(durations_s: list[float | None], sample_fps: float, projection_frames: int) -> int:
+    """How many leading clips cover the frames the EmbCLIP projection is fitted on.
+
+    Spread over workers, the driver featurizes these itself first, so that the projection (and so every
+    stored number) is the one a single process would fit: on the first frames, in catalog order."""
+    frames = 0.0
+    for k, d in enumerate(durations_s, 1):
+        frames += (d or 0.0) * sample_fps
+        if frames >= projection_frames:
+            return k
+    return len(durations_s)

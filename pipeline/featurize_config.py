@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.decode import DecodeSpec
 from pipeline.detect import make_detector
-from pipeline.embed import ClipSpec, resolve_device
+from pipeline.embed import ClipSpec, LoadedClip, load_clip, resolve_device
 from pipeline.hashing import sha256_file
 from pipeline.motion import MotionSpec
 from pipeline.objects import ObjectsSpec
@@ -59,6 +59,12 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
     if cfg.objects is not None:
         name += f"+{config['objects']['detector'].rsplit(':', 1)[0]}@{cfg.objects.fps:g}fps"
     return fs_id, name, config
+
+
+@lru_cache(maxsize=2)
+def clip_model(spec: ClipSpec, device: str) -> LoadedClip:
+    """The CLIP model a spec names, loaded once per process (a Dask worker keeps it between tasks)."""
+    return load_clip(spec, resolve_device(device))
 
 
 @lru_cache(maxsize=2)

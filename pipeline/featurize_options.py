@@ -8,6 +8,7 @@ one `FeaturizeOptions` parameter (so Prefect's deployment schema comes from it t
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,17 @@ class FeaturizeOptions(BaseModel):
     detector: str | None = Field(None, description="road users with time-to-collision: darknet:DIR "
                                  "(e.g. a Yolo-Fastest folder), darknet:CFG,WEIGHTS or torchvision:NAME[:WEIGHTS_FILE]")
     object_fps: float = Field(10.0, gt=0, description="detector frames per second (tracking needs more than fps)")
+    # Where the work runs. None of these changes the stored numbers, so none is in the feature set's id.
+    workers: int = Field(0, ge=0, description="spread featurize over N Dask workers on this machine "
+                         "(0: in this process)")
+    cluster: str | None = Field(None, description="address of a running Dask scheduler (tcp://host:8786): "
+                                "featurize on its workers")
+    worker_threads: bool = Field(False, description="local workers as threads of this process, not processes "
+                                 "(lighter to start; the heavy work releases the GIL)")
+    staging: str | None = Field(None, description="folder or fsspec URL where workers leave Parquet shards for "
+                                "the merge (default: NAME.staging beside the catalog; shared storage for a cluster)")
+    chunk_clips: int = Field(8, gt=0, description="clips per worker task: one shard, and what is redone if a "
+                             "worker dies")
 
     def config(self):
         """The featurize configuration these options make (FeaturizeConfig)."""
@@ -41,6 +53,22 @@ class FeaturizeOptions(BaseModel):
                                batch_size=self.batch_size, decoder=self.decoder, limit=self.limit,
                                retry_failed=self.retry_failed,
                                objects=ObjectsSpec(self.detector, fps=self.object_fps) if self.detector else None)
+
+
+    def spread(self) -> Spread | None:
+        """How to spread the work over a Dask cluster; None runs it in this process."""
+        if not self.workers and not self.cluster:
+            return None
+        return Spread(self.workers or None, self.cluster, self.worker_threads, self.staging, self.chunk_clips)
+
+
+@dataclass(frozen=True)
+class Spread:
+    workers: int | None          # a LocalCluster of this many workers, when no scheduler address is given
+    cluster: str | None          # tcp://scheduler:8786
+    threads: bool = False
+    staging: str | None = None   # default: beside the catalog
+    chunk_clips: int = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser, options: type[BaseModel] = FeaturizeOptions) -> None:

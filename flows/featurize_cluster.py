@@ -1,0 +1,169 @@
+"""Featurize spread over a Dask cluster through Prefect's Dask task runner.
+
+Each chunk of clips is one Prefect task on a Dask worker. The worker keeps its models loaded between
+tasks, featurizes the chunk with the same batch featurizer as a single process, and writes the rows
+as one Parquet shard in the staging area; it never opens the catalog. This process (the driver)
+merges each shard as its task finishes: it is the only writer, so users' SQL keeps working while
+workers run. A chunk whose worker dies is run again by Dask elsewhere; one that still fails stays
+pending for the next run.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import dask
+import numpy as np
+import pyarrow as pa
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect_dask import DaskTaskRunner
+
+from catalog import Catalog
+from catalog.features import PendingClip, clip_feature_rows, failure_rows
+from catalog.merge import MergeCount, merge_shard
+from catalog.staging import Staging, new_shard_id
+from pipeline.embed import ChannelProjection, resolve_device
+from pipeline.featurize_batch import BatchFeaturizer, ClipWork, first_line
+from pipeline.featurize_config import FeaturizeConfig, clip_model
+from pipeline.featurize_options import Spread
+
+
+@dataclass
+class ShardSink:
+    """A worker's sink: the chunk's rows, kept for one shard; never the catalog."""
+    projection: ChannelProjection | None
+    fs_id: str
+    meta: dict
+    parts: dict[str, list[pa.Table]] = field(default_factory=dict)
+
+    def stored_projection(self) -> ChannelProjection | None:
+        return self.projection
+
+    def keep_projection(self, fitted: ChannelProjection) -> ChannelProjection:
+        raise RuntimeError("a worker was sent clips before the feature set's EmbCLIP projection was fitted")
+
+    def done(self, work: ClipWork, embclip: np.ndarray | None) -> None:
+        self._add(clip_feature_rows(work.clip.clip_id, self.fs_id, work.times, work.embedding(), embclip,
+                                    work.motion, {**self.meta, "decoder": work.decoder, "seconds": work.seconds},
+                                    work.objects, work.object_summary))
+
+    def failed(self, work: ClipWork) -> None:
+        self._add(failure_rows(work.clip.clip_id, self.fs_id, work.error, self.meta))
+
+    def _add(self, tables: dict[str, pa.Table]) -> None:
+        for name, t in tables.items():
+            self.parts.setdefault(name, []).append(t)
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {name: pa.concat_tables(ts, promote_options="default") for name, ts in self.parts.items()}
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    path: str
+    started_at: float    # wall clock on the worker, to see how long the first task waited for a worker
+    featurize_s: float   # on the worker: models, decode, motion, CLIP
+    write_s: float       # on the worker: the Parquet shard
+
+
+@task(name="featurize-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def featurize_shard(staging: Staging, fs_id: str, clips: list[PendingClip], cfg: FeaturizeConfig,
+                    projection: ChannelProjection | None, torch_threads: int | None = None) -> ShardDone:
+    """On a worker: featurize a chunk and leave it as one shard.
+
+    torch_threads: Dask starts worker processes with one OpenMP thread; local workers share the cores."""
+    started_at, t0 = time.time(), time.perf_counter()
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    model = clip_model(cfg.clip, cfg.device)  # loaded once per worker process
+    sink = ShardSink(projection, fs_id, {"decoder": cfg.decoder, "device": str(model.device)})
+    BatchFeaturizer(cfg, model, sink).run(clips)
+    t1 = time.perf_counter()
+    path = staging.write(fs_id, new_shard_id(), sink.tables())
+    return ShardDone(path, started_at, t1 - t0, time.perf_counter() - t1)
+
+
+def task_runner(spread: Spread, cfg: FeaturizeConfig) -> DaskTaskRunner:
+    """An existing scheduler when given one; else a LocalCluster of `spread.workers` workers."""
+    if spread.cluster:
+        return DaskTaskRunner(address=spread.cluster)
+    kwargs = {"n_workers": spread.workers, "processes": not spread.threads, "threads_per_worker": 1,
+              "dashboard_address": None}
+    if not spread.threads and (api := _this_process_api_url()):
+        kwargs["env"] = {"PREFECT_API_URL": api}  # report to this run's server, not one temporary server each
+    if _on_gpu(cfg):
+        kwargs["resources"] = {"GPU": 1}
+    return DaskTaskRunner(cluster_kwargs=kwargs)
+
+
+def _this_process_api_url() -> str | None:
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    if url := get_current_settings().api.url:
+        return url
+    server = SubprocessASGIServer()  # the temporary server Prefect started for this process, if it did
+    return server.api_url if server.running else None
+
+
+def _on_gpu(cfg: FeaturizeConfig) -> bool:
+    return resolve_device(cfg.device).type == "cuda"
+
+
+@dataclass
+class ClusterRun:
+    merged: MergeCount = field(default_factory=MergeCount)
+    lost: list[tuple[str, str]] = field(default_factory=list)   # clips of chunks that failed on every try
+    start_s: float = 0.0        # from submitting to the first task starting: cluster start, scheduling
+    worker_s: float = 0.0       # summed over tasks: featurizing on the workers
+    write_s: float = 0.0        # summed over tasks: writing shards
+    wall_s: float = 0.0
+
+    def timing(self) -> dict:
+        return {"shards": self.merged.shards, "start_s": round(self.start_s, 3), "worker_s": round(self.worker_s, 3),
+                "shard_write_s": round(self.write_s, 3), "merge_s": round(self.merged.seconds, 3),
+                "wall_s": round(self.wall_s, 3)}
+
+
+def featurize_on_cluster(catalog: Catalog, staging: Staging, fs_id: str, clips: list[PendingClip],
+                         cfg: FeaturizeConfig, spread: Spread, projection: ChannelProjection | None,
+                         on_merged=None) -> ClusterRun:
+    """Run the clips' chunks on the cluster, merging each shard as it lands; on_merged(results) after each."""
+    out = ClusterRun()
+    local = spread.workers and not spread.threads
+    threads = max(1, (os.cpu_count() or 1) // spread.workers) if local else None
+    chunks = [clips[i:i + spread.chunk_clips] for i in range(0, len(clips), spread.chunk_clips)]
+    if not chunks:
+        return out
+    # One task holds one GPU: workers that have a GPU declare the resource (dask worker --resources GPU=1).
+    annotate = dask.annotate(resources={"GPU": 1}) if _on_gpu(cfg) else nullcontext()
+    t0, submitted_at = time.perf_counter(), time.time()
+    first_start = None
+    with task_runner(spread, cfg) as runner:
+        with annotate:
+            futures = {runner.submit(featurize_shard, {"staging": staging, "fs_id": fs_id, "clips": chunk,
+                                                       "cfg": cfg, "projection": projection,
+                                                       "torch_threads": threads}): chunk
+                       for chunk in chunks}
+        for future in as_completed(list(futures)):
+            try:
+                done = future.result()
+            except Exception as exc:  # every retry failed (KilledWorker, ...): the next run tries again
+                out.lost += [(c.clip_id, f"chunk not featurized on the cluster: {first_line(exc)}")
+                             for c in futures[future]]
+                continue
+            first_start = min(first_start or done.started_at, done.started_at)
+            out.worker_s += done.featurize_s
+            out.write_s += done.write_s
+            before = len(out.merged.results)
+            merge_shard(catalog, staging, done.path, out.merged)
+            if on_merged:
+                on_merged(out.merged.results[before:])
+    out.wall_s = time.perf_counter() - t0
+    out.start_s = (first_start - submitted_at) if first_start else 0.0
+    return out
