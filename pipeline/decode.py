@@ -8,7 +8,7 @@ not care which one ran.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -50,6 +50,34 @@ def split_rates(s: "SampledFrames", main_at: np.ndarray, extra_at: np.ndarray, e
                          s.prev_dt_s[main_at], s.frames[extra_at], s.times_s[extra_at])
 
 
+def window_bounds(times: np.ndarray, window_s: float) -> list[tuple[int, int]]:
+    """[a, b) ranges of the time grid, one per window of `window_s` seconds: a long clip is decoded,
+    and its frames held, a window at a time."""
+    if not len(times):
+        return []
+    if not np.isfinite(window_s) or window_s <= 0:
+        return [(0, len(times))]
+    edges = np.searchsorted(times, np.arange(window_s, times[-1] + window_s, window_s) - 1e-9)
+    cuts = [0, *[int(e) for e in edges if 0 < e < len(times)], len(times)]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def window_rates(main_at: np.ndarray, extra_at: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each rate's grid sits inside the window [a, b) of the union grid, relative to a."""
+    pick = lambda at: at[(at >= a) & (at < b)] - a  # noqa: E731
+    return pick(main_at), pick(extra_at)
+
+
+def concat_windows(parts: list[SampledFrames]) -> SampledFrames:
+    """The whole clip from its windows (tests, the report: short clips)."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    extra = parts[0].extra_frames is not None
+    return SampledFrames(cat("frames"), cat("times_s"), parts[0].source_fps, cat("prev_frames"), cat("prev_dt_s"),
+                         cat("extra_frames") if extra else None, cat("extra_times_s") if extra else None)
+
+
 class DecodeError(Exception):
     pass
 
@@ -57,8 +85,19 @@ class DecodeError(Exception):
 class Decoder(Protocol):
     name: str
 
+    def windows(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0, max_bytes: int | None = None,
+                window_s: float = float("inf")) -> Iterator[SampledFrames]:
+        """The clip's sampled frames, a window of `window_s` seconds at a time; max_bytes bounds one window."""
+
     def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
                max_bytes: int | None = None) -> SampledFrames: ...
+
+
+class _WholeClip:
+    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
+               max_bytes: int | None = None) -> SampledFrames:
+        """All of a clip's sampled frames at once: for short clips (the report, tests)."""
+        return concat_windows(list(self.windows(path, spec, extra_fps, max_bytes)))
 
 
 def check_plan(n_frames: int, width: int, height: int, max_bytes: int | None) -> None:
@@ -85,14 +124,14 @@ def nearest_frames(frame_starts: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.clip(idx, 0, len(frame_starts) - 1)
 
 
-class DecordDecoder:
+class DecordDecoder(_WholeClip):
     name = "decord"
 
     def __init__(self, threads: int = 0):
         self.threads = threads
 
-    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
-               max_bytes: int | None = None) -> SampledFrames:
+    def windows(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0, max_bytes: int | None = None,
+                window_s: float = float("inf")) -> Iterator[SampledFrames]:
         import decord
 
         try:
@@ -115,28 +154,31 @@ class DecordDecoder:
             raise DecodeError(problem)
         times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps)
         pos = nearest_frames(starts[shown] - t0, times)
-        indices, prev = shown[pos], shown[np.maximum(pos - 1, 0)]
-        wanted = np.unique(np.concatenate([indices, prev]))
-        check_plan(len(wanted), w, h, max_bytes)
-        try:
-            batch = vr.get_batch(wanted.tolist()).asnumpy()
-        except Exception as exc:
-            raise DecodeError(f"decoding failed part-way (decord: {str(exc).splitlines()[0][:200]})") from None
-        at = {int(i): j for j, i in enumerate(wanted)}
-        frames = batch[[at[int(i)] for i in indices]]
-        prev_frames = batch[[at[int(i)] for i in prev]]
-        return split_rates(SampledFrames(frames, times, fps, prev_frames,
-                                         (starts[indices] - starts[prev]).astype(float)), main_at, extra_at, extra_fps)
+        for a, b in window_bounds(times, window_s):
+            indices, prev = shown[pos[a:b]], shown[np.maximum(pos[a:b] - 1, 0)]
+            wanted = np.unique(np.concatenate([indices, prev]))
+            check_plan(len(wanted), w, h, max_bytes)
+            try:
+                batch = vr.get_batch(wanted.tolist()).asnumpy()
+            except Exception as exc:
+                raise DecodeError(f"decoding failed part-way (decord: {str(exc).splitlines()[0][:200]})") from None
+            at = {int(i): j for j, i in enumerate(wanted)}
+            frames = batch[[at[int(i)] for i in indices]]
+            prev_frames = batch[[at[int(i)] for i in prev]]
+            del batch
+            main, extra = window_rates(main_at, extra_at, a, b)
+            yield split_rates(SampledFrames(frames, times[a:b], fps, prev_frames,
+                                            (starts[indices] - starts[prev]).astype(float)), main, extra, extra_fps)
 
 
-class PyAVDecoder:
+class PyAVDecoder(_WholeClip):
     name = "pyav"
 
     def __init__(self, threads: int = 0):
         self.threads = threads
 
-    def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
-               max_bytes: int | None = None) -> SampledFrames:
+    def windows(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0, max_bytes: int | None = None,
+                window_s: float = float("inf")) -> Iterator[SampledFrames]:
         import av
 
         try:
@@ -160,9 +202,10 @@ class PyAVDecoder:
                 raise DecodeError(problem)
             times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps) if duration > 0 \
                 else (None, None, None)
-            if times is not None:
-                check_plan(2 * len(times), w, h, max_bytes)   # each sample and the frame before it
-            kept, kept_t, before, before_dt = [], [], [], []
+            bounds = window_bounds(times, window_s) if times is not None else [(0, None)]
+            if times is not None:  # each sample and the frame before it, a window at a time
+                check_plan(2 * max(b - a for a, b in bounds), w, h, max_bytes)
+            window = _Window(bounds, rate)
             k, t = 0, 0.0
             prev = older = None
             try:
@@ -174,31 +217,34 @@ class PyAVDecoder:
                         continue  # pre-roll
                     # Keep, for each target, the last frame starting at or before it.
                     while times is not None and k < len(times) and times[k] < t - 1e-6 and prev is not None:
-                        self._keep(prev, older, times[k], kept, kept_t, before, before_dt)
+                        self._keep(prev, older, times[k], window)
                         k += 1
+                        if window.full(k):
+                            yield window.take(main_at, extra_at, extra_fps)
                     if times is not None and k >= len(times):
                         break
                     older = prev
                     prev = [frame, t, None]  # converted to RGB only if kept: most decoded frames are not
+            except DecodeError:
+                raise
             except Exception as exc:
                 raise DecodeError(f"decoding failed part-way, at {t:.2f}s ({exc})") from None
             while times is not None and k < len(times) and prev is not None and times[k] <= prev[1] + 0.5:
-                self._keep(prev, older, times[k], kept, kept_t, before, before_dt)
+                self._keep(prev, older, times[k], window)
                 k += 1
             if times is not None and k < len(times) - 1:
                 raise DecodeError(f"decoding stopped at {t:.2f}s of {duration:.2f}s (truncated or corrupt)")
-            if not kept:
+            if not window.kept and not window.yielded:
                 raise DecodeError("no frames could be decoded")
-            fps = float(stream.average_rate or 0)
-        return split_rates(SampledFrames(np.stack(kept), np.asarray(kept_t, float), fps, np.stack(before),
-                                         np.asarray(before_dt, float)), main_at, extra_at, extra_fps)
+            if window.kept:
+                yield window.take(main_at, extra_at, extra_fps)
 
-    def _keep(self, prev, older, t, kept, kept_t, before, before_dt) -> None:
+    def _keep(self, prev, older, t, window: "_Window") -> None:
         rgb = self._rgb(prev)
-        kept.append(rgb)
-        kept_t.append(t)
-        before.append(self._rgb(older) if older is not None else rgb)
-        before_dt.append(prev[1] - older[1] if older is not None else 0.0)
+        window.kept.append(rgb)
+        window.kept_t.append(t)
+        window.before.append(self._rgb(older) if older is not None else rgb)
+        window.before_dt.append(prev[1] - older[1] if older is not None else 0.0)
 
     def _rgb(self, entry: list) -> np.ndarray:
         if entry[2] is None:
@@ -211,6 +257,29 @@ class PyAVDecoder:
                 img = frame.reformat(width=self._w, height=self._h, format="rgb24").to_ndarray()
             entry[2] = np.ascontiguousarray(np.rot90(img, k=quarter)) if quarter else img
         return entry[2]
+
+
+class _Window:
+    """PyAV's frames kept for the current window of the time grid, handed out when it is full."""
+
+    def __init__(self, bounds: list[tuple[int, int | None]], fps: float):
+        self.bounds, self.fps, self.index, self.yielded = bounds, fps, 0, 0
+        self.kept, self.kept_t, self.before, self.before_dt = [], [], [], []
+
+    def full(self, k: int) -> bool:
+        end = self.bounds[self.index][1]
+        return end is not None and k >= end and self.index < len(self.bounds) - 1
+
+    def take(self, main_at, extra_at, extra_fps: float) -> SampledFrames:
+        a = self.bounds[self.index][0]
+        s = SampledFrames(np.stack(self.kept), np.asarray(self.kept_t, float), self.fps, np.stack(self.before),
+                          np.asarray(self.before_dt, float))
+        self.kept, self.kept_t, self.before, self.before_dt = [], [], [], []
+        self.index, self.yielded = self.index + 1, self.yielded + 1
+        if main_at is None:
+            return s
+        main, extra = window_rates(main_at, extra_at, a, a + len(s.times_s))
+        return split_rates(s, main, extra, extra_fps)
 
 
 DECODERS = {"decord": DecordDecoder, "pyav": PyAVDecoder}

@@ -78,3 +78,18 @@ def test_foreground_energy_concentrates_on_the_moving_road_user(isolated_dir):
     assert frames >= 10
     print(f"max-energy cell on the actor in {hits}/{frames} frames; median energy ratio {np.median(ratios):.2f}")
     assert np.median(ratios) > 1.5
+
+
+@pytest.mark.parametrize("name", ["decord", "pyav"])
+def test_windows_together_are_the_whole_clip(synth_dir, name):
+    """A long clip is decoded a window at a time; the windows hold exactly the frames of one pass."""
+    clip = sorted(synth_dir.glob("*.mp4"))[0]
+    spec = DecodeSpec(sample_fps=5.0)
+    decoder = make_decoder(name)
+    whole = next(iter(decoder.windows(str(clip), spec, extra_fps=10.0)))
+    parts = list(decoder.windows(str(clip), spec, extra_fps=10.0, window_s=0.7))
+    assert len(parts) >= 3
+    for field in ("frames", "times_s", "prev_frames", "prev_dt_s", "extra_frames", "extra_times_s"):
+        joined = np.concatenate([getattr(p, field) for p in parts])
+        assert np.array_equal(joined, getattr(whole, field)), field
+    assert all(p.times_s[-1] < q.times_s[0] for p, q in zip(parts, parts[1:]))
