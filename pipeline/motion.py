@@ -45,6 +45,27 @@ class MotionFeatures:
     EGO_COLUMNS = ("ego_speed", "ego_yaw", "ego_pitch", "residual_rms")
 
 
+def concat_motion(parts: list[MotionFeatures]) -> MotionFeatures:
+    """A clip's descriptors from its windows' (every descriptor is per frame)."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    epipole = cat("epipole") if all(p.epipole is not None for p in parts) else None
+    return MotionFeatures(cat("fg_energy"), cat("fg_area"), cat("fg_expansion"), cat("ego"), cat("flow_stack"), epipole)
+
+
+def motion_in_batches(frames: np.ndarray, prev_frames: np.ndarray, prev_dt_s: np.ndarray,
+                      spec: MotionSpec = MotionSpec(), device: str | torch.device = "cpu",
+                      batch: int = 32) -> MotionFeatures:
+    """motion_features a few frames at a time: the flow fields and their intermediates are the largest
+    arrays featurize holds, and every descriptor is per frame, so the result is the same."""
+    if len(frames) <= batch:
+        return motion_features(frames, prev_frames, prev_dt_s, spec, device)
+    parts = [motion_features(frames[i:i + batch], prev_frames[i:i + batch], prev_dt_s[i:i + batch], spec, device)
+             for i in range(0, len(frames), batch)]
+    return concat_motion(parts)
+
+
 def _gray(frames: np.ndarray, width: int) -> np.ndarray:
     n, h, w, _ = frames.shape
     height = max(8, int(round(h * width / w / 2)) * 2)

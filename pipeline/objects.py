@@ -228,9 +228,16 @@ def frame_summary(objects: ObjectTracks, times: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ObjectStage:
-    """Detect, track and measure one clip's frames."""
+    """Detect, track and measure one clip's frames. Detection is per frame, so a long clip is detected a
+    window at a time; tracking and TTC then run once over the whole clip's (small) detections."""
     spec: ObjectsSpec
     detector: object = field(repr=False)
 
+    def detect(self, frames: np.ndarray) -> list[Detections]:
+        return self.detector.detect(frames)
+
+    def track(self, dets: list[Detections], times: np.ndarray, epipoles: np.ndarray | None) -> ObjectTracks:
+        return track_objects(dets, times, self.spec, epipoles)
+
     def run(self, frames: np.ndarray, times: np.ndarray, epipoles: np.ndarray | None) -> ObjectTracks:
-        return track_objects(self.detector.detect(frames), times, self.spec, epipoles)
+        return self.track(self.detect(frames), times, epipoles)
