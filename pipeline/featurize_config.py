@@ -33,6 +33,7 @@ class FeaturizeConfig:
     limit: int | None = None
     retry_failed: bool = False
     projection_frames: int = 64      # frames the EmbCLIP projection is fitted on, once per feature set
+    window_s: float = 60.0           # a clip is decoded and held a window of this many seconds at a time
     objects: ObjectsSpec | None = None  # road users from a pretrained detector, tracked, with TTC
 
 

@@ -5,7 +5,7 @@
 | NEARMISS_DB | ./nearmiss.duckdb | the catalog (the CLI's --db wins) |
 | NEARMISS_MODEL_STORE | model_store/ beside the catalog | head weights |
 | NEARMISS_LOCK_TIMEOUT_S | 600 | how long a writer waits for another process's lock on the catalog |
-| NEARMISS_MEMORY_BUDGET_GB | 8 | decoded frames one clip may hold; a clip that needs more fails, naming why |
+| NEARMISS_MEMORY_BUDGET_GB | 8 | decoded frames one window of a clip may hold; a clip that needs more fails, naming why |
 | CI | unset | set: no progress bars |
 """
 from __future__ import annotations

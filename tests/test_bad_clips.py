@@ -54,10 +54,10 @@ def test_a_clip_that_breaks_its_decoder_costs_only_itself(clips, db, monkeypatch
         def __init__(self, inner):
             self.inner, self.name = inner, inner.name
 
-        def decode(self, path, *a, **k):
+        def windows(self, path, *a, **k):
             if path.endswith(poison):
                 raise MemoryError("Unable to allocate 139. GiB for an array with shape (1318, 224, 398, 3)")
-            return self.inner.decode(path, *a, **k)
+            return self.inner.windows(path, *a, **k)
     monkeypatch.setattr(featurize_batch, "make_decoder", lambda name: Poisoned(real(name)))
     s = run_featurize(db, CFG)
     assert (s.done, s.failed) == (7, 1)
@@ -86,7 +86,7 @@ def test_decord_failures_fall_back_to_pyav_and_say_so(clips, db, monkeypatch):
 
     def refuse(self, path, *a, **k):
         raise DecodeError("decord could not open the video: threaded_decoder.cc:292 avcodec_send_packet")
-    monkeypatch.setattr(DecordDecoder, "decode", refuse)
+    monkeypatch.setattr(DecordDecoder, "windows", refuse)
     s = run_featurize(db, CFG)
     assert (s.done, s.failed) == (8, 0)
     assert rows(db, "SELECT DISTINCT decoder FROM clip_features") == [("pyav",)]
