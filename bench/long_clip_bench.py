@@ -1,0 +1,99 @@
+"""Featurize memory and time against clip length: a 1-minute and a 60-minute clip, side by side.
+
+    python bench/long_clip_bench.py [--minutes 1 60] [--fps 4] [--window-s 60] [--whole-too]
+
+Each clip is rendered here (320x180, 15 fps, H.264: a scrolling road texture with a car that comes
+and goes, so flow and CLIP see changing frames), ingested, and featurized in its own process with
+random CLIP weights (the same compute as a checkpoint). It prints wall time and peak RSS per clip.
+Featurize decodes and holds a clip `--window-s` seconds at a time, so peak memory should not grow
+with the clip; --whole-too repeats each clip with the whole clip as one window (how it ran before),
+for the difference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def render(path: Path, minutes: float, fps: int = 15, size: tuple[int, int] = (320, 180)) -> None:
+    import av
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    texture = rng.integers(40, 200, (h * 4, w), dtype=np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"preset": "ultrafast", "crf": "30"}
+        for i in range(int(minutes * 60 * fps)):
+            row = (i * 3) % (h * 3)
+            img = np.repeat(texture[row:row + h, :, None], 3, axis=2).copy()
+            phase = (i % (fps * 20)) / (fps * 20)               # a car grows for 20 s, then resets
+            bw, bh = int(20 + 120 * phase), int(12 + 70 * phase)
+            x0, y0 = w // 2 - bw // 2, h // 2 - bh // 4
+            img[max(y0, 0):y0 + bh, max(x0, 0):x0 + bw] = (200, 30, 30)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def featurize_one(clip: str, fps: float, window_s: float) -> dict:
+    from flows.featurize import FeaturizeConfig, run_featurize
+    from flows.ingest import run_ingest
+    from pipeline.decode import DecodeSpec
+    from pipeline.embed import ClipSpec
+
+    db = str(Path(tempfile.mkdtemp()) / "bench.duckdb")
+    run_ingest([clip], db=db)
+    cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=fps), device="cpu",
+                          window_s=window_s)
+    t0 = time.perf_counter()
+    s = run_featurize(db, cfg)
+    return {"done": s.done, "failed": s.failed, "failures": s.failures, "frames": s.frames,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 60])
+    ap.add_argument("--fps", type=float, default=4.0, help="sampled frames per second")
+    ap.add_argument("--window-s", type=float, default=60.0)
+    ap.add_argument("--whole-too", action="store_true", help="also featurize each clip as one window")
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)   # clip window_s: a child run
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(featurize_one(a.one[0], a.fps, float(a.one[1]))))
+        return
+    work = Path(tempfile.mkdtemp(prefix="long_clip_bench_"))
+    for minutes in a.minutes:
+        clip = work / f"clip_{minutes:g}min.mp4"
+        t0 = time.perf_counter()
+        render(clip, minutes)
+        rendered = time.perf_counter() - t0
+        for window in [a.window_s] + ([float("inf")] if a.whole_too else []):
+            out = subprocess.run([sys.executable, __file__, "--one", str(clip), str(window), "--fps", str(a.fps)],
+                                 capture_output=True, text=True, cwd=ROOT)
+            if out.returncode:
+                print(json.dumps({"minutes": minutes, "window_s": window, "error": out.stderr[-600:]}), flush=True)
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps({"minutes": minutes, "window_s": window, "rendered_s": round(rendered, 1), **r}),
+                  flush=True)
+        clip.unlink()
+
+
+if __name__ == "__main__":
+    main()
