@@ -91,12 +91,6 @@ def score_head(db: str, row: ModelRow, *, where: str | None = None, only_missing
     return out
 
 
-def _meaningful(head: str, fs_config: dict) -> bool:
-    needs = get_head(head).needs
-    return ("objects" not in needs or "objects" in fs_config) and \
-        ("embeddings" not in needs or fs_config.get("weights") != "untrained")
-
-
 def run_score(db: str | None = None, heads: list[str] | None = None, where: str | None = None,
               use_prefect: bool = False, show_progress: bool = False, run_chunk=None,
               require_heads: bool = True) -> list[HeadScore]:
@@ -112,7 +106,7 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
         if not rows and found:
             # No labels needed for a first ranking: heads that need no training, where the feature set
             # makes them meaningful (road users for ttc; real CLIP weights for zeroshot).
-            usable = [h for h in list_heads() if not get_head(h).trainable and _meaningful(h, found[1])]
+            usable = [h for h in list_heads() if not get_head(h).trainable and get_head(h).meaningful_for(found[1])]
             rows = [run_train(db, TrainConfig(h, found[0]), log=None).model for h in usable]
         if not rows and require_heads:
             raise ValueError("no heads in the catalog, and this feature set has neither road users nor real CLIP "

@@ -13,14 +13,10 @@ from catalog.splits import SPLIT_SCHEME, assign_splits
 from catalog.heads import ModelRow, get_model, next_version, record_evaluation, register_model
 from flows.lineage import tracked_run
 from models.evaluation import evaluate, summary_line
-from models.motion3d import Motion3DConfig
+from models.fit_data import FitData
 from models.heads import get_head
 from models.store import default_store, load_head, save_head
-from models.temporal import TemporalConfig
-from models.training import TrainResult, TrainSpec, fit_fusion, train_motion3d, train_temporal
-from models.ttc import TTCHead
-from models.zeroshot import ZeroShotConfig, ZeroShotHead, class_embeddings
-
+from models.training import TrainSpec
 
 
 @dataclass(frozen=True)
@@ -82,13 +78,12 @@ def split_data(catalog: Catalog, fs_id: str, with_flow: bool, splits=("train", "
     return out
 
 
-def _zeroshot(cfg: TrainConfig, fs_config: dict) -> ZeroShotHead:
-    from pipeline.featurize_config import clip_spec_of_feature_set
-    from pipeline.embed import embed_text, load_clip, resolve_device
+def _embed_text(cfg: TrainConfig, fs_config: dict, texts: list[str]):
+    """Text through the CLIP model the feature set was computed with (loaded once per process)."""
+    from pipeline.embed import embed_text
+    from pipeline.featurize_config import clip_model, clip_spec_of_feature_set
 
-    zs = ZeroShotConfig()
-    model = load_clip(clip_spec_of_feature_set(fs_config, cfg.pretrained), resolve_device("auto"))
-    return ZeroShotHead(class_embeddings({c: embed_text(model, list(p)) for c, p in zs.prompts.items()}), zs)
+    return embed_text(clip_model(clip_spec_of_feature_set(fs_config, cfg.pretrained), "auto"), texts)
 
 
 def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
@@ -103,41 +98,22 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
         assign_splits(con)
     params = {"head": cfg.head, "feature_set": fs_id, "train": asdict(cfg.spec), "split_scheme": SPLIT_SCHEME}
     with tracked_run(catalog, "train", params) as run:
-        data = split_data(catalog, fs_id, info.needs_flow, ("train", "val"))
-        (train, train_labels), (val, val_labels) = data["train"], data["val"]
+        splits = split_data(catalog, fs_id, info.needs_flow, ("train", "val"))
+        (train, train_labels), (val, val_labels) = splits["train"], splits["val"]
         counts = {"train": len(train_labels), "val": len(val_labels)}
         if info.trainable and (counts["train"] < 4 or counts["val"] < 1):
             raise ValueError(f"too few labelled clips with features to train ({counts}); ingest more with --labels "
                              "and run featurize")
-        kind_params: dict = {}
-        if cfg.head in ("recognition", "detection"):
-            tcfg = TemporalConfig(task=cfg.head)
-            result = train_temporal(tcfg, train, train_labels, val, val_labels, cfg.spec, log)
-            kind, kind_params = "temporal", {"config": asdict(tcfg), "events": asdict(result.head.events)}
-        elif cfg.head == "motion3d":
-            mcfg = Motion3DConfig()
-            result = train_motion3d(mcfg, train, train_labels, val, val_labels, cfg.spec, log)
-            kind, kind_params = "motion3d", {"config": asdict(mcfg)}
-        elif cfg.head == "fusion":
-            parts = []
-            for part in ("recognition", "motion3d"):
-                row = resolve_model(catalog, part)
-                if row.feature_set_id != fs_id:
-                    raise ValueError(f"{row.ref} was trained on feature set {row.feature_set_id}, not {fs_id}")
-                parts.append(row)
-            heads = [load_head(r.weights_path, r.weights_sha256, default_store(db)) for r in parts]
-            result = fit_fusion(heads[0], heads[1], val, val_labels)
-            kind, kind_params = "fusion", {"parts": [r.ref for r in parts], "alpha": result.head.alpha}
-        elif cfg.head == "ttc":
-            head = TTCHead()
-            result = TrainResult(head, 0, evaluate(head.predict(val), val_labels) if len(val_labels) else {})
-            kind, kind_params = "ttc", head.payload()
-        elif cfg.head == "zeroshot":
-            head = _zeroshot(cfg, fs_config)
-            result = TrainResult(head, 0, evaluate(head.predict(val), val_labels) if len(val_labels) else {})
-            kind, kind_params = "zeroshot", {"prompts": head.cfg.prompts}
-        else:
-            raise ValueError(f"head {cfg.head!r} is registered but has no training recipe here")
+        parts = {}
+        for part in info.parts:
+            row = resolve_model(catalog, part)
+            if row.feature_set_id != fs_id:
+                raise ValueError(f"{row.ref} was trained on feature set {row.feature_set_id}, not {fs_id}")
+            parts[part] = (row.ref, load_head(row.weights_path, row.weights_sha256, default_store(db)))
+        data = FitData(train, train_labels, val, val_labels, cfg.spec, log, parts,
+                       embed_text=lambda prompts: _embed_text(cfg, fs_config, prompts))
+        result, kind_params = info.cls.fit(cfg.head, data)
+        kind = info.kind
         store = Path(cfg.store) if cfg.store else default_store(db)
         with catalog.write() as con:
             version = next_version(con, cfg.head)

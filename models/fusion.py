@@ -18,7 +18,7 @@ def mix(p_a: np.ndarray, p_b: np.ndarray, alpha: float) -> np.ndarray:
     return p / p.sum(-1, keepdims=True)
 
 
-@register_head("fusion", kind="fusion", needs=("embeddings", "flow", "labels"),
+@register_head("fusion", kind="fusion", needs=("embeddings", "flow", "labels"), parts=("recognition", "motion3d"),
                summary="late fusion of the newest recognition and motion3d versions")
 class FusionHead:
     kind = "fusion"
@@ -38,6 +38,15 @@ class FusionHead:
     def payload(self) -> dict:
         return {"kind": self.kind, "alpha": self.alpha, "temporal": self.temporal.payload(),
                 "motion3d": self.motion3d.payload()}
+
+    @classmethod
+    def fit(cls, name: str, data) -> tuple:
+        """Only the mixing weight is learnt, on the validation split, over the newest parts."""
+        from models.training import fit_fusion
+
+        (ref_t, temporal), (ref_m, motion3d) = data.parts["recognition"], data.parts["motion3d"]
+        result = fit_fusion(temporal, motion3d, data.val, data.val_labels)
+        return result, {"parts": [ref_t, ref_m], "alpha": result.head.alpha}
 
     @classmethod
     def from_payload(cls, p: dict) -> "FusionHead":

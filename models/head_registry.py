@@ -1,7 +1,13 @@
 """The heads nearmiss knows, each declared once where its class is defined:
 
     @register_head("ttc", kind="ttc", needs=("objects",), trainable=False, summary="...")
-    class TTCHead: ...
+    class TTCHead:
+        def predict(self, seqs): ...
+        def payload(self) -> dict: ...
+        @classmethod
+        def from_payload(cls, p): ...
+        @classmethod
+        def fit(cls, name, data: FitData) -> (TrainResult, params): ...   # models/fit_data.py
 
 The CLI's choices, training, scoring, the demo and the weights store ask this registry.
 `needs` says what a head reads from the catalog: "embeddings" (CLIP/EmbCLIP frames), "flow"
@@ -23,17 +29,25 @@ class HeadInfo:
     needs: frozenset
     trainable: bool            # False: `train` only registers a version of its fixed configuration
     summary: str
+    parts: tuple[str, ...] = ()  # trained heads it combines; training hands it their newest versions
 
     @property
     def needs_flow(self) -> bool:
         return "flow" in self.needs
+
+    def meaningful_for(self, fs_config: dict) -> bool:
+        """Whether its inputs mean something in a feature set: road users for "objects", real CLIP weights
+        for "embeddings" (random weights embed noise)."""
+        return ("objects" not in self.needs or "objects" in fs_config) and \
+            ("embeddings" not in self.needs or fs_config.get("weights") != "untrained")
 
 
 _HEADS: dict[str, HeadInfo] = {}
 _KINDS: dict[str, type] = {}
 
 
-def register_head(name: str, *, kind: str, needs: tuple[str, ...] = (), trainable: bool = True, summary: str = ""):
+def register_head(name: str, *, kind: str, needs: tuple[str, ...] = (), trainable: bool = True, summary: str = "",
+                  parts: tuple[str, ...] = ()):
     unknown = set(needs) - NEEDS
     if unknown:
         raise ValueError(f"head {name!r} needs unknown inputs {sorted(unknown)}; known: {sorted(NEEDS)}")
@@ -41,7 +55,9 @@ def register_head(name: str, *, kind: str, needs: tuple[str, ...] = (), trainabl
     def add(cls: type) -> type:
         if name in _HEADS and _HEADS[name].cls is not cls:
             raise ValueError(f"head {name!r} is registered twice")
-        _HEADS[name] = HeadInfo(name, kind, cls, frozenset(needs), trainable, summary)
+        if not callable(getattr(cls, "fit", None)):
+            raise ValueError(f"head {name!r}: {cls.__name__} has no fit(name, data) classmethod (models/fit_data.py)")
+        _HEADS[name] = HeadInfo(name, kind, cls, frozenset(needs), trainable, summary, tuple(parts))
         _KINDS[kind] = cls
         return cls
     return add

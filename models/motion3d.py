@@ -89,6 +89,14 @@ class Motion3DHead:
         return {"kind": self.kind, "config": asdict(self.net.cfg), "state_dict": self.net.state_dict()}
 
     @classmethod
+    def fit(cls, name: str, data) -> tuple:
+        from models.training import train_motion3d
+
+        cfg = Motion3DConfig()
+        result = train_motion3d(cfg, data.train, data.train_labels, data.val, data.val_labels, data.spec, data.log)
+        return result, {"config": asdict(cfg)}
+
+    @classmethod
     def from_payload(cls, p: dict) -> "Motion3DHead":
         cfg = Motion3DConfig(**{**p["config"], "stack": tuple(p["config"]["stack"])})
         net = Motion3DNet(cfg)

@@ -224,6 +224,15 @@ class TemporalHead:
                 "motion_dim": n.motion_proj.in_features if n.cfg.use_motion else 0}
 
     @classmethod
+    def fit(cls, name: str, data) -> tuple:
+        """recognition or detection: the same network, trained for that task."""
+        from models.training import train_temporal
+
+        cfg = TemporalConfig(task=name)
+        result = train_temporal(cfg, data.train, data.train_labels, data.val, data.val_labels, data.spec, data.log)
+        return result, {"config": asdict(cfg), "events": asdict(result.head.events)}
+
+    @classmethod
     def from_payload(cls, p: dict) -> "TemporalHead":
         cfg = p["config"]
         cfg = TemporalConfig(**{**cfg, "dilations": tuple(cfg["dilations"]), "compressor": tuple(cfg["compressor"])})

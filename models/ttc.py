@@ -100,5 +100,10 @@ class TTCHead:
         return {"kind": self.kind, "config": asdict(self.cfg), "events": asdict(self.events)}
 
     @classmethod
+    def fit(cls, name: str, data) -> tuple:
+        head = cls()
+        return data.fixed(head), head.payload()
+
+    @classmethod
     def from_payload(cls, p: dict) -> "TTCHead":
         return cls(TTCConfig(**p["config"]), EventSpec(**p["events"]))

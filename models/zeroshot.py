@@ -85,5 +85,12 @@ class ZeroShotHead:
                 "classes": self.classes.tolist()}
 
     @classmethod
+    def fit(cls, name: str, data) -> tuple:
+        """Nothing learnt: the prompts embedded with the feature set's own CLIP text encoder."""
+        cfg = ZeroShotConfig()
+        head = cls(class_embeddings({c: data.embed_text(list(p)) for c, p in cfg.prompts.items()}), cfg)
+        return data.fixed(head), {"prompts": head.cfg.prompts}
+
+    @classmethod
     def from_payload(cls, p: dict) -> "ZeroShotHead":
         return cls(np.asarray(p["classes"], np.float32), ZeroShotConfig(**p["config"]), EventSpec(**p["events"]))

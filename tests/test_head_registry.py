@@ -65,3 +65,74 @@ def test_registered_head_round_trips_through_the_store(name, tmp_path):
     for a, b in zip(head.predict(seqs), again.predict(seqs)):
         assert a.clip_id == b.clip_id and a.predicted_class == b.predicted_class
         assert np.allclose(a.probs, b.probs, atol=1e-6) and a.near_miss_score == pytest.approx(b.near_miss_score)
+
+
+def test_a_head_without_a_fit_recipe_is_refused():
+    from models.head_registry import register_head
+
+    with pytest.raises(ValueError, match="no fit"):
+        @register_head("no-recipe", kind="no-recipe")
+        class NoRecipe:
+            pass
+
+
+@pytest.fixture
+def extra_head():
+    """A head added the way a newcomer adds one: one registered class in one module, nothing else."""
+    from models import head_registry
+    from models.head_registry import register_head
+    from models.outputs import ClipPrediction
+    from models.sequences import CLASS_INDEX
+
+    @register_head("always-vehicle", kind="always-vehicle", needs=("embeddings",), trainable=False,
+                   summary="a fixed guess, for this test")
+    class AlwaysVehicle:
+        kind = "always-vehicle"
+        needs_flow = False
+
+        def predict(self, seqs):
+            probs = np.zeros(4, np.float32)
+            probs[CLASS_INDEX["vehicle"]] = 1.0
+            return [ClipPrediction(c, probs, 1.0, seqs.clip_times(i).astype(np.float32),
+                                   np.ones(len(seqs.clip_times(i)), np.float32), [])
+                    for i, c in enumerate(seqs.clip_ids)]
+
+        def payload(self):
+            return {"kind": self.kind}
+
+        @classmethod
+        def from_payload(cls, p):
+            return cls()
+
+        @classmethod
+        def fit(cls, name, data):
+            return data.fixed(cls()), {}
+    yield "always-vehicle"
+    head_registry._HEADS.pop("always-vehicle")
+    head_registry._KINDS.pop("always-vehicle")
+
+
+def test_a_newly_registered_head_trains_scores_and_reloads_with_no_other_change(extra_head, catalog_copy):
+    from flows.score import run_score
+    from flows.train import TrainConfig, run_train
+
+    report = run_train(catalog_copy, TrainConfig(extra_head), log=None)
+    assert report.model.ref == f"{extra_head}@1" and report.model.kind == extra_head
+    (scored,) = run_score(catalog_copy, [extra_head])
+    assert scored.clips == 24
+    import duckdb
+    con = duckdb.connect(catalog_copy, read_only=True)
+    try:
+        assert con.execute("SELECT DISTINCT predicted_class FROM predictions WHERE model_name = ?",
+                           [extra_head]).fetchall() == [("vehicle",)]
+    finally:
+        con.close()
+
+
+def test_which_heads_mean_something_for_a_feature_set():
+    untrained_with_objects = {"weights": "untrained", "objects": {"detector": "darknet:..."}}
+    real_without_objects = {"weights": "openai"}
+    assert get_head("ttc").meaningful_for(untrained_with_objects)
+    assert not get_head("ttc").meaningful_for(real_without_objects)
+    assert get_head("zeroshot").meaningful_for(real_without_objects)
+    assert not get_head("zeroshot").meaningful_for(untrained_with_objects)
