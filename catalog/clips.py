@@ -5,20 +5,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-
-@dataclass(frozen=True)
-class ClipRow:
-    id: str
-    path: str
-    status: str  # 'ok' | 'failed'
-    size_bytes: int | None = None
-    duration_s: float | None = None
-    fps: float | None = None
-    n_frames: int | None = None
-    width: int | None = None
-    height: int | None = None
-    codec: str | None = None
-    error: str | None = None
+from pipeline.examine import ClipRow  # noqa: F401  (what record_clip stores; declared with the examination)
 
 
 @dataclass(frozen=True)

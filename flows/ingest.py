@@ -7,28 +7,24 @@ it; unchanged paths are not even re-hashed.
 """
 from __future__ import annotations
 
-import os
-import stat
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog import Catalog, default_db_path
-from catalog.clips import ClipRow, clip_durations, clip_statuses, path_index, record_clip, seen_paths
+from catalog.clips import clip_durations, clip_statuses, path_index, record_clip, seen_paths
 from catalog.labels import LabelRow, upsert_labels
 from flows.lineage import tracked_run
 from flows.progress import Progress
 from pipeline.discover import Candidate, discover
-from pipeline.hashing import sha256_file, sha256_text
+from pipeline.examine import examine
 from pipeline.isolation import IsolatedWorker
 from pipeline.labels import LabelsError, check_event_within, match_labels, read_labels
-from pipeline.probe import VideoInfo, probe_video
+from pipeline.probe import probe_video
 
 
 @dataclass(frozen=True)
@@ -70,74 +66,6 @@ class IngestSummary:
         return d
 
 
-# --- per-file work (threads; no catalog writes) ------------------------------
-
-def _os_error(exc: OSError, what: str) -> str:
-    import errno
-    reasons = {
-        errno.ENOENT: "the file disappeared (moved or deleted) before it could be read",
-        errno.EACCES: "no permission to read the file",
-        errno.EPERM: "no permission to read the file",
-        errno.ELOOP: "the path is a symbolic link loop (it never reaches a real file)",
-        errno.EISDIR: "is a folder, not a video file",
-        errno.EIO: "the storage reported an I/O error while reading the file",
-    }
-    return reasons.get(exc.errno, f"could not {what} the file: {exc.strerror or exc}")
-
-
-def _failure(c: Candidate, error: str, clip_id: str | None = None, size: int | None = None) -> tuple:
-    row = ClipRow(id=clip_id or f"unreadable:{sha256_text(c.raw)}", path=c.path, status="failed",
-                  size_bytes=size, error=error)
-    return row, None
-
-
-def _examine(c: Candidate, cfg: IngestConfig, seen: dict, known: dict,
-             prober: Callable[[str], object]) -> tuple[ClipRow | None, int | None, str]:
-    """Decide what a file is. Returns (row to record or None, mtime_ns, outcome)."""
-    if c.problem:
-        return (*_failure(c, c.problem), "failed")
-    try:
-        st = os.stat(c.raw)
-    except OSError as exc:
-        return (*_failure(c, _os_error(exc, "open")), "failed")
-    if stat.S_ISDIR(st.st_mode):
-        return (*_failure(c, "is a folder, not a video file"), "failed")
-    if not stat.S_ISREG(st.st_mode):
-        return (*_failure(c, "is not a regular file (device, pipe or socket)"), "failed")
-    if st.st_size == 0:
-        return (*_failure(c, "the file is empty (0 bytes)", size=0), "failed")
-    if st.st_size > cfg.max_file_bytes:
-        return (*_failure(c, f"the file is {st.st_size / 2**30:.1f} GiB, over the "
-                             f"{cfg.max_file_bytes / 2**30:.0f} GiB limit (max_file_bytes); not read",
-                          size=st.st_size), "failed")
-    if cfg.settle_s > 0 and time.time() - st.st_mtime < cfg.settle_s:
-        return None, None, "still_writing"   # a copy in progress: its bytes are not final yet
-    prev = seen.get(c.path)
-    if prev and prev.size_bytes == st.st_size and prev.mtime_ns == st.st_mtime_ns \
-            and not (cfg.retry_failed and prev.status == "failed"):
-        return None, None, "unchanged"
-    try:
-        clip_id = sha256_file(c.raw)
-    except OSError as exc:
-        return (*_failure(c, _os_error(exc, "read")), "failed")
-    status = known.get(clip_id, (None, None))[0]
-    if status == "ok":
-        return ClipRow(clip_id, c.path, "ok", size_bytes=st.st_size), st.st_mtime_ns, "duplicate"
-    if status == "failed" and not cfg.retry_failed:
-        return ClipRow(clip_id, c.path, "failed", size_bytes=st.st_size), st.st_mtime_ns, "known_failed"
-    result = prober(os.fsdecode(c.raw))
-    if not result.ok:
-        error = result.error
-        if not os.path.exists(c.raw):
-            error = "the file disappeared (moved or deleted) while it was being read"
-        row = ClipRow(clip_id, c.path, "failed", size_bytes=st.st_size, error=error)
-        return row, st.st_mtime_ns, "failed"
-    info: VideoInfo = result.value
-    row = ClipRow(clip_id, c.path, "ok", size_bytes=st.st_size, duration_s=info.duration_s, fps=info.fps,
-                  n_frames=info.n_frames, width=info.width, height=info.height, codec=info.codec)
-    return row, st.st_mtime_ns, "new"
-
-
 # --- steps (plain functions; the flow wraps them as tasks) -------------------
 
 def discover_inputs(paths: list[str]) -> list[Candidate]:
@@ -164,7 +92,7 @@ def ingest_batch(db: str, candidates: list[Candidate], cfg: IngestConfig,
     outcomes: list[FileOutcome] = []
     try:
         with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
-            futures = [pool.submit(_examine, c, cfg, seen, known, prober) for c in candidates]
+            futures = [pool.submit(examine, c, cfg, seen, known, prober) for c in candidates]
             for c, fut in zip(candidates, futures):
                 row, mtime_ns, outcome = fut.result()
                 prev = seen.get(c.path)

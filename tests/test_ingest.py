@@ -12,6 +12,7 @@ import pytest
 
 import crashers
 import flows.ingest as ingest_mod
+import pipeline.examine as examine_mod
 from catalog import Catalog
 from flows.ingest import IngestConfig, ingest_batch, ingest_flow, run_ingest
 from nearmiss.cli import main
@@ -123,13 +124,13 @@ def test_unreadable_file_is_recorded_and_recovers(clips, db, monkeypatch, is_roo
     target = clips / "synth_s11_00004.mp4"
     os.chmod(target, 0)
     if is_root:  # root reads anything; make the kernel's answer explicit
-        real = ingest_mod.sha256_file
+        real = examine_mod.sha256_file
 
         def deny(path):
             if os.fsdecode(path).endswith("synth_s11_00004.mp4"):
                 raise PermissionError(errno.EACCES, "Permission denied")
             return real(path)
-        monkeypatch.setattr(ingest_mod, "sha256_file", deny)
+        monkeypatch.setattr(examine_mod, "sha256_file", deny)
     s = run_ingest([str(clips)], db=db)
     assert (s.new, s.failed) == (7, 1)
     assert status_by_name(db)["synth_s11_00004.mp4"] == ("failed", "no permission to read the file")
