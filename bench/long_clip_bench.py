@@ -5,9 +5,9 @@
 Each clip is rendered here (320x180, 15 fps, H.264: a scrolling road texture with a car that comes
 and goes, so flow and CLIP see changing frames), ingested, and featurized in its own process with
 random CLIP weights (the same compute as a checkpoint). It prints wall time and peak RSS per clip.
-Featurize decodes and holds a clip `--window-s` seconds at a time, so peak memory should not grow
-with the clip; --whole-too repeats each clip with the whole clip as one window (how it ran before),
-for the difference.
+Featurize decodes and holds a clip `--window-s` seconds at a time, so the frames, flow fields and
+CLIP grids no longer grow with the clip (its compact per-frame results still do); --whole-too
+repeats each clip with the whole clip as one window (how it ran before), for the difference.
 """
 from __future__ import annotations
 
