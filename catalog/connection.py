@@ -117,15 +117,16 @@ class Catalog:
                     raise damaged(self.path, exc) from None
                 if not _is_lock_error(exc):
                     raise
+                # Told before the deadline check: a slow retry can land past both at once.
+                if not told and time.monotonic() - started > 0.5:
+                    print(f"nearmiss: waiting for {_lock_holder(exc)}, which holds {self.path} "
+                          f"(up to {self.lock_timeout_s:.0f}s)", file=sys.stderr)
+                    told = True
                 if time.monotonic() > deadline:
                     raise CatalogLocked(
                         f"{self.path} stayed locked by {_lock_holder(exc)} for {self.lock_timeout_s:.0f}s; "
                         "close that session (or raise NEARMISS_LOCK_TIMEOUT_S) and re-run: finished work is kept"
                     ) from None
-                if not told and time.monotonic() - started > 0.5:
-                    print(f"nearmiss: waiting for {_lock_holder(exc)}, which holds {self.path} "
-                          f"(up to {self.lock_timeout_s:.0f}s)", file=sys.stderr)
-                    told = True
             except duckdb.ConnectionException as exc:
                 # Same process already holds it with a different mode; treat as busy.
                 if time.monotonic() > deadline:
