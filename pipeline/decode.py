@@ -12,7 +12,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from pipeline.probe import main_video_stream, timing_problem
+from pipeline.probe import backwards, main_video_stream, overlap_problem, timing_problem
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class DecordDecoder(_WholeClip):
             raise DecodeError("the video has no presented frames")
         t0 = starts[shown[0]]
         duration = float(stamps[-1, 1] - t0)
-        if problem := timing_problem(duration, len(shown), fps):
+        if problem := overlap_problem(starts) or timing_problem(duration, len(shown), fps):
             raise DecodeError(problem)
         times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps)
         pos = nearest_frames(starts[shown] - t0, times)
@@ -206,13 +206,16 @@ class PyAVDecoder(_WholeClip):
             if times is not None:  # each sample and the frame before it, a window at a time
                 check_plan(2 * max(b - a for a, b in bounds), w, h, max_bytes)
             window = _Window(bounds, rate)
-            k, t = 0, 0.0
+            k, t, last = 0, 0.0, float("-inf")
             prev = older = None
             try:
                 for frame in container.decode(stream):
                     if frame.pts is None:
                         continue
                     t = frame.pts * tb
+                    if t < last - 0.5:  # frames come out in presentation order: this is a second timeline
+                        raise DecodeError(backwards(f"from {last:.2f}s back to {t:.2f}s"))
+                    last = t
                     if t < -1e-3:
                         continue  # pre-roll
                     # Keep, for each target, the last frame starting at or before it.
@@ -222,7 +225,7 @@ class PyAVDecoder(_WholeClip):
                         if window.full(k):
                             yield window.take(main_at, extra_at, extra_fps)
                     if times is not None and k >= len(times):
-                        break
+                        continue  # all sampled; the few frames left are read only to see that time never goes back
                     older = prev
                     prev = [frame, t, None]  # converted to RGB only if kept: most decoded frames are not
             except DecodeError:

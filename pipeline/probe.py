@@ -36,7 +36,29 @@ def timing_problem(duration_s: float, n_frames: int, fps: float) -> str | None:
     if fps > 0 and n_frames > 0 and duration_s > 2 * n_frames / fps + 2:
         return (f"broken timestamps: they span {duration_s:.0f}s but the file has {n_frames} frames "
                 f"({n_frames / fps:.1f}s at {fps:g} fps); not decoded")
+    # The other way round: more frames than the timeline holds. Timestamps that go backwards (recordings
+    # joined into one file, a recorder's clock reset) make frames share times, and a decoder that samples
+    # by time would silently drop one part.
+    if fps > 0 and n_frames > 0 and n_frames / fps > 1.5 * duration_s + 1:
+        return backwards(f"the file has {n_frames} frames ({n_frames / fps:.1f}s at {fps:g} fps) in "
+                         f"{duration_s:.1f}s of timestamps")
     return None
+
+
+def overlap_problem(starts) -> str | None:
+    """decord sorts a file's frame times: where timestamps went backwards, two timelines interleave and
+    many frames share a start time, which a clean file (even a variable-rate one) never has."""
+    import numpy as np
+
+    ties = int(np.sum(np.diff(np.asarray(starts, float)) <= 1e-6))
+    if ties > max(2, 0.01 * len(starts)):
+        return backwards(f"{ties} of {len(starts)} frames share their start time with another")
+    return None
+
+
+def backwards(detail: str) -> str:
+    return (f"timestamps go backwards ({detail}; recordings joined into one file?): not decoded, so that "
+            "no part is dropped silently; remux it (ffmpeg -i IN -c copy OUT.mp4) or split it")
 
 
 def main_video_stream(container):
@@ -151,8 +173,10 @@ def probe_video(path: str) -> VideoInfo:
         raise ProbeError(diagnose(path, str(exc))) from None
     # Frames stamped before 0 are pre-roll that an MP4 edit list hides from players: decord
     # counts them, so count only what is presented (and what featurize will sample).
+    overlap = None
     try:
         stamps = vr.get_frame_timestamp(list(range(n)))
+        overlap = overlap_problem(stamps[:, 0])
         shown = stamps[:, 0] >= -1e-3
         n_shown = int(shown.sum())
         duration = float(stamps[-1, 1] - max(float(stamps[shown][0, 0]), 0.0)) if n_shown else 0.0
@@ -160,7 +184,7 @@ def probe_video(path: str) -> VideoInfo:
         n_shown, duration = n, n / fps
     if n_shown <= 0 or not duration > 0:
         n_shown, duration = n, n / fps
-    if problem := timing_problem(duration, n_shown, fps):
+    if problem := overlap or timing_problem(duration, n_shown, fps):
         raise ProbeError(problem)
     return VideoInfo(n_frames=n_shown, fps=fps, duration_s=duration, width=int(first[1]),
                      height=int(first[0]), codec=_codec_name(path))
