@@ -106,6 +106,43 @@ def _status_row(clip_id, fs_id, status, error, n_frames, meta) -> pa.Table:
     return pa.table({k: pa.array([values[k]], t) for k, t in _STATUS_COLUMNS.items()})
 
 
+def frame_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, embeddings: np.ndarray,
+               embclip: np.ndarray | None) -> pa.Table:
+    """`frame_features` rows of consecutive sampled frames, the first being frame `start` of the clip."""
+    n = len(times_s)
+    return pa.table({**_frame_keys(clip_id, fs_id, start, times_s), "clip_embedding": float_lists(embeddings),
+                     "embclip": float_lists(embclip) if embclip is not None
+                     else pa.nulls(n, pa.list_(pa.float32()))})
+
+
+def motion_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, motion) -> pa.Table:
+    """`motion_features` rows of consecutive sampled frames, without `object_summary` (known only once
+    the whole clip's road users are tracked)."""
+    ego = motion.ego
+    looming = (motion.fg_expansion * motion.fg_area).max(axis=1)
+    return pa.table({**_frame_keys(clip_id, fs_id, start, times_s), "ego_speed": pa.array(ego[:, 0]),
+                     "ego_yaw": pa.array(ego[:, 1]), "ego_pitch": pa.array(ego[:, 2]),
+                     "residual_rms": pa.array(ego[:, 3]), "looming": pa.array(looming.astype(np.float32)),
+                     "fg_energy": float_lists(motion.fg_energy), "fg_area": float_lists(motion.fg_area),
+                     "fg_expansion": float_lists(motion.fg_expansion),
+                     "flow_stack": float_lists(motion.flow_stack.reshape(len(times_s), -1))})
+
+
+def _frame_keys(clip_id: str, fs_id: str, start: int, times_s: np.ndarray) -> dict[str, pa.Array]:
+    n = len(times_s)
+    return {"clip_id": pa.array([clip_id] * n, pa.string()), "feature_set_id": pa.array([fs_id] * n, pa.string()),
+            "frame_idx": pa.array(np.arange(start, start + n, dtype=np.int32)),
+            "t_s": pa.array(np.asarray(times_s, float))}
+
+
+def clip_rows(clip_id: str, fs_id: str, n_frames: int, meta: dict, objects=None) -> dict[str, pa.Table]:
+    """A featurized clip's rows other than per sampled frame: its road users, then its status row."""
+    tables = {"objects": _objects_table(clip_id, fs_id, objects)} if objects is not None else {}
+    tables["clip_features"] = _status_row(clip_id, fs_id, "ok", None, n_frames, {
+        **meta, "object_frames": objects.frames if objects is not None else None})
+    return tables
+
+
 def clip_feature_rows(clip_id: str, fs_id: str, times_s: np.ndarray, embeddings: np.ndarray,
                       embclip: np.ndarray | None, motion, meta: dict, objects=None,
                       object_summary: np.ndarray | None = None) -> dict[str, pa.Table]:
@@ -113,26 +150,11 @@ def clip_feature_rows(clip_id: str, fs_id: str, times_s: np.ndarray, embeddings:
 
     Built without a database, so a worker can write them to a shard and the merge stores them as they are."""
     n = len(times_s)
-    base = {"clip_id": pa.array([clip_id] * n), "feature_set_id": pa.array([fs_id] * n),
-            "frame_idx": pa.array(np.arange(n, dtype=np.int32)), "t_s": pa.array(np.asarray(times_s, float))}
-    frames = pa.table({**base, "clip_embedding": float_lists(embeddings),
-                       "embclip": float_lists(embclip) if embclip is not None else pa.nulls(n, pa.list_(pa.float32()))})
-    ego = motion.ego
-    looming = (motion.fg_expansion * motion.fg_area).max(axis=1)
-    moves = pa.table({**base, "ego_speed": pa.array(ego[:, 0]), "ego_yaw": pa.array(ego[:, 1]),
-                      "ego_pitch": pa.array(ego[:, 2]), "residual_rms": pa.array(ego[:, 3]),
-                      "looming": pa.array(looming.astype(np.float32)),
-                      "fg_energy": float_lists(motion.fg_energy), "fg_area": float_lists(motion.fg_area),
-                      "fg_expansion": float_lists(motion.fg_expansion),
-                      "flow_stack": float_lists(motion.flow_stack.reshape(n, -1)),
-                      "object_summary": float_lists(object_summary) if object_summary is not None
-                      else pa.nulls(n, pa.list_(pa.float32()))})
-    tables = {"frame_features": frames, "motion_features": moves}
-    if objects is not None:
-        tables["objects"] = _objects_table(clip_id, fs_id, objects)
-    tables["clip_features"] = _status_row(clip_id, fs_id, "ok", None, n, {
-        **meta, "object_frames": objects.frames if objects is not None else None})
-    return tables
+    moves = motion_rows(clip_id, fs_id, 0, times_s, motion).append_column(
+        "object_summary", float_lists(object_summary) if object_summary is not None
+        else pa.nulls(n, pa.list_(pa.float32())))
+    return {"frame_features": frame_rows(clip_id, fs_id, 0, times_s, embeddings, embclip),
+            "motion_features": moves, **clip_rows(clip_id, fs_id, n, meta, objects)}
 
 
 def failure_rows(clip_id: str, fs_id: str, error: str, meta: dict) -> dict[str, pa.Table]:
@@ -168,13 +190,25 @@ def store_feature_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Tabl
         con.unregister("_rows")
 
 
-def write_clip_features(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, times_s: np.ndarray,
-                        embeddings: np.ndarray, embclip: np.ndarray | None, motion, meta: dict,
-                        objects=None, object_summary: np.ndarray | None = None) -> None:
-    """Replace whatever this clip had for the feature set with the new frames (and tracked objects,
-    when the feature set has a detector), then mark it done: all in the caller's one transaction."""
-    store_feature_rows(con, clip_feature_rows(clip_id, fs_id, times_s, embeddings, embclip, motion, meta, objects,
-                                              object_summary))
+def store_spilled_clip(con: duckdb.DuckDBPyConnection, spill, n_frames: int, meta: dict, objects=None,
+                       object_summary: np.ndarray | None = None) -> None:
+    """Store a clip whose per-frame rows were spilled to Parquet (catalog/spill.py), replacing whatever it
+    had for the feature set, in the caller's one transaction. DuckDB reads the files as it inserts, so
+    the rows are never all in memory."""
+    spill.close()
+    store_feature_rows(con, clip_rows(spill.clip_id, spill.fs_id, n_frames, meta, objects))  # clears old rows
+    con.execute("INSERT INTO frame_features BY NAME SELECT * FROM read_parquet(?)", [str(spill.frames_path)])
+    if object_summary is None:
+        con.execute("INSERT INTO motion_features BY NAME SELECT * FROM read_parquet(?)", [str(spill.motion_path)])
+        return
+    summary = pa.table({"frame_idx": pa.array(np.arange(len(object_summary), dtype=np.int32)),
+                        "object_summary": float_lists(object_summary)})
+    con.register("_summary", summary)
+    try:
+        con.execute("INSERT INTO motion_features BY NAME SELECT m.*, s.object_summary FROM read_parquet(?) m"
+                    " LEFT JOIN _summary s USING (frame_idx)", [str(spill.motion_path)])
+    finally:
+        con.unregister("_summary")
 
 
 def record_feature_failure(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, error: str, meta: dict) -> None:

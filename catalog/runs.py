@@ -36,14 +36,14 @@ def _mark_crashed(con: duckdb.DuckDBPyConnection) -> None:
     for run_id, pid in con.execute(
         "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", [host]
     ).fetchall():
-        if pid is not None and not _pid_alive(pid):
+        if pid is not None and not pid_alive(pid):
             con.execute(
                 "UPDATE runs SET status = 'crashed', error = 'process ended before the run finished'"
                 " WHERE id = ?", [run_id],
             )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -8,20 +8,20 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog import Catalog, default_db_path
 from catalog.features import (PendingClip, clips_needing_features, load_projection, record_feature_failure,
-                              register_feature_set, save_projection, write_clip_features)
+                              register_feature_set, save_projection, store_spilled_clip)
 from catalog.merge import merge_staged
+from catalog.spill import ClipSpill, SpillFolder
 from catalog.staging import Staging
 from flows.featurize_cluster import featurize_on_cluster
 from flows.lineage import tracked_run
 from flows.progress import Progress
 from pipeline.embed import ChannelProjection
-from pipeline.featurize_batch import BatchFeaturizer, ClipWork, projection_lead
+from pipeline.featurize_batch import BatchFeaturizer, ClipWork, FramePart, projection_lead
 from pipeline.featurize_config import FeaturizeConfig, clip_model, feature_set_identity
 from pipeline.featurize_config import detector as _detector
 from pipeline.featurize_options import FeaturizeOptions, Spread
@@ -44,13 +44,16 @@ class FeaturizeSummary:
 
 @dataclass
 class CatalogSink:
-    """Where a batch's clips go in the single-writer setup: straight into the catalog, one clip per
-    transaction, and the feature set's projection kept in `feature_projections`."""
+    """Where a batch's clips go in the single-writer setup: each window's rows spilled to local Parquet as
+    they come, then the clip stored in one transaction; the feature set's projection kept in
+    `feature_projections`."""
     catalog: Catalog
     fs_id: str
     meta: dict
+    spill: SpillFolder
     progress: Progress | None = None
     results: list[tuple[str, str | None, int]] = field(default_factory=list)
+    _clips: dict[str, ClipSpill] = field(default_factory=dict)
 
     def stored_projection(self) -> ChannelProjection | None:
         return _stored_projection(self.catalog, self.fs_id)
@@ -60,14 +63,23 @@ class CatalogSink:
             save_projection(con, self.fs_id, fitted.mean, fitted.matrix, fitted.fitted_on_frames)
         return self.stored_projection()   # a parallel run may have stored one first: use that
 
-    def done(self, work: ClipWork, embclip: np.ndarray | None) -> None:
+    def window(self, work: ClipWork, part: FramePart) -> None:
+        clip = self._clips.get(work.clip.clip_id) or self._clips.setdefault(
+            work.clip.clip_id, self.spill.clip(work.clip.clip_id, self.fs_id))
+        clip.add(part.start, part.times, part.embedding, part.embclip, part.motion)
+
+    def done(self, work: ClipWork) -> None:
+        spill = self._clips.pop(work.clip.clip_id)
         with self.catalog.write() as con:
-            write_clip_features(con, work.clip.clip_id, self.fs_id, work.times, work.embedding(), embclip,
-                                work.motion, {**self.meta, "decoder": work.decoder, "seconds": work.seconds},
-                                work.objects, work.object_summary)
+            store_spilled_clip(con, spill, len(work.times), {**self.meta, "decoder": work.decoder,
+                                                             "seconds": work.seconds},
+                               work.objects, work.object_summary)
+        spill.remove()
         self._count(work.clip.clip_id, None, len(work.times))
 
     def failed(self, work: ClipWork) -> None:
+        if spill := self._clips.pop(work.clip.clip_id, None):
+            spill.remove()
         with self.catalog.write() as con:
             record_feature_failure(con, work.clip.clip_id, self.fs_id, work.error, self.meta)
         self._count(work.clip.clip_id, work.error, 0)
@@ -82,8 +94,13 @@ def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_
                     progress: Progress | None = None) -> list[tuple[str, str | None, int]]:
     """Featurize these clips into the catalog; returns (clip_id, error or None, frames) per clip."""
     model = clip_model(cfg.clip, cfg.device)
-    sink = CatalogSink(Catalog(db), fs_id, {"decoder": cfg.decoder, "device": str(model.device)}, progress)
-    BatchFeaturizer(cfg, model, sink).run(clips)
+    spill = SpillFolder(db)
+    try:
+        sink = CatalogSink(Catalog(db), fs_id, {"decoder": cfg.decoder, "device": str(model.device)}, spill,
+                           progress)
+        BatchFeaturizer(cfg, model, sink).run(clips)
+    finally:
+        spill.remove()
     return sink.results
 
 

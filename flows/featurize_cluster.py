@@ -28,9 +28,10 @@ from catalog.features import PendingClip, clip_feature_rows, failure_rows
 from catalog.merge import MergeCount, merge_shard
 from catalog.staging import Staging, new_shard_id
 from pipeline.embed import ChannelProjection, resolve_device
-from pipeline.featurize_batch import BatchFeaturizer, ClipWork, first_line
+from pipeline.featurize_batch import BatchFeaturizer, ClipWork, FramePart, first_line
 from pipeline.featurize_config import FeaturizeConfig, clip_model
 from pipeline.featurize_options import Spread
+from pipeline.motion import concat_motion
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ShardSink:
     fs_id: str
     meta: dict
     parts: dict[str, list[pa.Table]] = field(default_factory=dict)
+    windows: dict[str, list[FramePart]] = field(default_factory=dict)   # clips not yet done
 
     def stored_projection(self) -> ChannelProjection | None:
         return self.projection
@@ -47,12 +49,22 @@ class ShardSink:
     def keep_projection(self, fitted: ChannelProjection) -> ChannelProjection:
         raise RuntimeError("a worker was sent clips before the feature set's EmbCLIP projection was fitted")
 
-    def done(self, work: ClipWork, embclip: np.ndarray | None) -> None:
-        self._add(clip_feature_rows(work.clip.clip_id, self.fs_id, work.times, work.embedding(), embclip,
-                                    work.motion, {**self.meta, "decoder": work.decoder, "seconds": work.seconds},
+    def window(self, work: ClipWork, part: FramePart) -> None:
+        self.windows.setdefault(work.clip.clip_id, []).append(part)
+
+    def done(self, work: ClipWork) -> None:
+        """The clip's rows, as one process stores them (a chunk's shard is written whole at its end)."""
+        parts = self.windows.pop(work.clip.clip_id)
+        embclips = [p.embclip for p in parts]
+        self._add(clip_feature_rows(work.clip.clip_id, self.fs_id, work.times,
+                                    np.concatenate([p.embedding for p in parts]),
+                                    None if embclips[0] is None else np.concatenate(embclips),
+                                    concat_motion([p.motion for p in parts]),
+                                    {**self.meta, "decoder": work.decoder, "seconds": work.seconds},
                                     work.objects, work.object_summary))
 
     def failed(self, work: ClipWork) -> None:
+        self.windows.pop(work.clip.clip_id, None)
         self._add(failure_rows(work.clip.clip_id, self.fs_id, work.error, self.meta))
 
     def _add(self, tables: dict[str, pa.Table]) -> None:
@@ -94,6 +106,8 @@ def task_runner(spread: Spread, cfg: FeaturizeConfig) -> DaskTaskRunner:
         return DaskTaskRunner(address=spread.cluster)
     kwargs = {"n_workers": spread.workers, "processes": not spread.threads, "threads_per_worker": 1,
               "dashboard_address": None}
+    if not spread.threads:  # worker processes start decode children: they may not be daemonic
+        dask.config.set({"distributed.worker.daemon": False})
     if not spread.threads and (api := _this_process_api_url()):
         kwargs["env"] = {"PREFECT_API_URL": api}  # report to this run's server, not one temporary server each
     if _on_gpu(cfg):

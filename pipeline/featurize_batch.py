@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.decode import make_decoder
+from pipeline.decode_child import ChildDecodeError, ChildDecoders, can_start_children
 from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_projection, to_model_input
 from pipeline.featurize_config import FeaturizeConfig, detector
-from pipeline.motion import MotionFeatures, concat_motion, motion_in_batches
+from pipeline.motion import MotionFeatures, motion_in_batches
 from pipeline.objects import ObjectStage, frame_summary
 from pipeline.settings import settings
 
@@ -35,9 +37,9 @@ class ClipSource(Protocol):
 class ClipWork:
     """One clip on its way through the stages; `error` set when it cannot be featurized.
 
-    A clip is decoded a window at a time (FeaturizeConfig.window_s): only the compact per-frame results
-    (motion descriptors, detections, embeddings, projected EmbCLIP grids) accumulate here, so memory
-    does not grow with the clip's pixels."""
+    A clip is decoded a window at a time (FeaturizeConfig.window_s), and each window's finished rows go
+    to the sink as soon as they are embedded: only what tracking needs (times, the focus of expansion,
+    detections) stays here until the clip's end, so memory does not grow with the clip."""
     clip: ClipSource
     decoder: str | None = None       # the one that ran (decord falls back to PyAV per clip)
     error: str | None = None
@@ -45,31 +47,40 @@ class ClipWork:
     frames: int = 0                  # sampled frames handed to CLIP so far
     ended: bool = False              # the CLIP thread has every window (and the tracks)
     times: np.ndarray | None = None
-    motion: MotionFeatures | None = None
     objects: object = None
     object_summary: np.ndarray | None = None
-    embeddings: list = field(default_factory=list)
-    grids: list = field(default_factory=list)     # raw trunk grids, only until the projection is fitted
-    embclips: list = field(default_factory=list)  # projected grids
-    embedded: int = 0
+    pieces: deque = field(default_factory=deque)  # windows received, not yet handed to the sink
     _times: list = field(default_factory=list, repr=False)
-    _motion: list = field(default_factory=list, repr=False)
+    _epipoles: list = field(default_factory=list, repr=False)
     _detections: list = field(default_factory=list, repr=False)
     _object_times: list = field(default_factory=list, repr=False)
-
-    def embedding(self) -> np.ndarray:
-        return np.concatenate(self.embeddings)
-
-    def embclip(self) -> np.ndarray | None:
-        return np.concatenate(self.embclips) if self.embclips else None
 
 
 @dataclass(eq=False)
 class Piece:
-    """One window of a clip, waiting for CLIP."""
+    """One window of a clip: its frames for CLIP, then its finished rows for the sink."""
     work: ClipWork
-    frames: np.ndarray | None       # model input (n, size, size, 3)
+    frames: np.ndarray | None       # model input (n, size, size, 3), freed once embedded
+    start: int                      # the clip's frame index of its first frame
+    times: np.ndarray
+    motion: MotionFeatures
     embedded: int = 0
+    embeddings: list = field(default_factory=list)
+    grids: list = field(default_factory=list)     # raw trunk grids, only until the projection is fitted
+    embclips: list = field(default_factory=list)  # projected grids
+
+    def finished(self, projected: bool) -> bool:
+        return self.embedded == len(self.times) and (projected or not self.grids)
+
+
+@dataclass(frozen=True)
+class FramePart:
+    """A window's finished per-frame results: what the sink stores for frames start .. start + n - 1."""
+    start: int
+    times: np.ndarray
+    embedding: np.ndarray
+    embclip: np.ndarray | None
+    motion: MotionFeatures
 
 
 class FeatureSink(Protocol):
@@ -78,7 +89,11 @@ class FeatureSink(Protocol):
     def keep_projection(self, fitted: ChannelProjection) -> ChannelProjection:
         """Store a fitted projection; returns the one kept (a parallel run may have stored one first)."""
 
-    def done(self, work: ClipWork, embclip: np.ndarray | None) -> None: ...
+    def window(self, work: ClipWork, part: FramePart) -> None:
+        """A window's rows, in order; kept until done (or dropped when failed)."""
+
+    def done(self, work: ClipWork) -> None:
+        """Every window was handed over; work has the times, tracks and per-frame road-user summary."""
 
     def failed(self, work: ClipWork) -> None: ...
 
@@ -92,20 +107,26 @@ class _DecodeFailed(Exception):
     pass
 
 
-def _windows(path: str, name: str, cfg: FeaturizeConfig, budget: int):
-    """The decoder's windows; its errors become _DecodeFailed (another decoder may do better)."""
+def _windows(path: str, name: str, cfg: FeaturizeConfig, budget: int, children: ChildDecoders | None):
+    """The decoder's windows (from this thread's decode child, unless decoding in process); its errors,
+    crashes and hangs become _DecodeFailed (another decoder may do better)."""
+    args = (path, cfg.decode, cfg.objects.fps if cfg.objects else 0.0, budget, cfg.window_s)
     it = None
-    while True:
-        try:
-            if it is None:
-                it = make_decoder(name).windows(path, cfg.decode, extra_fps=cfg.objects.fps if cfg.objects else 0.0,
-                                                max_bytes=budget, window_s=cfg.window_s)
-            s = next(it)
-        except StopIteration:
-            return
-        except Exception as exc:  # DecodeError, or a decoder's own failure (memory, a library bug)
-            raise _DecodeFailed(f"{Path(path).name}: {name}: {first_line(exc)}") from None
-        yield s
+    try:
+        while True:
+            try:
+                if it is None:
+                    it = children.mine().windows(name, *args) if children else make_decoder(name).windows(*args)
+                s = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:  # DecodeError, or a decoder's own failure (memory, a library bug)
+                text = str(exc) if isinstance(exc, ChildDecodeError) else first_line(exc)
+                raise _DecodeFailed(f"{Path(path).name}: {name}: {text}") from None
+            yield s
+    finally:
+        if it is not None:
+            it.close()  # a clip given up part-way: its decode child stops now, not at garbage collection
 
 
 def _put(out: queue.Queue, item, stop: threading.Event) -> None:
@@ -124,7 +145,7 @@ class _Stopped(Exception):
 
 
 def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, input_size: int,
-                out: queue.Queue, stop: threading.Event) -> None:
+                out: queue.Queue, stop: threading.Event, children: ChildDecoders | None = None) -> None:
     """On a worker thread: decode, motion and detection for one clip, a window at a time. Puts each
     window's frames on `out` as a Piece for CLIP, then the ClipWork itself when the clip is done.
 
@@ -147,13 +168,13 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
             for name in names:
                 work.decoder = name
                 try:
-                    for s in _windows(path, name, cfg, budget):
+                    for s in _windows(path, name, cfg, budget, children):
                         times = s.times_s  # a window's end may hold detector frames only
                         try:
                             if len(times):
                                 frames = to_model_input(s.frames, input_size)
-                                work._motion.append(motion_in_batches(s.frames, s.prev_frames, s.prev_dt_s,
-                                                                      cfg.motion, device=motion_device))
+                                motion = motion_in_batches(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion,
+                                                           device=motion_device)
                             if stage is not None and len(s.extra_times_s):
                                 work._detections += stage.detect(s.extra_frames)
                                 work._object_times.append(s.extra_times_s)
@@ -163,9 +184,10 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                         del s
                         if len(times):
                             work._times.append(times)
+                            work._epipoles.append(motion.epipole)
+                            _put(out, Piece(work, frames, work.frames, times, motion), stop)
                             work.frames += len(times)
-                            _put(out, Piece(work, frames), stop)
-                            del frames
+                            del frames, motion
                 except _DecodeFailed as exc:
                     work.error = str(exc)
                     if work.frames:  # windows already went to CLIP: no second decoder for this clip
@@ -173,10 +195,10 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                         return
                     continue
                 work.times = np.concatenate(work._times)
-                work.motion = concat_motion(work._motion)
                 if stage is not None:
                     times = np.concatenate(work._object_times) if work._object_times else np.zeros(0)
-                    work.objects = stage.track(work._detections, times, work.motion.epipole)
+                    epipole = None if any(e is None for e in work._epipoles) else np.concatenate(work._epipoles)
+                    work.objects = stage.track(work._detections, times, epipole)
                     work.object_summary = frame_summary(work.objects, work.times)
                 work.error, work.seconds = None, time.perf_counter() - t0
                 return
@@ -188,7 +210,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
         name = Path(clip.paths[0]).name if clip.paths else clip.clip_id[:16]
         work.error = f"{name}: featurize failed on this clip: {first_line(exc)}"
     finally:
-        work._motion, work._detections = [], []
+        work._epipoles, work._detections = [], []
         if not stop.is_set():
             _put(out, work, stop)
 
@@ -213,11 +235,22 @@ class BatchFeaturizer:
     def run(self, clips: list[ClipSource]) -> None:
         workers = max(1, self.cfg.decode_workers)
         pool, stop = ThreadPoolExecutor(workers), threading.Event()
+        self.children = None if self.cfg.decode_in_process else self._children()
         try:
             self._run(clips, pool, stop, workers)
         finally:
             stop.set()  # if the sink or CLIP raised: decode threads stop instead of waiting for room
             pool.shutdown(wait=True, cancel_futures=True)
+            if self.children:
+                self.children.close()
+
+    def _children(self) -> ChildDecoders | None:
+        if can_start_children():
+            return ChildDecoders(self.cfg.decode_timeout_s)
+        warnings.warn("decoding in this process: it is daemonic and may not start decode children, so a decoder "
+                      "crash ends the batch (for a Dask worker, set DASK_DISTRIBUTED__WORKER__DAEMON=False)",
+                      stacklevel=2)
+        return None
 
     def _run(self, clips: list[ClipSource], pool: ThreadPoolExecutor, stop: threading.Event, workers: int) -> None:
         inflight: deque[queue.Queue] = deque()
@@ -226,12 +259,13 @@ class BatchFeaturizer:
             while todo and len(inflight) < 2 * workers:
                 q: queue.Queue = queue.Queue(maxsize=2)  # a clip runs at most two windows ahead of CLIP
                 pool.submit(stream_clip, todo.popleft(), self.cfg, self.motion_device, self.model.image_size, q,
-                            stop)
+                            stop, self.children)
                 inflight.append(q)
             item = inflight[0].get()
             if isinstance(item, Piece):
                 if not self.open or self.open[-1] is not item.work:
                     self.open.append(item.work)
+                item.work.pieces.append(item)
                 self.ready.append(item)
             else:
                 inflight.popleft()
@@ -239,6 +273,7 @@ class BatchFeaturizer:
                     self.ready = deque(p for p in self.ready if p.work is not item)
                     if item in self.open:
                         self.open.remove(item)
+                    item.pieces.clear()
                     self.sink.failed(item)
                     continue
                 item.ended = True  # set here, in order after its windows: only now may it go to the sink
@@ -257,11 +292,14 @@ class BatchFeaturizer:
                 self.ready.popleft().frames = None  # free the pixels early
         if self.model.has_grid and self.projection is None:
             self._fit_projection(final)
-        while self.open and self.open[0].ended and self.open[0].embedded == self.open[0].frames:
-            if self.model.has_grid and self.projection is None:
-                return
-            w = self.open.popleft()
-            self.sink.done(w, w.embclip())
+        projected = self.projection is not None
+        for w in self.open:  # each clip's finished windows go to the sink in order, as they finish
+            while w.pieces and w.pieces[0].finished(projected):
+                p = w.pieces.popleft()
+                self.sink.window(w, FramePart(p.start, p.times, np.concatenate(p.embeddings),
+                                              np.concatenate(p.embclips) if p.embclips else None, p.motion))
+        while self.open and self.open[0].ended and not self.open[0].pieces:
+            self.sink.done(self.open.popleft())
 
     def _embed_one_batch(self) -> None:
         """One CLIP batch, taken across windows (and clips) in order."""
@@ -276,30 +314,28 @@ class BatchFeaturizer:
         emb, grid = embed_frames(self.model, np.concatenate([p.frames[a:b] for p, a, b in parts]))
         off = 0
         for p, a, b in parts:
-            w = p.work
-            w.embeddings.append(emb[off:off + b - a])
+            p.embeddings.append(emb[off:off + b - a])
             if grid is not None:
                 g = grid[off:off + b - a]
                 if self.projection is not None:
-                    w.embclips.append(self.projection.apply(g))
+                    p.embclips.append(self.projection.apply(g))
                 else:
-                    w.grids.append(g)
-            w.embedded += b - a
+                    p.grids.append(g)
             p.embedded = b
             off += b - a
 
     def _fit_projection(self, final: bool) -> None:
         """Fit the EmbCLIP projection on the first frames embedded (fewer when nothing more is coming),
         then project the grids held until now."""
-        waiting = [w for w in self.open if w.grids]
-        seen = sum(len(g) for w in waiting for g in w.grids)
+        waiting = [p for w in self.open for p in w.pieces if p.grids]
+        seen = sum(len(g) for p in waiting for g in p.grids)
         if not waiting or (seen < self.cfg.projection_frames and not (final and not self.ready)):
             return
-        grids = np.concatenate([g for w in waiting for g in w.grids])[: max(self.cfg.projection_frames, 1)]
+        grids = np.concatenate([g for p in waiting for g in p.grids])[: max(self.cfg.projection_frames, 1)]
         self.projection = self.sink.keep_projection(fit_projection(grids, self.cfg.clip.embclip_channels))
-        for w in waiting:
-            w.embclips = [self.projection.apply(g) for g in w.grids] + w.embclips
-            w.grids = []
+        for p in waiting:
+            p.embclips = [self.projection.apply(g) for g in p.grids] + p.embclips
+            p.grids = []
 
 
 def projection_lead(durations_s: list[float | None], sample_fps: float, projection_frames: int) -> int:

@@ -34,6 +34,8 @@ class FeaturizeConfig:
     retry_failed: bool = False
     projection_frames: int = 64      # frames the EmbCLIP projection is fitted on, once per feature set
     window_s: float = 60.0           # a clip is decoded and held a window of this many seconds at a time
+    decode_timeout_s: float = 300.0  # a decode child silent this long on one window is stopped: the clip fails
+    decode_in_process: bool = False  # decode in this process: no child to start, but a decoder crash ends the batch
     objects: ObjectsSpec | None = None  # road users from a pretrained detector, tracked, with TTC
 
 

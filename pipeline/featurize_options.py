@@ -29,6 +29,10 @@ class FeaturizeOptions(BaseModel):
     detector: str | None = Field(None, description="road users with time-to-collision: darknet:DIR "
                                  "(e.g. a Yolo-Fastest folder), darknet:CFG,WEIGHTS or torchvision:NAME[:WEIGHTS_FILE]")
     object_fps: float = Field(10.0, gt=0, description="detector frames per second (tracking needs more than fps)")
+    decode_timeout_s: float = Field(300.0, gt=0, description="a clip whose decoder gives no frames for this "
+                                    "long is stopped and failed as hung")
+    decode_in_process: bool = Field(False, description="decode in this process instead of a child process per "
+                                    "decode thread (no child to start; a decoder that crashes then ends the run)")
     # Where the work runs. None of these changes the stored numbers, so none is in the feature set's id.
     workers: int = Field(0, ge=0, description="spread featurize over N Dask workers on this machine "
                          "(0: in this process)")
@@ -51,7 +55,8 @@ class FeaturizeOptions(BaseModel):
         return FeaturizeConfig(clip=ClipSpec(self.model, self.pretrained, self.untrained),
                                decode=DecodeSpec(sample_fps=self.fps), device=self.device,
                                batch_size=self.batch_size, decoder=self.decoder, limit=self.limit,
-                               retry_failed=self.retry_failed,
+                               retry_failed=self.retry_failed, decode_timeout_s=self.decode_timeout_s,
+                               decode_in_process=self.decode_in_process,
                                objects=ObjectsSpec(self.detector, fps=self.object_fps) if self.detector else None)
 
 

@@ -35,3 +35,16 @@ def probe_or_misbehave(path: str):
 def slow_probe(path: str):
     time.sleep(0.6)
     return probe_video(path)
+
+
+def decode_or_misbehave(name: str, path: str, *rest):
+    """A decode child's source: every decoder crashes on *crash* files, decord hangs on *hang* files;
+    otherwise the real decoder."""
+    from pipeline.decode_child import decoder_windows
+
+    base = os.path.basename(path)
+    if "crash" in base:
+        segfault(path)
+    if "hang" in base and name == "decord":
+        hang(path)
+    return decoder_windows(name, path, *rest)

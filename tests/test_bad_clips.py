@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -16,12 +18,13 @@ from flows.featurize import FeaturizeConfig, run_featurize
 from flows.ingest import run_ingest
 from flows.score import run_score
 from flows.train import TrainConfig, run_train
-from pipeline.decode import DecodeError, DecodeSpec, DecordDecoder
+from pipeline.decode import DecodeError, DecodeSpec, DecordDecoder, make_decoder
 from pipeline.embed import ClipSpec
 from pipeline.probe import timing_problem
 
 CFG = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=3.0), batch_size=16, device="cpu",
                       projection_frames=16)
+IN_PROCESS = replace(CFG, decode_in_process=True)   # where a test patches the decoder in this process
 
 
 def rows(db, sql):
@@ -59,11 +62,30 @@ def test_a_clip_that_breaks_its_decoder_costs_only_itself(clips, db, monkeypatch
                 raise MemoryError("Unable to allocate 139. GiB for an array with shape (1318, 224, 398, 3)")
             return self.inner.windows(path, *a, **k)
     monkeypatch.setattr(featurize_batch, "make_decoder", lambda name: Poisoned(real(name)))
-    s = run_featurize(db, CFG)
+    s = run_featurize(db, IN_PROCESS)
     assert (s.done, s.failed) == (7, 1)
     assert poison in s.failures[0][1] and "MemoryError" in s.failures[0][1]
     assert rows(db, "SELECT count(*) FROM clip_features WHERE status = 'ok'") == [(7,)]
-    assert run_featurize(db, CFG).clips == 0   # known-bad is skipped unless --retry-failed
+    assert run_featurize(db, IN_PROCESS).clips == 0   # known-bad is skipped unless --retry-failed
+
+
+def test_a_decoder_that_crashes_or_hangs_costs_only_its_clip(clips, db, monkeypatch):
+    """Native decoders run in child processes: a segfault fails that clip by name, a hang is stopped
+    after decode_timeout_s and the clip goes to PyAV, and every other clip is saved in the same run."""
+    import crashers
+    import pipeline.decode_child as decode_child
+
+    good = sorted(clips.glob("*.mp4"))
+    (clips / "crash_me.mp4").write_bytes(good[0].read_bytes() + b"\0")  # other bytes: a clip of its own
+    (clips / "hang_me.mp4").write_bytes(good[1].read_bytes() + b"\0")
+    run_ingest([str(clips)], db=db)
+    monkeypatch.setattr(decode_child, "decoder_windows", crashers.decode_or_misbehave)
+    s = run_featurize(db, replace(CFG, decode_timeout_s=3.0))
+    assert (s.done, s.failed) == (9, 1)
+    (clip_id, error), = s.failures
+    assert "crash_me.mp4" in error and "crashed" in error and "SIGSEGV" in error
+    assert rows(db, "SELECT p.path LIKE '%hang_me.mp4', f.decoder FROM clip_features f JOIN current_clip_paths p"
+                    " USING (clip_id) WHERE f.status = 'ok' AND f.decoder = 'pyav'") == [(True, "pyav")]
 
 
 def test_a_clip_over_the_memory_budget_fails_before_allocating(clips, db, monkeypatch):
@@ -81,13 +103,30 @@ def test_timestamps_that_claim_hours_for_seconds_of_frames_are_refused():
     assert timing_problem(6.5, 45, 15.0) is None      # variable frame rate, edit lists: some slack
 
 
+def test_timestamps_that_go_backwards_are_reported_not_dropped(tmp_path, db):
+    """Two recordings joined into one TS (a recorder's split files concatenated): the second timeline
+    restarts at 0. Sampling by time would keep one part and silently drop the other; instead ingest
+    and both decoders say so, and a clean TS beside it goes through."""
+    _write_clip(tmp_path / "first.ts", 90, fmt="mpegts")
+    _write_clip(tmp_path / "second.ts", 60, fmt="mpegts")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes((tmp_path / "first.ts").read_bytes() + (tmp_path / "second.ts").read_bytes())
+    (tmp_path / "second.ts").unlink()
+    for name in ("pyav", "decord"):
+        with pytest.raises(DecodeError, match="timestamps go backwards"):
+            make_decoder(name).decode(str(joined), DecodeSpec(sample_fps=2.0))
+    s = run_ingest([str(tmp_path)], db=db)
+    assert (s.new, s.failed) == (1, 1)
+    assert rows(db, "SELECT error FROM clips WHERE status = 'failed'")[0][0].startswith("timestamps go backwards")
+
+
 def test_decord_failures_fall_back_to_pyav_and_say_so(clips, db, monkeypatch):
     run_ingest([str(clips)], db=db)
 
     def refuse(self, path, *a, **k):
         raise DecodeError("decord could not open the video: threaded_decoder.cc:292 avcodec_send_packet")
     monkeypatch.setattr(DecordDecoder, "windows", refuse)
-    s = run_featurize(db, CFG)
+    s = run_featurize(db, IN_PROCESS)
     assert (s.done, s.failed) == (8, 0)
     assert rows(db, "SELECT DISTINCT decoder FROM clip_features") == [("pyav",)]
 

@@ -139,8 +139,11 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(prefect_se
     from distributed import Client, LocalCluster
 
     db = ingested(synth_dir, str(tmp_path / "catalog.duckdb"))
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    import dask
+
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:   # workers as `nearmiss --workers` starts them: with decode children
         spread = Spread(workers=None, cluster=cluster.scheduler_address, chunk_clips=1)
         result = {}
         run = threading.Thread(target=lambda: result.update(spread_featurize(db, spread)))

@@ -72,14 +72,14 @@ def test_broken_clip_is_recorded_and_the_batch_goes_on(clips, db):
 def test_interrupted_run_computes_only_what_is_missing(clips, db, monkeypatch):
     run_ingest([str(clips)], db=db)
     calls = []
-    real = fz.write_clip_features
+    real = fz.store_spilled_clip
 
     def crash_on_fourth(*args, **kwargs):
         calls.append(args[1])
         if len(calls) == 4:
             raise KeyboardInterrupt  # the process dies while writing a clip
         return real(*args, **kwargs)
-    monkeypatch.setattr(fz, "write_clip_features", crash_on_fourth)
+    monkeypatch.setattr(fz, "store_spilled_clip", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         run_featurize(db, UNTRAINED)
     assert rows(db, "SELECT count(*) FROM clip_features WHERE status = 'ok'") == [(3,)]

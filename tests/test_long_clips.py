@@ -74,7 +74,8 @@ if __name__ == "__main__":
     import duckdb
     decoder = duckdb.connect(db, read_only=True).execute("SELECT decoder FROM clip_features").fetchall()[0][0]
     print(json.dumps({{"done": s.done, "frames": s.frames, "failures": s.failures, "decoder": decoder,
-                      "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                      "peak": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss +
+                               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024}}))  # + decode child
 """
     env = {**os.environ, "NEARMISS_MEMORY_BUDGET_GB": str(budget_gb)}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path,

@@ -85,14 +85,14 @@ def test_killed_featurize_leaves_no_half_written_objects(objects_catalog, tmp_pa
         con.execute("DELETE FROM objects WHERE clip_id IN (SELECT clip_id FROM clip_features LIMIT 2)")
         con.execute("DELETE FROM clip_features WHERE clip_id NOT IN (SELECT DISTINCT clip_id FROM objects)")
     calls = []
-    real = fz.write_clip_features
+    real = fz.store_spilled_clip
 
     def die_on_second(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(fz, "write_clip_features", die_on_second)
+    monkeypatch.setattr(fz, "store_spilled_clip", die_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_featurize(db, CFG)
     monkeypatch.undo()

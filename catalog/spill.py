@@ -1,0 +1,77 @@
+"""A clip's per-frame rows on local disk while it is featurized, so a long clip's rows never sit in memory.
+
+Featurize hands over each window's finished frames; they are appended to two Parquet files (frame and
+motion rows), and at the clip's end `store_spilled_clip` moves them into the catalog in the clip's one
+transaction. A spill folder belongs to one process (its name starts with the PID); one whose process is
+gone is removed by the next run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from catalog.features import frame_rows, motion_rows
+from catalog.runs import pid_alive
+
+
+class ClipSpill:
+    def __init__(self, folder: Path, clip_id: str, fs_id: str):
+        self.clip_id, self.fs_id = clip_id, fs_id
+        self.frames_path, self.motion_path = folder / f"{clip_id}.frames.parquet", folder / f"{clip_id}.motion.parquet"
+        self._writers: dict[Path, pq.ParquetWriter] = {}
+        self.n_frames = 0
+
+    def add(self, start: int, times_s: np.ndarray, embeddings: np.ndarray, embclip: np.ndarray | None,
+            motion) -> None:
+        self._write(self.frames_path, frame_rows(self.clip_id, self.fs_id, start, times_s, embeddings, embclip))
+        self._write(self.motion_path, motion_rows(self.clip_id, self.fs_id, start, times_s, motion))
+        self.n_frames = max(self.n_frames, start + len(times_s))
+
+    def _write(self, path: Path, table: pa.Table) -> None:
+        if path not in self._writers:
+            self._writers[path] = pq.ParquetWriter(path, table.schema)
+        self._writers[path].write_table(table)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def remove(self) -> None:
+        self.close()
+        for path in (self.frames_path, self.motion_path):
+            path.unlink(missing_ok=True)
+
+
+class SpillFolder:
+    """This process's spill folder beside the catalog (NAME.spill/PID-xxxx), removed when done."""
+
+    def __init__(self, db: str):
+        root = Path(db).expanduser().resolve().with_suffix(".spill")
+        root.mkdir(parents=True, exist_ok=True)
+        _sweep(root)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+
+    def clip(self, clip_id: str, fs_id: str) -> ClipSpill:
+        return ClipSpill(self.path, clip_id, fs_id)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self.path.parent.rmdir()   # only when no other process spills here
+        except OSError:
+            pass
+
+
+def _sweep(root: Path) -> None:
+    """Remove spill folders of processes that are gone (a killed run)."""
+    for folder in root.iterdir():
+        pid = folder.name.split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
