@@ -8,7 +8,8 @@ random CLIP weights (the same compute as a checkpoint). It prints wall time and 
 Featurize decodes and holds a clip `--window-s` seconds at a time, and each window's finished rows are
 spilled to Parquet beside the catalog as they come, so neither the frames nor the per-frame results
 grow with the clip; --whole-too repeats each clip with the whole clip as one window, for the
-difference. Decoding runs in a child process: its peak is printed beside this process's.
+difference. Decoding runs in child processes: the peak of this process and its children together
+is printed beside this process's own.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +52,37 @@ def render(path: Path, minutes: float, fps: int = 15, size: tuple[int, int] = (3
             c.mux(p)
 
 
+class TreePeak:
+    """Peak RSS of this process and its children together (the decode children), sampled every 0.2 s.
+
+    getrusage cannot say it: RUSAGE_CHILDREN reports a spawned child's fork, which for an instant holds
+    all of this process's pages, not what the child used."""
+
+    def __init__(self, every_s: float = 0.2):
+        import psutil
+
+        self.me, self.every_s, self.peak_mib, self._stop = psutil.Process(), every_s, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            total = 0
+            for p in [self.me, *self.me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except Exception:   # a child that just ended
+                    pass
+            self.peak_mib = max(self.peak_mib, total / 2**20)
+
+    def __enter__(self) -> "TreePeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def featurize_one(clip: str, fps: float, window_s: float) -> dict:
     from flows.featurize import FeaturizeConfig, run_featurize
     from flows.ingest import run_ingest
@@ -61,12 +94,12 @@ def featurize_one(clip: str, fps: float, window_s: float) -> dict:
     cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=fps), device="cpu",
                           window_s=window_s)
     t0 = time.perf_counter()
-    s = run_featurize(db, cfg)
+    with TreePeak() as tree:
+        s = run_featurize(db, cfg)
     return {"done": s.done, "failed": s.failed, "failures": s.failures, "frames": s.frames,
             "wall_s": round(time.perf_counter() - t0, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            # the largest decode child's peak: with this process's, an upper bound on what the clip took
-            "decode_child_peak_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+            "peak_with_decode_children_mib": round(tree.peak_mib)}
 
 
 def main() -> None:

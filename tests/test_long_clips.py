@@ -66,16 +66,17 @@ from flows.featurize import FeaturizeConfig, run_featurize
 from flows.ingest import run_ingest
 from pipeline.decode import DecodeSpec
 from pipeline.embed import ClipSpec
+from bench.long_clip_bench import TreePeak
 if __name__ == "__main__":
     db = {str(tmp_path / (clip.stem + '.duckdb'))!r}
     run_ingest([{str(clip)!r}], db=db)
-    s = run_featurize(db, FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=1.0),
-                                          device="cpu", batch_size=32, window_s=30.0))
+    with TreePeak() as tree:   # this process and its decode children
+        s = run_featurize(db, FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=1.0),
+                                              device="cpu", batch_size=32, window_s=30.0))
     import duckdb
     decoder = duckdb.connect(db, read_only=True).execute("SELECT decoder FROM clip_features").fetchall()[0][0]
     print(json.dumps({{"done": s.done, "frames": s.frames, "failures": s.failures, "decoder": decoder,
-                      "peak": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss +
-                               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024}}))  # + decode child
+                      "peak": tree.peak_mib}}))
 """
     env = {**os.environ, "NEARMISS_MEMORY_BUDGET_GB": str(budget_gb)}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path,
