@@ -143,20 +143,6 @@ def clip_rows(clip_id: str, fs_id: str, n_frames: int, meta: dict, objects=None)
     return tables
 
 
-def clip_feature_rows(clip_id: str, fs_id: str, times_s: np.ndarray, embeddings: np.ndarray,
-                      embclip: np.ndarray | None, motion, meta: dict, objects=None,
-                      object_summary: np.ndarray | None = None) -> dict[str, pa.Table]:
-    """The rows a featurized clip stores, by table; `clip_features` (its status row) comes last.
-
-    Built without a database, so a worker can write them to a shard and the merge stores them as they are."""
-    n = len(times_s)
-    moves = motion_rows(clip_id, fs_id, 0, times_s, motion).append_column(
-        "object_summary", float_lists(object_summary) if object_summary is not None
-        else pa.nulls(n, pa.list_(pa.float32())))
-    return {"frame_features": frame_rows(clip_id, fs_id, 0, times_s, embeddings, embclip),
-            "motion_features": moves, **clip_rows(clip_id, fs_id, n, meta, objects)}
-
-
 def failure_rows(clip_id: str, fs_id: str, error: str, meta: dict) -> dict[str, pa.Table]:
     return {"clip_features": _status_row(clip_id, fs_id, "failed", error, None, meta)}
 
@@ -164,7 +150,15 @@ def failure_rows(clip_id: str, fs_id: str, error: str, meta: dict) -> dict[str, 
 def store_feature_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
     """Replace whatever these clips had for their feature set with these rows, in the caller's transaction.
     Every clip in `tables` has its status row in `tables["clip_features"]`."""
-    status = tables["clip_features"]
+    clear_frame_rows(con, tables["clip_features"])
+    for table, data in tables.items():
+        if table != "clip_features":
+            insert_rows(con, table, data)
+    upsert_status(con, tables["clip_features"])
+
+
+def clear_frame_rows(con: duckdb.DuckDBPyConnection, status: pa.Table) -> None:
+    """Delete the per-frame rows (and road users) the clips of these status rows had for their feature set."""
     for fs_id in set(status.column("feature_set_id").to_pylist()):
         ids = [c for c, f in zip(status.column("clip_id").to_pylist(), status.column("feature_set_id").to_pylist())
                if f == fs_id]
@@ -172,14 +166,22 @@ def store_feature_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Tabl
             for t in _PER_FRAME_TABLES:
                 con.execute(f"DELETE FROM {t} WHERE feature_set_id = ? AND clip_id IN (SELECT clip_id FROM _ids)",
                             [fs_id])
-    for table, data in tables.items():
-        if table == "clip_features" or data.num_rows == 0:
-            continue
-        con.register("_rows", data)
-        try:
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
-        finally:
-            con.unregister("_rows")
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | pa.RecordBatch) -> None:
+    if table not in _PER_FRAME_TABLES:
+        raise ValueError(f"not a per-frame table: {table}")
+    if data.num_rows == 0:
+        return
+    con.register("_rows", data)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+    finally:
+        con.unregister("_rows")
+
+
+def upsert_status(con: duckdb.DuckDBPyConnection, status: pa.Table) -> None:
+    """The clips' clip_features rows: written last, so a clip is marked done only with all its rows."""
     cols = ", ".join(_STATUS_COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in _STATUS_COLUMNS if c not in ("clip_id", "feature_set_id"))
     con.register("_rows", status)
@@ -196,19 +198,27 @@ def store_spilled_clip(con: duckdb.DuckDBPyConnection, spill, n_frames: int, met
     had for the feature set, in the caller's one transaction. DuckDB reads the files as it inserts, so
     the rows are never all in memory."""
     spill.close()
-    store_feature_rows(con, clip_rows(spill.clip_id, spill.fs_id, n_frames, meta, objects))  # clears old rows
+    rows = clip_rows(spill.clip_id, spill.fs_id, n_frames, meta, objects)
+    clear_frame_rows(con, rows["clip_features"])
+    if "objects" in rows:
+        insert_rows(con, "objects", rows["objects"])
     con.execute("INSERT INTO frame_features BY NAME SELECT * FROM read_parquet(?)", [str(spill.frames_path)])
     if object_summary is None:
         con.execute("INSERT INTO motion_features BY NAME SELECT * FROM read_parquet(?)", [str(spill.motion_path)])
-        return
-    summary = pa.table({"frame_idx": pa.array(np.arange(len(object_summary), dtype=np.int32)),
-                        "object_summary": float_lists(object_summary)})
-    con.register("_summary", summary)
-    try:
-        con.execute("INSERT INTO motion_features BY NAME SELECT m.*, s.object_summary FROM read_parquet(?) m"
-                    " LEFT JOIN _summary s USING (frame_idx)", [str(spill.motion_path)])
-    finally:
-        con.unregister("_summary")
+    else:
+        con.register("_summary", summary_rows(object_summary))
+        try:
+            con.execute("INSERT INTO motion_features BY NAME SELECT m.*, s.object_summary FROM read_parquet(?) m"
+                        " LEFT JOIN _summary s USING (frame_idx)", [str(spill.motion_path)])
+        finally:
+            con.unregister("_summary")
+    upsert_status(con, rows["clip_features"])
+
+
+def summary_rows(object_summary: np.ndarray) -> pa.Table:
+    """A clip's per-frame road-user summary by frame_idx, to join onto its motion rows."""
+    return pa.table({"frame_idx": pa.array(np.arange(len(object_summary), dtype=np.int32)),
+                     "object_summary": float_lists(object_summary)})
 
 
 def record_feature_failure(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, error: str, meta: dict) -> None:

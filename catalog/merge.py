@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.connection import Catalog, clip_id_table
-from catalog.features import store_feature_rows
+from catalog.features import clear_frame_rows, insert_rows, upsert_status
 from catalog.staging import Staging
 
 
@@ -27,37 +27,41 @@ class MergeCount:
     results: list[tuple[str, str | None, int]] = field(default_factory=list)  # (clip_id, error, frames)
 
 
-def merge_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> tuple[pa.Table, int]:
-    """Store the shard's clips that the catalog does not hold as done; returns (their status rows, skipped)."""
-    status = tables["clip_features"]
+def fresh_clips(con: duckdb.DuckDBPyConnection, status: pa.Table) -> pa.Table:
+    """The status rows of clips the catalog does not hold as done (the anti-join that makes merging idempotent)."""
     if status.num_rows == 0:
-        return status, 0
-    fs_ids = set(status.column("feature_set_id").to_pylist())
+        return status
     done: set[tuple[str, str]] = set()
     with clip_id_table(con, status.column("clip_id").to_pylist()):
-        for fs_id in fs_ids:
+        for fs_id in set(status.column("feature_set_id").to_pylist()):
             done |= {(r[0], fs_id) for r in con.execute(
                 "SELECT clip_id FROM clip_features WHERE feature_set_id = ? AND status = 'ok'"
                 " AND clip_id IN (SELECT clip_id FROM _ids)", [fs_id]).fetchall()}
-    fresh_ids = [c for c, f in zip(status.column("clip_id").to_pylist(), status.column("feature_set_id").to_pylist())
-                 if (c, f) not in done]
-    keep = {name: t.filter(pc.is_in(t.column("clip_id"), pa.array(fresh_ids, pa.string())))
-            for name, t in tables.items()}
-    if keep["clip_features"].num_rows:
-        store_feature_rows(con, keep)
-    return keep["clip_features"], status.num_rows - keep["clip_features"].num_rows
+    keys = zip(status.column("clip_id").to_pylist(), status.column("feature_set_id").to_pylist())
+    return status.filter(pa.array([k not in done for k in keys], pa.bool_()))
 
 
 def merge_shard(catalog: Catalog, staging: Staging, shard: str, count: MergeCount) -> None:
-    """One complete shard into the catalog, then out of the staging area."""
+    """One complete shard into the catalog in one transaction, its per-frame rows a batch at a time (a
+    shard of long clips never sits in memory whole), then out of the staging area."""
     t0 = time.perf_counter()
-    tables = staging.read(shard)
+    reader = staging.open(shard)
+    status = reader.table("clip_features")
     with catalog.write() as con:
-        stored, skipped = merge_tables(con, tables)
+        stored = fresh_clips(con, status)
+        if stored.num_rows:
+            clear_frame_rows(con, stored)
+            wanted = stored.column("clip_id").combine_chunks()
+            for name in reader.rows:
+                if name == "clip_features":
+                    continue
+                for batch in reader.batches(name):
+                    insert_rows(con, name, batch.filter(pc.is_in(batch.column("clip_id"), wanted)))
+            upsert_status(con, stored)
     staging.remove(shard)  # after the commit: a crash in between only means merging it again, which adds nothing
     count.shards += 1
     count.clips += stored.num_rows
-    count.skipped += skipped
+    count.skipped += status.num_rows - stored.num_rows
     count.results += [(c, e, n or 0) for c, e, n in zip(stored.column("clip_id").to_pylist(),
                                                          stored.column("error").to_pylist(),
                                                          stored.column("n_frames").to_pylist())]

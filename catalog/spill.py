@@ -11,12 +11,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catalog.features import frame_rows, motion_rows
+from catalog.features import float_lists, frame_rows, motion_rows
 from catalog.runs import pid_alive
 
 
@@ -38,6 +39,19 @@ class ClipSpill:
             self._writers[path] = pq.ParquetWriter(path, table.schema)
         self._writers[path].write_table(table)
 
+    def rows(self, object_summary: np.ndarray | None, batch: int = 1024) -> Iterator[tuple[str, pa.Table]]:
+        """The spilled rows a batch at a time, by table, with the road-user summary joined onto the motion
+        rows: what a worker appends to its shard."""
+        self.close()
+        for table, path in (("frame_features", self.frames_path), ("motion_features", self.motion_path)):
+            for b in pq.ParquetFile(path).iter_batches(batch_size=batch):
+                t = pa.Table.from_batches([b])
+                if table == "motion_features":
+                    at = t.column("frame_idx").to_numpy()
+                    t = t.append_column("object_summary", float_lists(object_summary[at])
+                                        if object_summary is not None else pa.nulls(len(at), pa.list_(pa.float32())))
+                yield table, t
+
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
@@ -50,10 +64,14 @@ class ClipSpill:
 
 
 class SpillFolder:
-    """This process's spill folder beside the catalog (NAME.spill/PID-xxxx), removed when done."""
+    """This process's spill folder (ROOT/PID-xxxx), removed when done."""
 
-    def __init__(self, db: str):
-        root = Path(db).expanduser().resolve().with_suffix(".spill")
+    @classmethod
+    def beside(cls, db: str) -> "SpillFolder":
+        """Beside the catalog (NAME.spill): the disk the catalog's rows are headed for anyway."""
+        return cls(Path(db).expanduser().resolve().with_suffix(".spill"))
+
+    def __init__(self, root: Path):
         root.mkdir(parents=True, exist_ok=True)
         _sweep(root)
         self.path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))

@@ -43,19 +43,11 @@ class Staging:
         return fs, root.rstrip("/")
 
     def write(self, fs_id: str, shard_id: str, tables: dict[str, pa.Table]) -> str:
-        """Write one shard; it becomes visible to the merge only when its manifest lands."""
-        fs, root = self._fs()
-        folder = f"{root}/{fs_id}/{shard_id}"
-        fs.makedirs(folder, exist_ok=True)
-        rows = {}
+        """Write one shard from whole tables; it becomes visible to the merge only when its manifest lands."""
+        shard = ShardWriter(self, fs_id, shard_id)
         for name, table in tables.items():
-            with fs.open(f"{folder}/{name}.parquet", "wb") as f:
-                pq.write_table(table, f)
-            rows[name] = table.num_rows
-        with fs.open(f"{folder}/{MANIFEST}.tmp", "w") as f:
-            json.dump({"feature_set_id": fs_id, "rows": rows}, f)
-        fs.mv(f"{folder}/{MANIFEST}.tmp", f"{folder}/{MANIFEST}")  # a rename: atomic on a file system
-        return folder
+            shard.append(name, table)
+        return shard.finish()
 
     def complete(self, fs_id: str) -> list[str]:
         """Shards with a manifest, oldest first."""
@@ -66,17 +58,12 @@ class Staging:
         return sorted(m.rsplit("/", 1)[0] for m in manifests)
 
     def read(self, shard: str) -> dict[str, pa.Table]:
-        """A complete shard's tables; a row count that disagrees with the manifest is an error, not a merge."""
-        fs, _ = self._fs()
-        with fs.open(f"{shard}/{MANIFEST}") as f:
-            rows = json.load(f)["rows"]
-        tables = {}
-        for name, n in rows.items():
-            with fs.open(f"{shard}/{name}.parquet", "rb") as f:
-                tables[name] = pq.read_table(f)
-            if tables[name].num_rows != n:
-                raise ValueError(f"shard {shard}: {name} has {tables[name].num_rows} rows, its manifest says {n}")
-        return tables
+        """A complete shard's tables, whole (small shards, tests); the merge reads them in batches."""
+        reader = self.open(shard)
+        return {name: reader.table(name) for name in reader.rows}
+
+    def open(self, shard: str) -> "ShardReader":
+        return ShardReader(self, shard)
 
     def remove(self, shard: str) -> None:
         fs, _ = self._fs()
@@ -104,3 +91,69 @@ class Staging:
 def _mtime(info: dict) -> float | None:
     value = info.get("mtime", info.get("LastModified"))
     return value.timestamp() if hasattr(value, "timestamp") else value
+
+
+class ShardWriter:
+    """One shard being written a table's rows at a time, so a worker never holds its chunk's rows; the
+    merge sees it only once finish() has renamed its manifest into place."""
+
+    def __init__(self, staging: Staging, fs_id: str, shard_id: str):
+        self.fs, root = staging._fs()
+        self.fs_id, self.folder = fs_id, f"{root}/{fs_id}/{shard_id}"
+        self.fs.makedirs(self.folder, exist_ok=True)
+        self.rows: dict[str, int] = {}
+        self._files: dict = {}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def append(self, name: str, table: pa.Table) -> None:
+        if name not in self._writers:
+            self._files[name] = self.fs.open(f"{self.folder}/{name}.parquet", "wb")
+            self._writers[name] = pq.ParquetWriter(self._files[name], table.schema)
+            self.rows[name] = 0
+        writer = self._writers[name]
+        if table.schema != writer.schema:  # an all-null column of one clip, typed by the first
+            table = table.cast(writer.schema)
+        writer.write_table(table)
+        self.rows[name] += table.num_rows
+
+    def _close(self) -> None:
+        for name in list(self._writers):
+            self._writers.pop(name).close()
+            self._files.pop(name).close()
+
+    def finish(self) -> str:
+        self._close()
+        with self.fs.open(f"{self.folder}/{MANIFEST}.tmp", "w") as f:
+            json.dump({"feature_set_id": self.fs_id, "rows": self.rows}, f)
+        self.fs.mv(f"{self.folder}/{MANIFEST}.tmp", f"{self.folder}/{MANIFEST}")  # a rename: atomic on a file system
+        return self.folder
+
+    def abort(self) -> None:
+        self._close()
+        if self.fs.exists(self.folder):
+            self.fs.rm(self.folder, recursive=True)
+
+
+class ShardReader:
+    """A complete shard: its manifest's row counts, checked against each file's footer before any row is read."""
+
+    def __init__(self, staging: Staging, shard: str):
+        self.fs, _ = staging._fs()
+        self.shard = shard
+        with self.fs.open(f"{shard}/{MANIFEST}") as f:
+            self.rows: dict[str, int] = json.load(f)["rows"]
+        for name, n in self.rows.items():
+            with self.fs.open(f"{shard}/{name}.parquet", "rb") as f:
+                found = pq.ParquetFile(f).metadata.num_rows
+            if found != n:
+                raise ValueError(f"shard {shard}: {name} has {found} rows, its manifest says {n}")
+
+    def table(self, name: str) -> pa.Table:
+        with self.fs.open(f"{self.shard}/{name}.parquet", "rb") as f:
+            return pq.read_table(f)
+
+    def batches(self, name: str, rows: int = 1024):
+        """The table's rows a batch at a time."""
+        with self.fs.open(f"{self.shard}/{name}.parquet", "rb") as f:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=rows)
+

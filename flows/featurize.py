@@ -94,7 +94,7 @@ def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_
                     progress: Progress | None = None) -> list[tuple[str, str | None, int]]:
     """Featurize these clips into the catalog; returns (clip_id, error or None, frames) per clip."""
     model = clip_model(cfg.clip, cfg.device)
-    spill = SpillFolder(db)
+    spill = SpillFolder.beside(db)
     try:
         sink = CatalogSink(Catalog(db), fs_id, {"decoder": cfg.decoder, "device": str(model.device)}, spill,
                            progress)

@@ -10,13 +10,13 @@ pending for the next run.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dask
-import numpy as np
-import pyarrow as pa
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -24,24 +24,26 @@ from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
 from catalog import Catalog
-from catalog.features import PendingClip, clip_feature_rows, failure_rows
+from catalog.features import PendingClip, clip_rows, failure_rows
 from catalog.merge import MergeCount, merge_shard
-from catalog.staging import Staging, new_shard_id
+from catalog.spill import ClipSpill, SpillFolder
+from catalog.staging import ShardWriter, Staging, new_shard_id
 from pipeline.embed import ChannelProjection, resolve_device
 from pipeline.featurize_batch import BatchFeaturizer, ClipWork, FramePart, first_line
 from pipeline.featurize_config import FeaturizeConfig, clip_model
 from pipeline.featurize_options import Spread
-from pipeline.motion import concat_motion
 
 
 @dataclass
 class ShardSink:
-    """A worker's sink: the chunk's rows, kept for one shard; never the catalog."""
+    """A worker's sink: each window's rows spilled to the worker's scratch disk, each finished clip
+    appended to the chunk's shard; never the catalog, and never a chunk's rows in memory."""
     projection: ChannelProjection | None
     fs_id: str
     meta: dict
-    parts: dict[str, list[pa.Table]] = field(default_factory=dict)
-    windows: dict[str, list[FramePart]] = field(default_factory=dict)   # clips not yet done
+    shard: ShardWriter
+    spill: SpillFolder
+    _clips: dict[str, ClipSpill] = field(default_factory=dict)
 
     def stored_projection(self) -> ChannelProjection | None:
         return self.projection
@@ -50,29 +52,26 @@ class ShardSink:
         raise RuntimeError("a worker was sent clips before the feature set's EmbCLIP projection was fitted")
 
     def window(self, work: ClipWork, part: FramePart) -> None:
-        self.windows.setdefault(work.clip.clip_id, []).append(part)
+        clip = self._clips.get(work.clip.clip_id) or self._clips.setdefault(
+            work.clip.clip_id, self.spill.clip(work.clip.clip_id, self.fs_id))
+        clip.add(part.start, part.times, part.embedding, part.embclip, part.motion)
 
     def done(self, work: ClipWork) -> None:
-        """The clip's rows, as one process stores them (a chunk's shard is written whole at its end)."""
-        parts = self.windows.pop(work.clip.clip_id)
-        embclips = [p.embclip for p in parts]
-        self._add(clip_feature_rows(work.clip.clip_id, self.fs_id, work.times,
-                                    np.concatenate([p.embedding for p in parts]),
-                                    None if embclips[0] is None else np.concatenate(embclips),
-                                    concat_motion([p.motion for p in parts]),
-                                    {**self.meta, "decoder": work.decoder, "seconds": work.seconds},
-                                    work.objects, work.object_summary))
+        """The clip's rows as one process stores them, the status row last."""
+        spill = self._clips.pop(work.clip.clip_id)
+        for table, rows in spill.rows(work.object_summary):
+            self.shard.append(table, rows)
+        spill.remove()
+        for table, rows in clip_rows(work.clip.clip_id, self.fs_id, len(work.times),
+                                     {**self.meta, "decoder": work.decoder, "seconds": work.seconds},
+                                     work.objects).items():
+            self.shard.append(table, rows)
 
     def failed(self, work: ClipWork) -> None:
-        self.windows.pop(work.clip.clip_id, None)
-        self._add(failure_rows(work.clip.clip_id, self.fs_id, work.error, self.meta))
-
-    def _add(self, tables: dict[str, pa.Table]) -> None:
-        for name, t in tables.items():
-            self.parts.setdefault(name, []).append(t)
-
-    def tables(self) -> dict[str, pa.Table]:
-        return {name: pa.concat_tables(ts, promote_options="default") for name, ts in self.parts.items()}
+        if spill := self._clips.pop(work.clip.clip_id, None):
+            spill.remove()
+        for table, rows in failure_rows(work.clip.clip_id, self.fs_id, work.error, self.meta).items():
+            self.shard.append(table, rows)
 
 
 @dataclass(frozen=True)
@@ -93,11 +92,27 @@ def featurize_shard(staging: Staging, fs_id: str, clips: list[PendingClip], cfg:
     if torch_threads:
         torch.set_num_threads(torch_threads)
     model = clip_model(cfg.clip, cfg.device)  # loaded once per worker process
-    sink = ShardSink(projection, fs_id, {"decoder": cfg.decoder, "device": str(model.device)})
-    BatchFeaturizer(cfg, model, sink).run(clips)
-    t1 = time.perf_counter()
-    path = staging.write(fs_id, new_shard_id(), sink.tables())
+    shard, spill = ShardWriter(staging, fs_id, new_shard_id()), SpillFolder(_scratch() / "nearmiss-spill")
+    try:
+        sink = ShardSink(projection, fs_id, {"decoder": cfg.decoder, "device": str(model.device)}, shard, spill)
+        BatchFeaturizer(cfg, model, sink).run(clips)
+        t1 = time.perf_counter()
+        path = shard.finish()
+    except BaseException:
+        shard.abort()   # a retry writes a shard of its own
+        raise
+    finally:
+        spill.remove()
     return ShardDone(path, started_at, t1 - t0, time.perf_counter() - t1)
+
+
+def _scratch() -> Path:
+    """The Dask worker's local directory (its scratch disk), else the system's temporary folder."""
+    try:
+        from distributed import get_worker
+        return Path(get_worker().local_directory)
+    except ValueError:   # not running on a Dask worker (a test calling the task's function)
+        return Path(tempfile.gettempdir())
 
 
 def task_runner(spread: Spread, cfg: FeaturizeConfig) -> DaskTaskRunner:

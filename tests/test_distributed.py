@@ -26,7 +26,7 @@ from pipeline.featurize_options import FeaturizeOptions, Spread
 # A small projection sample, so that most clips go to the workers (the driver fits the projection on
 # the first clips' frames, as one process would).
 CFG = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=3.0), batch_size=16,
-                      device="cpu", projection_frames=12)
+                      device="cpu", projection_frames=12, window_s=2.0)   # clips of 6-8 s: several windows each
 THREADS = Spread(workers=2, cluster=None, threads=True, chunk_clips=2)
 
 
