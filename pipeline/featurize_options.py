@@ -29,8 +29,8 @@ class FeaturizeOptions(BaseModel):
     detector: str | None = Field(None, description="road users with time-to-collision: darknet:DIR "
                                  "(e.g. a Yolo-Fastest folder), darknet:CFG,WEIGHTS or torchvision:NAME[:WEIGHTS_FILE]")
     object_fps: float = Field(10.0, gt=0, description="detector frames per second (tracking needs more than fps)")
-    decode_timeout_s: float = Field(300.0, gt=0, description="a clip whose decoder gives no frames for this "
-                                    "long is stopped and failed as hung")
+    decode_timeout_s: float = Field(300.0, gt=0, description="a decoder that gives no frames for this long is "
+                                    "stopped as hung (the clip goes to the other decoder, else fails)")
     decode_in_process: bool = Field(False, description="decode in this process instead of a child process per "
                                     "decode thread (no child to start; a decoder that crashes then ends the run)")
     # Where the work runs. None of these changes the stored numbers, so none is in the feature set's id.
