@@ -53,26 +53,29 @@ def render(path: Path, minutes: float, fps: int = 15, size: tuple[int, int] = (3
 
 
 class TreePeak:
-    """Peak RSS of this process and its children together (the decode children), sampled every 0.2 s.
+    """Peak memory of this process and its children together (the decode children), sampled every 0.2 s:
+    this process's RSS plus each child's unique set size.
 
-    getrusage cannot say it: RUSAGE_CHILDREN reports a spawned child's fork, which for an instant holds
-    all of this process's pages, not what the child used."""
+    Not getrusage: RUSAGE_CHILDREN reports a spawned child's fork, which for an instant maps all of this
+    process's pages; for the same reason a child counts only the pages it alone holds (USS)."""
 
     def __init__(self, every_s: float = 0.2):
         import psutil
 
-        self.me, self.every_s, self.peak_mib, self._stop = psutil.Process(), every_s, 0.0, threading.Event()
+        self.me, self.every_s, self._stop = psutil.Process(), every_s, threading.Event()
+        self.peak_mib = self.children_peak_mib = 0.0
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(self.every_s):
-            total = 0
-            for p in [self.me, *self.me.children(recursive=True)]:
+            children = 0
+            for p in self.me.children(recursive=True):
                 try:
-                    total += p.memory_info().rss
+                    children += p.memory_full_info().uss
                 except Exception:   # a child that just ended
                     pass
-            self.peak_mib = max(self.peak_mib, total / 2**20)
+            self.children_peak_mib = max(self.children_peak_mib, children / 2**20)
+            self.peak_mib = max(self.peak_mib, (self.me.memory_info().rss + children) / 2**20)
 
     def __enter__(self) -> "TreePeak":
         self._thread.start()
@@ -99,7 +102,8 @@ def featurize_one(clip: str, fps: float, window_s: float) -> dict:
     return {"done": s.done, "failed": s.failed, "failures": s.failures, "frames": s.frames,
             "wall_s": round(time.perf_counter() - t0, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "peak_with_decode_children_mib": round(tree.peak_mib)}
+            "peak_with_decode_children_mib": round(tree.peak_mib),
+            "decode_children_peak_mib": round(tree.children_peak_mib)}
 
 
 def main() -> None:

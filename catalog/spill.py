@@ -58,7 +58,13 @@ class ClipSpill:
         self._writers.clear()
 
     def remove(self) -> None:
-        self.close()
+        """Discard the clip's rows. Closing may fail (a full disk): they are being thrown away anyway."""
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except OSError:
+                writer.is_open = False   # else pyarrow retries at garbage collection and prints the error
+        self._writers.clear()
         for path in (self.frames_path, self.motion_path):
             path.unlink(missing_ok=True)
 
@@ -75,11 +81,18 @@ class SpillFolder:
         root.mkdir(parents=True, exist_ok=True)
         _sweep(root)
         self.path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+        self._clips: list[ClipSpill] = []
 
     def clip(self, clip_id: str, fs_id: str) -> ClipSpill:
-        return ClipSpill(self.path, clip_id, fs_id)
+        spill = ClipSpill(self.path, clip_id, fs_id)
+        self._clips.append(spill)
+        return spill
 
     def remove(self) -> None:
+        """Everything spilled here, including clips a failed batch left open."""
+        for spill in self._clips:
+            spill.remove()
+        self._clips.clear()
         shutil.rmtree(self.path, ignore_errors=True)
         try:
             self.path.parent.rmdir()   # only when no other process spills here
