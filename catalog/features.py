@@ -34,6 +34,12 @@ def feature_set(con: duckdb.DuckDBPyConnection, fs_id: str | None) -> tuple[str,
     return (row[0], json.loads(row[1])) if row else None
 
 
+def feature_sets(con: duckdb.DuckDBPyConnection) -> list[tuple[str, dict]]:
+    """(id, config) of every feature set, newest first."""
+    return [(r[0], json.loads(r[1])) for r in con.execute("SELECT id, config FROM feature_sets"
+                                                          " ORDER BY created_at DESC").fetchall()]
+
+
 def load_projection(con: duckdb.DuckDBPyConnection, fs_id: str) -> tuple[np.ndarray, np.ndarray, int] | None:
     row = con.execute("SELECT n_in, n_out, mean, matrix, fitted_on_frames FROM feature_projections"
                       " WHERE feature_set_id = ?", [fs_id]).fetchone()
@@ -77,6 +83,8 @@ def features_stored(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[s
 
 def float_lists(x: np.ndarray) -> pa.Array:
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[1] == 0:  # a feature set without CLIP: an empty embedding per frame
+        return pa.array([[]] * len(x), pa.list_(pa.float32()))
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]).cast(pa.list_(pa.float32()))
 
 

@@ -18,6 +18,8 @@ def _matrix(table: pa.Table, name: str) -> np.ndarray:
     if len(col) == 0:
         return np.zeros((0, 0), np.float32)
     values = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+    if values.size == 0:  # empty lists: a feature set without CLIP
+        return np.zeros((len(col), 0), np.float32)
     return values.astype(np.float32, copy=False).reshape(len(col), -1)
 
 
@@ -56,8 +58,10 @@ def load_objects(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str]
     with clip_id_table(con, clip_ids, "_wanted"):
         frames = dict(con.execute("SELECT clip_id, object_frames FROM clip_features WHERE feature_set_id = ?"
                                   " AND clip_id IN (SELECT clip_id FROM _wanted)", [fs_id]).fetchall())
-        t = con.sql("SELECT clip_id, t_s, track_id, class, score, ttc_s, path_gap, in_path, entering, x1, y1, x2, y2"
-                    " FROM objects WHERE feature_set_id = ? AND clip_id IN (SELECT clip_id FROM _wanted)"
+        aspect = dict(con.execute("SELECT id, width / height FROM clips WHERE id IN (SELECT clip_id FROM _wanted)"
+                                  " AND width > 0 AND height > 0").fetchall())
+        t = con.sql("SELECT clip_id, t_s, track_id, class, score, ttc_s, path_gap, in_path, entering, x1, y1, x2, y2,"
+                    " coco_class FROM objects WHERE feature_set_id = ? AND clip_id IN (SELECT clip_id FROM _wanted)"
                     " ORDER BY clip_id, t_s, track_id", params=[fs_id]).to_arrow_table()
     cols = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
     out = {}
@@ -70,7 +74,8 @@ def load_objects(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str]
             score=cols["score"][m].astype(np.float32), ttc_s=cols["ttc_s"][m].astype(np.float64),
             path_gap=cols["path_gap"][m].astype(np.float32), in_path=cols["in_path"][m].astype(bool),
             entering=cols["entering"][m].astype(bool),
-            boxes=np.stack([cols[c][m] for c in ("x1", "y1", "x2", "y2")], 1).astype(np.float32))
+            boxes=np.stack([cols[c][m] for c in ("x1", "y1", "x2", "y2")], 1).astype(np.float32),
+            coco=cols["coco_class"][m].astype(str), aspect=float(aspect.get(cid) or 16 / 9))
     return out
 
 

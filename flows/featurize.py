@@ -5,6 +5,7 @@ next run computes only what is missing.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -22,8 +23,9 @@ from flows.lineage import tracked_run
 from flows.progress import Progress
 from pipeline.embed import ChannelProjection
 from pipeline.featurize_batch import BatchFeaturizer, ClipWork, FramePart, projection_lead
-from pipeline.featurize_config import FeaturizeConfig, clip_model, feature_set_identity
-from pipeline.featurize_config import detector as _detector
+from pipeline.featurize_config import (FeaturizeConfig, clip_model, device_name, feature_set_identity,
+                                       object_detector, with_available_clip)
+
 from pipeline.featurize_options import FeaturizeOptions, Spread
 
 @dataclass
@@ -96,7 +98,7 @@ def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_
     model = clip_model(cfg.clip, cfg.device)
     spill = SpillFolder.beside(db)
     try:
-        sink = CatalogSink(Catalog(db), fs_id, {"decoder": cfg.decoder, "device": str(model.device)}, spill,
+        sink = CatalogSink(Catalog(db), fs_id, {"decoder": cfg.decoder, "device": device_name(cfg, model)}, spill,
                            progress)
         BatchFeaturizer(cfg, model, sink).run(clips)
     finally:
@@ -109,9 +111,10 @@ featurize_batch_task = task(featurize_batch, name="featurize-batch", cache_polic
 
 def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(), use_prefect: bool = False,
                   show_progress: bool = False, chunk: int = 256, run_chunk=None,
-                  spread: Spread | None = None) -> FeaturizeSummary:
+                  spread: Spread | None = None, log=None) -> FeaturizeSummary:
     """run_chunk(db, clips, cfg, fs_id) -> results replaces the default chunk task (the pipeline's is cached).
-    spread: chunks go to Dask workers as Parquet shards that this process merges (needs use_prefect)."""
+    spread: chunks go to Dask workers as Parquet shards that this process merges (needs use_prefect).
+    log: where a note goes when the CLIP stage is left out for want of weights."""
     db = db or default_db_path()
     if spread and not use_prefect:
         raise ValueError("--workers and --cluster run through Prefect's Dask task runner: drop --direct")
@@ -119,16 +122,20 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
         call = lambda t, db, clips, cfg, fs_id, bar: run_chunk(db, clips, cfg, fs_id)  # noqa: E731
     else:
         call = (lambda t, *a: t(*a)) if use_prefect else (lambda t, *a: t.fn(*a))
+    cfg, note = with_available_clip(cfg)
+    if note:
+        (log or (lambda text: print(text, file=sys.stderr)))(note)
     fs_id, name, config = feature_set_identity(cfg)
     catalog = Catalog(db)
     model = clip_model(cfg.clip, cfg.device)  # fail early and clearly when weights cannot be had
     if cfg.objects is not None:
-        _detector(cfg.objects.detector, cfg.device)
+        object_detector(cfg.objects, cfg.device)
     params = {"feature_set": fs_id, "name": name, **asdict(cfg), "spread": asdict(spread) if spread else None}
     with tracked_run(catalog, "featurize", params) as run:
         with catalog.write() as con:
-            register_feature_set(con, fs_id, name, config, model.embed_dim,
-                                 cfg.clip.embclip_channels * 49 if model.has_grid else None, cfg.clip.untrained)
+            register_feature_set(con, fs_id, name, config, model.embed_dim if model else 0,
+                                 cfg.clip.embclip_channels * 49 if model and model.has_grid else None,
+                                 bool(cfg.clip and cfg.clip.untrained))
         staging = (Staging(spread.staging) if spread.staging else Staging.beside(db)) if spread else None
         if staging:  # a killed run's finished shards go in; folders dead workers left unfinished go
             leftovers = merge_staged(catalog, staging, fs_id)
@@ -150,7 +157,7 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
             local = pending
             if spread:
                 # The projection is fitted here, on the first frames, as a single process would.
-                needs_fit = model.has_grid and _stored_projection(catalog, fs_id) is None
+                needs_fit = model is not None and model.has_grid and _stored_projection(catalog, fs_id) is None
                 lead = projection_lead([c.duration_s for c in pending], cfg.decode.sample_fps,
                                        cfg.projection_frames) if needs_fit else 0
                 local, remote = pending[:lead], pending[lead:]

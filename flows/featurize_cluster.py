@@ -30,7 +30,7 @@ from catalog.spill import ClipSpill, SpillFolder
 from catalog.staging import ShardWriter, Staging, new_shard_id
 from pipeline.embed import ChannelProjection, resolve_device
 from pipeline.featurize_batch import BatchFeaturizer, ClipWork, FramePart, first_line
-from pipeline.featurize_config import FeaturizeConfig, clip_model
+from pipeline.featurize_config import FeaturizeConfig, clip_model, device_name
 from pipeline.featurize_options import Spread
 
 
@@ -94,7 +94,7 @@ def featurize_shard(staging: Staging, fs_id: str, clips: list[PendingClip], cfg:
     model = clip_model(cfg.clip, cfg.device)  # loaded once per worker process
     shard, spill = ShardWriter(staging, fs_id, new_shard_id()), SpillFolder(_scratch() / "nearmiss-spill")
     try:
-        sink = ShardSink(projection, fs_id, {"decoder": cfg.decoder, "device": str(model.device)}, shard, spill)
+        sink = ShardSink(projection, fs_id, {"decoder": cfg.decoder, "device": device_name(cfg, model)}, shard, spill)
         BatchFeaturizer(cfg, model, sink).run(clips)
         t1 = time.perf_counter()
         path = shard.finish()

@@ -39,7 +39,17 @@ class HeadInfo:
         """Whether its inputs mean something in a feature set: road users for "objects", real CLIP weights
         for "embeddings" (random weights embed noise)."""
         return ("objects" not in self.needs or "objects" in fs_config) and \
-            ("embeddings" not in self.needs or fs_config.get("weights") != "untrained")
+            ("embeddings" not in self.needs or fs_config.get("weights") not in ("untrained", None))
+
+    def unusable_reason(self, fs_config: dict) -> str | None:
+        """Why the head cannot run on a feature set at all (its inputs were not computed), or None."""
+        if "objects" in self.needs and "objects" not in fs_config:
+            return (f"the {self.name} head needs tracked road users, and this feature set has none: featurize with "
+                    "--detector darknet:/path/to/yolo_fastest")
+        if "embeddings" in self.needs and "clip" not in fs_config.get("stages", ("clip",)):
+            return (f"the {self.name} head reads CLIP embeddings, and this feature set has none (stages "
+                    f"{','.join(fs_config['stages'])}): featurize with CLIP weights (--pretrained PATH)")
+        return None
 
 
 _HEADS: dict[str, HeadInfo] = {}

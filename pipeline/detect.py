@@ -193,14 +193,15 @@ def _darknet_files(arg: str) -> tuple[Path, Path]:
     return cfg, cfg.with_suffix(".weights")
 
 
-def make_detector(spec: str, device: str = "cpu") -> Detector:
-    """`darknet:DIR`, `darknet:CFG,WEIGHTS` or `torchvision:NAME[:WEIGHTS_FILE]`."""
+def make_detector(spec: str, device: str = "cpu", min_score: float = 0.25, input_size: int = 320) -> Detector:
+    """`darknet:DIR`, `darknet:CFG,WEIGHTS` or `torchvision:NAME[:WEIGHTS_FILE]`; input_size is Darknet's
+    (torchvision detectors resize on their own)."""
     backend, _, arg = spec.partition(":")
     if backend == "darknet" and arg:
-        return DarknetDetector(*_darknet_files(arg))
+        return DarknetDetector(*_darknet_files(arg), min_score=min_score, input_size=input_size)
     if backend == "torchvision" and arg:
         name, _, weights = arg.partition(":")
-        return TorchvisionDetector(name, weights or None, device=device)
+        return TorchvisionDetector(name, weights or None, min_score=min_score, device=device)
     raise ValueError(f"unknown detector {spec!r}: use darknet:DIR, darknet:CFG,WEIGHTS or "
                      "torchvision:NAME[:WEIGHTS_FILE]")
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from pipeline.decode import make_decoder
 from pipeline.decode_child import ChildDecodeError, ChildDecoders, can_start_children
-from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_projection, to_model_input
-from pipeline.featurize_config import FeaturizeConfig, detector
+from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_projection, resolve_device, to_model_input
+from pipeline.featurize_config import FeaturizeConfig, object_detector
 from pipeline.motion import MotionFeatures, motion_in_batches
 from pipeline.objects import ObjectStage, frame_summary
 from pipeline.settings import settings
@@ -144,7 +144,7 @@ class _Stopped(Exception):
     pass
 
 
-def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, input_size: int,
+def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, input_size: int | None,
                 out: queue.Queue, stop: threading.Event, children: ChildDecoders | None = None) -> None:
     """On a worker thread: decode, motion and detection for one clip, a window at a time. Puts each
     window's frames on `out` as a Piece for CLIP, then the ClipWork itself when the clip is done.
@@ -158,7 +158,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
     try:
         work.error = "no readable path: the file was moved or deleted since ingest"
         budget = int(settings().memory_budget_gb * (1 << 30))
-        stage = ObjectStage(cfg.objects, detector(cfg.objects.detector, cfg.device)) if cfg.objects else None
+        stage = ObjectStage(cfg.objects, object_detector(cfg.objects, cfg.device)) if cfg.objects else None
         # decord's memory grows with the file when it decodes a long clip a window at a time (measured on a
         # 30-minute clip: RSS spikes of 7-8 GB, against a steady 2.2 GB with PyAV), and PyAV gives the same
         # frames: clips longer than a window are decoded with PyAV first.
@@ -172,7 +172,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                         times = s.times_s  # a window's end may hold detector frames only
                         try:
                             if len(times):
-                                frames = to_model_input(s.frames, input_size)
+                                frames = to_model_input(s.frames, input_size) if input_size else None
                                 motion = motion_in_batches(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion,
                                                            device=motion_device)
                             if stage is not None and len(s.extra_times_s):
@@ -225,9 +225,11 @@ class BatchFeaturizer:
     Clips finish in the order given, and the EmbCLIP projection is fitted on the first frames in that
     order, whatever the decode threads' timing."""
 
-    def __init__(self, cfg: FeaturizeConfig, model: LoadedClip, sink: FeatureSink):
+    def __init__(self, cfg: FeaturizeConfig, model: LoadedClip | None, sink: FeatureSink):
+        """model None: a feature set without the CLIP stage (frames carry empty embeddings)."""
         self.cfg, self.model, self.sink = cfg, model, sink
-        self.motion_device = str(model.device) if cfg.motion.flow == "torch" else "cpu"
+        self.motion_device = (str(model.device) if model else str(resolve_device(cfg.device))) \
+            if cfg.motion.flow == "torch" else "cpu"
         self.projection = sink.stored_projection()
         self.ready: deque[Piece] = deque()      # windows decoded, waiting for CLIP
         self.open: deque[ClipWork] = deque()    # clips in order, not yet handed to the sink
@@ -258,15 +260,19 @@ class BatchFeaturizer:
         while todo or inflight:
             while todo and len(inflight) < 2 * workers:
                 q: queue.Queue = queue.Queue(maxsize=2)  # a clip runs at most two windows ahead of CLIP
-                pool.submit(stream_clip, todo.popleft(), self.cfg, self.motion_device, self.model.image_size, q,
-                            stop, self.children)
+                pool.submit(stream_clip, todo.popleft(), self.cfg, self.motion_device,
+                            self.model.image_size if self.model else None, q, stop, self.children)
                 inflight.append(q)
             item = inflight[0].get()
             if isinstance(item, Piece):
                 if not self.open or self.open[-1] is not item.work:
                     self.open.append(item.work)
                 item.work.pieces.append(item)
-                self.ready.append(item)
+                if self.model is None:  # nothing to embed: the window is finished as it is
+                    item.embeddings.append(np.zeros((len(item.times), 0), np.float32))
+                    item.embedded = len(item.times)
+                else:
+                    self.ready.append(item)
             else:
                 inflight.popleft()
                 if item.error:
@@ -290,7 +296,7 @@ class BatchFeaturizer:
             self._embed_one_batch()
             while self.ready and self.ready[0].embedded == len(self.ready[0].frames):
                 self.ready.popleft().frames = None  # free the pixels early
-        if self.model.has_grid and self.projection is None:
+        if self.model is not None and self.model.has_grid and self.projection is None:
             self._fit_projection(final)
         projected = self.projection is not None
         for w in self.open:  # each clip's finished windows go to the sink in order, as they finish

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from pipeline.decode import DecodeSpec
 from pipeline.detect import make_detector
-from pipeline.embed import ClipSpec, LoadedClip, load_clip, resolve_device
+from pipeline.embed import ClipSpec, LoadedClip, WeightsUnavailable, load_clip, resolve_device
 from pipeline.hashing import sha256_file
 from pipeline.motion import MotionSpec
 from pipeline.objects import ObjectsSpec
@@ -21,9 +21,12 @@ from pipeline.objects import ObjectsSpec
 FEATURE_VERSION = 1  # bump when the extractor's numbers change for the same configuration
 
 
+STAGES = ("motion", "clip", "objects")  # motion always runs: the others read its frames and ego-motion
+
+
 @dataclass(frozen=True)
 class FeaturizeConfig:
-    clip: ClipSpec = ClipSpec()
+    clip: ClipSpec | None = ClipSpec()  # None: no CLIP stage (motion and road users need no CLIP weights)
     decode: DecodeSpec = DecodeSpec()
     motion: MotionSpec = MotionSpec()
     device: str = "auto"
@@ -37,9 +40,17 @@ class FeaturizeConfig:
     decode_timeout_s: float = 300.0  # a decode child silent this long on one window is stopped: the clip fails
     decode_in_process: bool = False  # decode in this process: no child to start, but a decoder crash ends the batch
     objects: ObjectsSpec | None = None  # road users from a pretrained detector, tracked, with TTC
+    clip_if_available: bool = False  # drop the CLIP stage (saying so) when its weights cannot be had here
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(s for s in STAGES if s == "motion" or (s == "clip" and self.clip is not None)
+                     or (s == "objects" and self.objects is not None))
 
 
-def _weights_identity(spec: ClipSpec) -> str | None:
+def _weights_identity(spec: ClipSpec | None) -> str | None:
+    if spec is None:
+        return None
     if spec.untrained:
         return "untrained"
     p = Path(spec.pretrained or "").expanduser()
@@ -50,30 +61,65 @@ def _weights_identity(spec: ClipSpec) -> str | None:
 
 def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
     """(id, name, config) of the feature set: everything that changes the stored numbers, nothing else."""
-    config = {"version": FEATURE_VERSION, "model": cfg.clip.model, "weights": _weights_identity(cfg.clip),
-              "embclip_channels": cfg.clip.embclip_channels, "decode": asdict(cfg.decode),
+    clip = cfg.clip
+    config = {"version": FEATURE_VERSION, "model": clip.model if clip else None, "weights": _weights_identity(clip),
+              "embclip_channels": clip.embclip_channels if clip else None, "decode": asdict(cfg.decode),
               "motion": asdict(cfg.motion)}
+    if clip is None:  # only then: feature sets with CLIP keep the ids they had before stages were chosen
+        config["stages"] = list(cfg.stages)
     if cfg.objects is not None:  # only then: feature sets made without a detector keep their ids
         objects = asdict(cfg.objects)
-        objects["detector"] = detector(cfg.objects.detector, cfg.device).identity  # weights' hash, not a path
+        objects["detector"] = object_detector(cfg.objects, cfg.device).identity  # weights' hash, not a path
+        if objects["input_size"] == 320:  # the size every earlier feature set used: their ids stay
+            del objects["input_size"]
         config["objects"] = objects
     fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    name = f"{cfg.clip.model}/{config['weights']}@{cfg.decode.sample_fps:g}fps"
+    name = (f"{clip.model}/{config['weights']}" if clip else "motion") + f"@{cfg.decode.sample_fps:g}fps"
     if cfg.objects is not None:
         name += f"+{config['objects']['detector'].rsplit(':', 1)[0]}@{cfg.objects.fps:g}fps"
     return fs_id, name, config
 
 
 @lru_cache(maxsize=2)
-def clip_model(spec: ClipSpec, device: str) -> LoadedClip:
-    """The CLIP model a spec names, loaded once per process (a Dask worker keeps it between tasks)."""
-    return load_clip(spec, resolve_device(device))
+def clip_model(spec: ClipSpec | None, device: str) -> LoadedClip | None:
+    """The CLIP model a spec names, loaded once per process (a Dask worker keeps it between tasks);
+    None for a feature set without the CLIP stage."""
+    return load_clip(spec, resolve_device(device)) if spec is not None else None
+
+
+def device_name(cfg: FeaturizeConfig, model: LoadedClip | None) -> str:
+    """Where the networks run, as recorded per clip."""
+    return str(model.device if model is not None else resolve_device(cfg.device))
+
+
+def with_available_clip(cfg: FeaturizeConfig) -> tuple[FeaturizeConfig, str | None]:
+    """The configuration to run, and a note when the CLIP stage was dropped because its weights cannot be had
+    here (only when asked to: clip_if_available, with another stage that needs no weights)."""
+    if cfg.clip is None or not cfg.clip_if_available or cfg.objects is None:
+        return cfg, None
+    try:
+        clip_model(cfg.clip, cfg.device)
+    except WeightsUnavailable as exc:
+        note = (f"featurizing without CLIP (stages motion,objects): {str(exc).split('. ')[0]}. The ttc and "
+                "conflict heads do not read CLIP; pass --pretrained PATH for the heads that do")
+        return replace(cfg, clip=None), note
+    return cfg, None
+
+
+def has_clip(config: dict) -> bool:
+    """Whether a stored feature set's config has CLIP embeddings."""
+    return "clip" in config.get("stages", ("clip",))
 
 
 @lru_cache(maxsize=2)
-def detector(spec: str, device: str):
+def detector(spec: str, device: str, min_score: float = 0.25, input_size: int = 320):
     """The detector a spec names, loaded once per process."""
-    return make_detector(spec, str(resolve_device(device)))
+    return make_detector(spec, str(resolve_device(device)), min_score, input_size)
+
+
+def object_detector(spec: ObjectsSpec, device: str):
+    """The detector an objects stage runs, with its confidence cut and input size."""
+    return detector(spec.detector, device, spec.min_score, spec.input_size)
 
 
 def clip_spec_of_feature_set(config: dict, pretrained: str | None = None) -> ClipSpec:
@@ -82,6 +128,9 @@ def clip_spec_of_feature_set(config: dict, pretrained: str | None = None) -> Cli
     A local checkpoint is recorded by its hash, not its path, so the caller passes the file again.
     """
     weights = config["weights"]
+    if not has_clip(config):
+        raise ValueError("this feature set has no CLIP embeddings (stages " + ",".join(config["stages"]) + "): "
+                         "featurize with CLIP weights (--pretrained) for text search and zero-shot heads")
     if pretrained:
         return ClipSpec(model=config["model"], pretrained=pretrained)
     if weights and weights.startswith("file:"):

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class FeaturizeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
+    stages: str | None = Field(None, description="comma list of motion, clip, objects (e.g. motion,objects: road "
+                               "users without CLIP weights). Default: motion and clip, plus objects with a detector; "
+                               "with a detector, CLIP is left out (saying so) when its weights cannot be had here")
     model: str = Field("RN50", description="open_clip model name (a ResNet gives EmbCLIP grids too)")
     pretrained: str | None = Field("openai", description="open_clip pretrained tag, or a local checkpoint path")
     untrained: bool = Field(False, description="random CLIP weights: tests and benchmarks only")
@@ -27,8 +30,12 @@ class FeaturizeOptions(BaseModel):
     limit: int | None = Field(None, gt=0, description="at most this many clips per run")
     retry_failed: bool = Field(False, description="try again clips whose decoding failed before")
     detector: str | None = Field(None, description="road users with time-to-collision: darknet:DIR "
-                                 "(e.g. a Yolo-Fastest folder), darknet:CFG,WEIGHTS or torchvision:NAME[:WEIGHTS_FILE]")
+                                 "(e.g. a Yolo-Fastest folder), darknet:CFG,WEIGHTS or torchvision:NAME[:WEIGHTS_FILE]; "
+                                 "default: the NEARMISS_DETECTOR setting")
     object_fps: float = Field(10.0, gt=0, description="detector frames per second (tracking needs more than fps)")
+    object_input: int = Field(320, ge=128, multiple_of=32, description="Darknet detector input size in pixels "
+                              "(416 finds more small road users and riders for about 1.7x the detector's time; "
+                              "bench/detector_sizes.py)")
     decode_timeout_s: float = Field(300.0, gt=0, description="a decoder that gives no frames for this long is "
                                     "stopped as hung (the clip goes to the other decoder, else fails)")
     decode_in_process: bool = Field(False, description="decode in this process instead of a child process per "
@@ -50,14 +57,28 @@ class FeaturizeOptions(BaseModel):
         from pipeline.decode import DecodeSpec
         from pipeline.embed import ClipSpec
         from pipeline.featurize_config import FeaturizeConfig
+        from pipeline.featurize_config import STAGES
         from pipeline.objects import ObjectsSpec
+        from pipeline.settings import settings
 
-        return FeaturizeConfig(clip=ClipSpec(self.model, self.pretrained, self.untrained),
+        detector = self.detector or settings().detector
+        wanted = [s.strip() for s in (self.stages or "").split(",") if s.strip()]
+        unknown = sorted(set(wanted) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)} in --stages; choose from {', '.join(STAGES)}")
+        if "objects" in wanted and not detector:
+            raise ValueError("--stages objects needs a detector: pass --detector darknet:/path/to/yolo_fastest "
+                             "(or set NEARMISS_DETECTOR)")
+        with_clip = "clip" in wanted or not wanted
+        with_objects = bool(detector) and ("objects" in wanted or not wanted)
+        return FeaturizeConfig(clip=ClipSpec(self.model, self.pretrained, self.untrained) if with_clip else None,
+                               clip_if_available=not wanted,
                                decode=DecodeSpec(sample_fps=self.fps), device=self.device,
                                batch_size=self.batch_size, decoder=self.decoder, limit=self.limit,
                                retry_failed=self.retry_failed, decode_timeout_s=self.decode_timeout_s,
                                decode_in_process=self.decode_in_process,
-                               objects=ObjectsSpec(self.detector, fps=self.object_fps) if self.detector else None)
+                               objects=ObjectsSpec(detector, fps=self.object_fps, input_size=self.object_input)
+                               if with_objects else None)
 
 
     def spread(self) -> Spread | None:

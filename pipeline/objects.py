@@ -27,7 +27,8 @@ class ObjectsSpec:
     """Everything that changes the stored objects; recorded in the feature set."""
     detector: str                     # darknet:DIR | torchvision:NAME[:WEIGHTS]
     fps: float = 10.0                 # detection rate (tracking needs more than the 4 fps of CLIP)
-    min_score: float = 0.25
+    min_score: float = 0.25           # detections below this confidence are dropped by the detector
+    input_size: int = 320             # Darknet input (pixels, square); bench/detector_sizes.py measures others
     track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
     track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
     lost_s: float = 0.7               # a track survives this long unseen

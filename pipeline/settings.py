@@ -6,6 +6,7 @@
 | NEARMISS_MODEL_STORE | model_store/ beside the catalog | head weights |
 | NEARMISS_LOCK_TIMEOUT_S | 600 | how long a writer waits for another process's lock on the catalog |
 | NEARMISS_MEMORY_BUDGET_GB | 8 | decoded frames one window of a clip may hold; a clip that needs more fails, naming why |
+| NEARMISS_DETECTOR | unset | the detector featurize uses when none is named (e.g. darknet:/models/yolo_fastest) |
 | CI | unset | set: no progress bars |
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Settings(BaseSettings):
     model_store: str | None = None
     lock_timeout_s: float = 600.0
     memory_budget_gb: float = 8.0
+    detector: str | None = None
     ci: bool = Field(False, validation_alias=AliasChoices("CI"))
 
 
