@@ -7,11 +7,12 @@ from pathlib import Path
 from prefect import flow
 
 from catalog import Catalog, default_db_path
-from catalog.features import feature_set
+from catalog.features import feature_set, feature_sets
 from catalog.head_inputs import labelled_clips, load_sequences
 from catalog.splits import SPLIT_SCHEME, assign_splits
 from catalog.heads import ModelRow, get_model, next_version, record_evaluation, register_model
 from flows.lineage import tracked_run
+from models.calibration import DEFAULT_ALARMS_PER_HOUR
 from models.evaluation import evaluate, summary_line
 from models.fit_data import FitData
 from models.heads import get_head
@@ -48,12 +49,26 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def resolve_model(catalog: Catalog, ref: str) -> ModelRow:
+    """The head version a reference names. A head with nothing to train (ttc, conflict, zeroshot) is
+    registered on first use, on the newest feature set it can read."""
     name, version = parse_ref(ref)
     with catalog.read() as con:
         row = get_model(con, name, version)
+    if row is None and version is None and not get_head(name).trainable:
+        return run_train(catalog.path, TrainConfig(name, _usable_feature_set(catalog, name)), log=None).model
     if row is None:
         raise ValueError(f"no trained {ref} in the catalog: run `nearmiss train --head {name}` first")
     return row
+
+
+def _usable_feature_set(catalog: Catalog, head: str) -> str | None:
+    """The newest feature set the head can read (None: the newest, whose error then says what is missing)."""
+    info = get_head(head)
+    with catalog.read() as con:
+        for fs_id, config in feature_sets(con):
+            if info.unusable_reason(config) is None:
+                return fs_id
+    return None
 
 
 def _resolve_feature_set(catalog: Catalog, fs_id: str | None) -> tuple[str, dict]:
@@ -91,9 +106,8 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
     catalog = Catalog(db)
     info = get_head(cfg.head)
     fs_id, fs_config = _resolve_feature_set(catalog, cfg.feature_set)
-    if "objects" in info.needs and "objects" not in fs_config:
-        raise ValueError(f"the {cfg.head} head needs tracked road users, and feature set {fs_id} has none: run "
-                         "`nearmiss featurize --detector darknet:/path/to/yolo_fastest` first")
+    if why := info.unusable_reason(fs_config):
+        raise ValueError(f"{why} (feature set {fs_id})")
     with catalog.write() as con:
         assign_splits(con)
     params = {"head": cfg.head, "feature_set": fs_id, "train": asdict(cfg.spec), "split_scheme": SPLIT_SCHEME}
@@ -146,9 +160,10 @@ def run_evaluate(db: str | None, ref: str, split: str = "test") -> tuple[ModelRo
 
 @flow(name="train", log_prints=True)
 def train_flow(head: str, db: str | None = None, feature_set: str | None = None, epochs: int = 80,
-               seed: int = 0) -> dict:
+               seed: int = 0, alarms_per_hour: float = DEFAULT_ALARMS_PER_HOUR) -> dict:
     """Train one head on the catalog's labels and register the new version."""
-    report = run_train(db, TrainConfig(head, feature_set, TrainSpec(epochs=epochs, seed=seed)),
+    report = run_train(db, TrainConfig(head, feature_set, TrainSpec(epochs=epochs, seed=seed,
+                                                                         alarms_per_hour=alarms_per_hour)),
                        log=lambda s: None)
     print(f"trained {report.model.ref}: {report.splits}")
     return {"model": report.model.ref, "val": summary_line(report.val) if report.val else {}}

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.calibration import DEFAULT_ALARMS_PER_HOUR
 from models.evaluation import evaluate
 from models.events import EventSpec, extract_events
 from models.fusion import FusionHead, mix
@@ -31,6 +32,7 @@ class TrainSpec:
     seed: int = 0
     aux_weight: float = 0.5       # the other output's loss, as a multi-task regulariser
     positive_weight: float = 2.0  # per-step loss weight of near-miss steps (they are the minority)
+    alarms_per_hour: float = DEFAULT_ALARMS_PER_HOUR  # false-alarm budget of heads calibrated on normal driving
 
 
 @dataclass

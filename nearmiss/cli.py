@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from catalog import default_db_path
+from models.calibration import DEFAULT_ALARMS_PER_HOUR
 from pipeline.featurize_options import add_arguments as add_featurize_arguments
 from pipeline.featurize_options import from_arguments as featurize_options
 
@@ -62,10 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a near-miss head on the catalog's labels and register a version")
     _add_db(p)
-    p.add_argument("--head", required=True, help="recognition | detection | motion3d | zeroshot | fusion")
+    p.add_argument("--head", required=True, help="recognition | detection | motion3d | zeroshot | fusion | ttc | "
+                   "conflict (heads that need no training only register their configuration)")
     p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
     p.add_argument("--epochs", type=int, default=80, help="upper bound; early stopping on the val split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR,
+                   help="conflict: the false-alarm budget on the normal-driving clips labelled in the catalog; "
+                        f"the alarm level is set from them (default {DEFAULT_ALARMS_PER_HOUR:g})")
     p.add_argument("--store", default=None, help="model store folder (default: $NEARMISS_MODEL_STORE or "
                    "model_store/ beside the catalog)")
     p.add_argument("--pretrained", default=None, help="zeroshot: CLIP checkpoint file, when the feature set used one")
@@ -215,12 +220,18 @@ def cmd_train(args) -> int:
     from models.evaluation import summary_line
     from models.training import TrainSpec
 
-    cfg = TrainConfig(args.head, args.feature_set, TrainSpec(epochs=args.epochs, seed=args.seed), args.store,
-                      args.pretrained)
+    cfg = TrainConfig(args.head, args.feature_set, TrainSpec(epochs=args.epochs, seed=args.seed,
+                                                             alarms_per_hour=args.alarms_per_hour),
+                      args.store, args.pretrained)
     report = run_train(_db(args), cfg, log=print if args.verbose else None)
     m = report.model
     print(f"trained {m.ref} ({m.kind}) on feature set {m.feature_set_id}: {report.splits['train']} train / "
           f"{report.splits['val']} val clips")
+    if level := m.params.get("alarm_level"):
+        lo, hi = level["observed_interval"]
+        print(f"  alarm level {level['threshold']:.3f} for {level['alarms_per_hour']:g} false alarms per hour, from "
+              f"{level['negatives']} normal-driving clips ({level['minutes']:.1f} min): {level['observed_alarms']} "
+              f"windows above it there (95% {lo:.1f}-{hi:.1f} per hour); {level['method']}")
     if report.first_loss is not None:
         print(f"  train loss {report.first_loss:.3f} -> {report.best_loss:.3f}; kept epoch {report.best_epoch}")
     if report.val:
