@@ -92,6 +92,7 @@ def write_predictions(con: duckdb.DuckDBPyConnection, model: ModelRow, preds: li
            for col in ("start_s", "peak_s", "end_s")},
         "score": pa.array([float(e.score) for _, _, e in events], pa.float32()),
         "class": pa.array([e.cls for _, _, e in events], pa.string()),
+        "parties": pa.array([list(e.parties) if e.parties else None for _, _, e in events], pa.list_(pa.int32())),
     })
     con.register("_preds", table)
     con.register("_incidents", incidents)

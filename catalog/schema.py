@@ -264,6 +264,16 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(8, "incidents.parties: the tracked road users an incident involves (objects.track_id)", """
+        ALTER TABLE incidents ADD COLUMN parties INTEGER[];  -- NULL: the head does not know who
+        CREATE OR REPLACE VIEW latest_incidents AS
+            SELECT i.*, c.path, i.end_s - i.start_s AS duration_s FROM incidents i
+            JOIN latest_models m ON m.name = i.model_name AND m.version = i.model_version
+            JOIN current_clips c ON c.id = i.clip_id;
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

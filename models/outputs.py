@@ -8,13 +8,14 @@ import numpy as np
 from pipeline.taxonomy import CLASSES
 
 
-@dataclass(frozen=True)
+@dataclass
 class Incident:
     start_s: float
     peak_s: float
     end_s: float
     score: float
     cls: str
+    parties: tuple[int, ...] = ()     # track ids of the road users involved, when the head knows them
 
 
 @dataclass

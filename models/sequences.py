@@ -69,6 +69,8 @@ class ClipObjects:
     in_path: np.ndarray
     entering: np.ndarray
     boxes: np.ndarray                   # (K, 4) x1, y1, x2, y2 in fractions of the frame
+    coco: np.ndarray | None = None      # (K,) what the detector said (person, car, motorcycle, ...)
+    aspect: float = 16 / 9              # the frame's width / height (boxes are fractions of each)
 
 
 @dataclass(frozen=True)

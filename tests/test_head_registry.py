@@ -10,6 +10,7 @@ from models.motion3d import Motion3DConfig, Motion3DHead, Motion3DNet
 from models.sequences import ClipObjects, Sequences
 from models.store import load_head, save_head
 from models.temporal import FusedTemporalNet, TemporalConfig, TemporalHead
+from models.conflict import ConflictHead
 from models.ttc import TTCConfig, TTCHead
 from models.zeroshot import ZeroShotHead
 
@@ -33,6 +34,7 @@ EXAMPLES = {
     "fusion": lambda: FusionHead(_temporal("recognition"), _motion3d(), 0.7),
     "zeroshot": lambda: ZeroShotHead(np.eye(4, CLIP, dtype=np.float32)),
     "ttc": lambda: TTCHead(TTCConfig(ttc_critical_s=1.2)),
+    "conflict": lambda: ConflictHead().with_threshold(0.4, {"method": "test"}),
 }
 
 

@@ -105,9 +105,10 @@ def test_ttc_head_scores_rescores_without_decoding_and_reports(objects_catalog, 
     db = str(tmp_path / "c.duckdb")
     shutil.copy(objects_catalog, db)
     monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store"))
-    results = run_score(db)                      # no trained heads: the ttc head registers itself
-    assert [r.model for r in results] == ["ttc@1"] and results[0].clips == len(CLIPS)
-    first = _rows(db, "SELECT clip_id, predicted_class, near_miss_score, step_scores FROM predictions ORDER BY 1")
+    results = run_score(db)                      # no trained heads: those that need no training register
+    assert [r.model for r in results] == ["ttc@1", "conflict@1"] and results[0].clips == len(CLIPS)
+    first = _rows(db, "SELECT clip_id, predicted_class, near_miss_score, step_scores FROM predictions"
+                      " WHERE model_name = 'ttc' ORDER BY 1")
     assert all(len(r[3]) > 10 for r in first)    # a score per detector frame
 
     def no_decoding(*a, **k):
@@ -115,7 +116,8 @@ def test_ttc_head_scores_rescores_without_decoding_and_reports(objects_catalog, 
     monkeypatch.setattr(decode_mod, "make_decoder", no_decoding)
     r = run_rescore(db, "ttc")
     assert r.clips == len(CLIPS) and not r.moved
-    again = _rows(db, "SELECT clip_id, predicted_class, near_miss_score, step_scores FROM predictions ORDER BY 1")
+    again = _rows(db, "SELECT clip_id, predicted_class, near_miss_score, step_scores FROM predictions"
+                      " WHERE model_name = 'ttc' ORDER BY 1")
     assert [a[:3] for a in again] == [f[:3] for f in first]
     monkeypatch.undo()
     # A version that alarms on any approaching road user, registered as `train` would: the report then

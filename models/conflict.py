@@ -1,0 +1,212 @@
+"""`conflict`: a near-miss head that needs no training, fusing physical cues (models/cues/):
+
+- ego conflict: a road user in or entering the ego path whose image grows fast, from a robust fit of
+  its boxes (a time-to-collision that the track's own jitter cannot explain away), held for
+  `persist_s` so that one flickering frame is no conflict;
+- a conflict between other road users: two boxes closing on each other to contact (models/cues/pairwise.py);
+- abrupt dynamics: a rider going down, a road user halting from speed (models/cues/abrupt.py);
+- the ego's response: hard braking, a swerve, a camera shock (models/cues/ego.py).
+
+Per detector frame the cues combine as independent evidence, 1 - prod(1 - w_i * s_i). The alarm level
+is not a constant: `fit` sets it from a false-alarm budget on the normal-driving clips labelled in the
+catalog (models/calibration.py), so the operating point comes from negatives only. An incident names
+the road users behind it (track ids), and its class is theirs (riders take their vehicle's class).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from models.calibration import Calibration, calibrate
+from models.cues.abrupt import AbruptSpec, shape_scores, stop_scores
+from models.cues.ego import EgoSpec, ego_cues
+from models.cues.kinematics import KinematicsSpec
+from models.cues.pairwise import PairSpec, pair_conflicts
+from models.cues.riders import RiderSpec
+from models.cues.tracks import clip_tracks
+from models.events import EventSpec, extract_events, smooth
+from models.head_registry import register_head
+from models.outputs import ClipPrediction
+from models.sequences import BACKGROUND, CLASS_INDEX, MOTION_SCALARS, ClipObjects, Sequences
+
+CUES = ("ego_ttc", "pair", "abrupt", "ego_response")
+
+
+@dataclass(frozen=True)
+class ConflictConfig:
+    ttc_critical_s: float = 1.5       # a serious conflict (traffic-conflict studies)
+    ttc_safe_s: float = 3.0
+    entering_weight: float = 0.8      # path factors, as in the ttc head
+    beside_weight: float = 0.3
+    beside_gap: float = 2.0
+    min_height: float = 0.08
+    full_height: float = 0.25
+    min_score: float = 0.3
+    full_score: float = 0.6
+    persist_s: float = 0.3            # a conflict held this long (3 detector frames at 10 fps)
+    weights: tuple[float, ...] = (1.0, 0.9, 0.8, 0.6)   # per cue (CUES order): how much alone it proves
+    threshold: float = 0.5            # the alarm level; set by calibration
+    kinematics: KinematicsSpec = field(default_factory=KinematicsSpec)
+    pair: PairSpec = field(default_factory=PairSpec)
+    abrupt: AbruptSpec = field(default_factory=AbruptSpec)
+    ego: EgoSpec = field(default_factory=EgoSpec)
+    riders: RiderSpec = field(default_factory=RiderSpec)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConflictConfig":
+        nested = {"kinematics": KinematicsSpec, "pair": PairSpec, "abrupt": AbruptSpec, "ego": EgoSpec,
+                  "riders": RiderSpec}
+        return cls(**{k: nested[k](**v) if k in nested else tuple(v) if k == "weights" else v
+                      for k, v in d.items()})
+
+
+def _ramp(x, lo, hi):
+    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+
+
+@dataclass
+class ClipCues:
+    """Per detector frame: each cue's score, and the road users behind it (track ids, -1 none)."""
+    step_t_s: np.ndarray
+    scores: np.ndarray                # (M, len(CUES))
+    parties: np.ndarray               # (M, len(CUES), 2)
+    classes: np.ndarray               # (M, len(CUES)) class index behind each cue (BACKGROUND none)
+
+    def fused(self, weights) -> np.ndarray:
+        w = np.asarray(weights, np.float64)
+        return 1.0 - np.prod(1.0 - np.clip(self.scores * w, 0, 1), axis=1)
+
+
+def _persist(x: np.ndarray, t: np.ndarray, span: float) -> np.ndarray:
+    """The lowest value over the trailing `span`: a conflict counts once it has held that long."""
+    out = x.copy()
+    for k in range(len(x)):
+        m = (t >= t[k] - span - 1e-9) & (t <= t[k] + 1e-9)
+        out[k] = x[m].min()
+    return out
+
+
+def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: ConflictConfig) -> ClipCues:
+    m = len(o.step_t_s)
+    scores, parties = np.zeros((m, len(CUES))), np.full((m, len(CUES), 2), -1, np.int64)
+    classes = np.full((m, len(CUES)), BACKGROUND, np.int64)
+    ego = ego_cues(motion_t, *(motion[:, MOTION_SCALARS.index(c)] for c in ("ego_speed", "ego_yaw", "ego_pitch")),
+                   cfg.ego) if len(motion_t) else None
+    yaw_of = (lambda t: np.interp(t, motion_t, motion[:, MOTION_SCALARS.index("ego_yaw")])) if len(motion_t) \
+        else (lambda t: None)
+    tracks = clip_tracks(o, cfg.kinematics, replace(cfg.riders, aspect=o.aspect), yaw_of=yaw_of)
+    for tr in tracks:
+        rows, k = tr.rows, tr.kin
+        ttc = k.ttc(cfg.kinematics.z)
+        path = np.where(o.in_path[rows], 1.0, np.where(o.entering[rows], cfg.entering_weight,
+                                                        np.where(o.path_gap[rows] <= cfg.beside_gap,
+                                                                 cfg.beside_weight, 0.0)))
+        crit = (1 - _ramp(np.minimum(ttc, 1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)) * path \
+            * _ramp(k.height, cfg.min_height, cfg.full_height) * _ramp(tr.score, cfg.min_score, cfg.full_score)
+        crit = _persist(crit, k.t_s, cfg.persist_s)
+        abrupt = np.maximum(shape_scores(tr, tracks, cfg.abrupt), stop_scores(tr, cfg.abrupt, o.aspect)) \
+            * _ramp(tr.score, cfg.min_score, cfg.full_score)
+        cls = CLASS_INDEX[tr.cls]
+        for cue, values in ((0, crit), (2, abrupt)):
+            better = values > scores[tr.step, cue]
+            scores[tr.step[better], cue] = values[better]
+            parties[tr.step[better], cue, 0] = tr.track_id
+            classes[tr.step[better], cue] = cls
+    pair, who = pair_conflicts(tracks, m, o.step_t_s, cfg.pair, o.aspect)
+    scores[:, 1], parties[:, 1] = pair, who
+    by_id = {t.track_id: t for t in tracks}
+    for k in np.flatnonzero(pair > 0):
+        a, b = (by_id[int(i)].cls for i in who[k])
+        # the other party of a crash between road users: the more vulnerable one
+        classes[k, 1] = CLASS_INDEX[next((c for c in ("pedestrian", "bicycle") if c in (a, b)), "vehicle")]
+    if ego is not None:
+        scores[:, 3] = ego.at(o.step_t_s)
+        # whom the ego reacted to: the road user most critical at that moment, else a vehicle
+        near = scores[:, 0] > 0
+        classes[:, 3] = np.where(near, classes[:, 0], CLASS_INDEX["vehicle"])
+        parties[:, 3] = np.where(near[:, None], parties[:, 0], -1)
+    return ClipCues(o.step_t_s, scores, parties, classes)
+
+
+@register_head("conflict", kind="conflict", needs=("objects",), trainable=False,
+               summary="no training: ego time-to-collision from robust track kinematics, conflicts between "
+                       "other road users, abrupt dynamics (falls, sudden stops) and the ego's response (braking, "
+                       "swerve, shock), fused; the alarm level from a false-alarm budget on normal driving")
+class ConflictHead:
+    kind = "conflict"
+    needs_flow = False
+
+    def __init__(self, cfg: ConflictConfig = ConflictConfig(), events: EventSpec | None = None,
+                 calibration: dict | None = None):
+        self.cfg = cfg
+        self.events = events or EventSpec(threshold=cfg.threshold, bridge=cfg.threshold * 0.6, min_duration_s=0.2)
+        self.calibration = calibration
+
+    def with_threshold(self, threshold: float, calibration: dict | None = None) -> "ConflictHead":
+        cfg = replace(self.cfg, threshold=float(threshold))
+        return ConflictHead(cfg, replace(self.events, threshold=cfg.threshold, bridge=cfg.threshold * 0.6),
+                            calibration)
+
+    def cues(self, seqs: Sequences) -> list[ClipCues]:
+        if seqs.objects is None:
+            raise ValueError("the conflict head needs tracked road users: featurize with --detector (e.g. "
+                             "--detector darknet:/path/to/yolo_fastest) and score that feature set")
+        out = []
+        for i, o in enumerate(seqs.objects):
+            sl = seqs.frames(i)
+            out.append(clip_cues(o, seqs.times[sl].astype(np.float64), seqs.motion[sl], self.cfg))
+        return out
+
+    def smoothed(self, c: ClipCues) -> np.ndarray:
+        return smooth(c.fused(self.cfg.weights), self.events.smooth)
+
+    def predict(self, seqs: Sequences) -> list[ClipPrediction]:
+        return [self._predict(cid, c) for cid, c in zip(seqs.clip_ids, self.cues(seqs))]
+
+    def _predict(self, clip_id: str, c: ClipCues) -> ClipPrediction:
+        score = c.fused(self.cfg.weights).astype(np.float32)
+        m = len(score)
+        lead = np.argmax(c.scores * np.asarray(self.cfg.weights), axis=1) if m else np.zeros(0, int)
+        cls = c.classes[np.arange(m), lead] if m else np.zeros(0, int)
+        probs = np.zeros((m, 4), np.float32)
+        probs[:, BACKGROUND] = 1.0 - score
+        probs[np.arange(m), np.where(cls == BACKGROUND, CLASS_INDEX["vehicle"], cls)] += score
+        events = extract_events(c.step_t_s, score, probs, self.events)
+        for e in events:
+            steps = np.flatnonzero((c.step_t_s >= e.start_s - 1e-6) & (c.step_t_s <= e.end_s + 1e-6))
+            ids = c.parties[steps, lead[steps]].reshape(-1) if len(steps) else np.zeros(0, int)
+            e.parties = tuple(sorted({int(i) for i in ids if i >= 0}))
+        smoothed = smooth(score, self.events.smooth) if m else np.zeros(0)
+        clip = np.zeros(4, np.float32)
+        clip[BACKGROUND] = 1.0
+        top = float(smoothed.max()) if m else 0.0
+        if events:
+            k = int(np.argmax(smoothed))
+            clip[:] = 0.0
+            clip[CLASS_INDEX[max(events, key=lambda e: e.score).cls]] = top
+            clip[BACKGROUND] = 1.0 - top
+        return ClipPrediction(clip_id, clip, top, c.step_t_s.astype(np.float32), score, events)
+
+    def payload(self) -> dict:
+        return {"kind": self.kind, "config": asdict(self.cfg), "events": asdict(self.events),
+                "calibration": self.calibration}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "ConflictHead":
+        return cls(ConflictConfig.from_dict(p["config"]), EventSpec(**p["events"]), p.get("calibration"))
+
+    @classmethod
+    def fit(cls, name: str, data) -> tuple:
+        """Nothing is learnt: the alarm level comes from the normal-driving clips among the labelled ones
+        (train and val splits; test stays for evaluation), for the budget data.spec.alarms_per_hour."""
+        head = cls()
+        negatives = []
+        for seqs, labels in ((data.train, data.train_labels), (data.val, data.val_labels)):
+            chosen = [i for i, lab in enumerate(labels) if not lab.is_near_miss]
+            if chosen and seqs.objects is not None:
+                cues = head.cues(seqs)
+                negatives += [(cues[i].step_t_s, head.smoothed(cues[i])) for i in chosen]
+        cal: Calibration = calibrate(negatives, data.spec.alarms_per_hour)
+        head = head.with_threshold(cal.threshold, cal.as_dict())
+        return data.fixed(head), head.payload() | {"alarm_level": cal.as_dict()}

@@ -1,0 +1,110 @@
+"""Abrupt dynamics of one road user: a rider or two-wheeler going down (its box turning from tall to
+wide within a moment, and staying so), and a sudden stop of something that was moving across the view.
+
+A person or two-wheeler box is taller than wide while upright; a fall lays it down. The cue is the
+change of log(height / width) against the track's own shape a moment before, so a bicycle seen from
+the side (wide all along) never fires. A sudden stop is a box that was moving sideways at vehicle
+speed and is still within the window: losing 70 % of its speed in under a second is about 1 g for
+a car at 15 km/h, far past braking.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.cues.kinematics import robust_line
+
+FALLERS = ("person", "bicycle", "motorcycle", "motorbike")
+
+
+@dataclass(frozen=True)
+class AbruptSpec:
+    upright: float = 1.2          # height / width of an upright rider or person before the fall
+    fallen: float = 0.9           # ... and at most this after it
+    fall_drop: float = 0.45       # log(h/w) lost within the window (about a third of the ratio)
+    window_s: float = 0.8
+    min_points: int = 4
+    min_height: float = 0.08      # the box (fraction of the frame) before the change: smaller is too coarse
+    hold_s: float = 0.5           # the new shape holds this long
+    border: float = 0.01          # a box this close to the frame's edge is cut by it
+    stop_speed: float = 2.5       # own heights/s sideways before a sudden stop (about 4 m/s for a car); full at twice
+    aspect: float = 16 / 9
+
+
+def _ramp(x, lo, hi):
+    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+
+
+def _occluded(track, tracks, k: int, share: float = 0.2) -> bool:
+    """Whether another road user's box covers more than `share` of this box at its k-th frame (a shape
+    that changes there may be the other one hiding part of it)."""
+    b = track.boxes[k]
+    area = max((b[2] - b[0]) * (b[3] - b[1]), 1e-9)
+    for other in tracks:
+        if other is track:
+            continue
+        j = np.searchsorted(other.step, track.step[k])
+        if j < len(other.step) and other.step[j] == track.step[k]:
+            o = other.boxes[j]
+            inter = max(0.0, min(b[2], o[2]) - max(b[0], o[0])) * max(0.0, min(b[3], o[3]) - max(b[1], o[1]))
+            if inter > share * area:
+                return True
+    return False
+
+
+def shape_scores(track, tracks=(), spec: AbruptSpec = AbruptSpec()) -> np.ndarray:
+    """(n,) per box of a person or two-wheeler track: how surely it was just laid down (tall to wide, and
+    staying so). Boxes cut by the frame's border or partly covered by another road user's box are not
+    judged: their shape is not theirs. Cars are not judged by shape: a small detector's car boxes change
+    their height / width by half within a second in normal traffic (measured on the development
+    negatives), as much as a car tipping up would."""
+    out = np.zeros(len(track.step))
+    if track.coco not in FALLERS or len(out) < spec.min_points + 2:
+        return out
+    t, h, w, boxes = track.kin.t_s, track.kin.height, track.kin.width, track.boxes
+    cut = (boxes[:, 0] <= spec.border) | (boxes[:, 2] >= 1 - spec.border) | (boxes[:, 3] >= 1 - spec.border)
+    shape = np.log(np.clip(h, 1e-4, None) / np.clip(w, 1e-4, None))
+    for k in range(1, len(t)):
+        before = (t < t[k] - spec.window_s + 1e-9) & (t >= t[k] - 3 * spec.window_s) & ~cut
+        if before.sum() < spec.min_points or cut[k] or cut[k - 1] or np.median(h[before]) < spec.min_height \
+                or np.exp(shape[k]) > spec.fallen:
+            continue
+        was = float(np.median(shape[before]))
+        # the new shape must hold: a fallen rider stays down, a tipped car stays tipped (detection is offline,
+        # so the next `hold_s` may be read); box jitter and a moment's occlusion do not hold
+        held = (t >= t[k] - 1e-9) & (t <= t[k] + spec.hold_s + 1e-9) & ~cut
+        if held.sum() < spec.min_points - 1:
+            continue
+        now = float(np.median(shape[held]))
+        if abs(float(np.max(shape[held]) - np.min(shape[held]))) > abs(was - now):
+            continue  # it wobbles more than it moved
+        if np.exp(was) < spec.upright or np.exp(now) > spec.fallen:
+            continue
+        change = was - now
+        if change < spec.fall_drop * 0.5 or _occluded(track, tracks, k) or _occluded(track, tracks, k - 1):
+            continue
+        out[k] = _ramp(change, spec.fall_drop * 0.5, spec.fall_drop)
+    return out
+
+
+def stop_scores(track, spec: AbruptSpec = AbruptSpec(), aspect: float | None = None) -> np.ndarray:
+    """(n,) per box: a road user that was moving sideways at vehicle speed and is still within `window_s`
+    (so it lost at least 70 % of its speed in under a second: a hit, not braking)."""
+    out = np.zeros(len(track.step))
+    if len(out) < 2 * spec.min_points:
+        return out
+    t, k_, boxes = track.kin.t_s, track.kin, track.boxes
+    cut = (boxes[:, 0] <= spec.border) | (boxes[:, 2] >= 1 - spec.border)
+    scale = (aspect or spec.aspect) / np.maximum(k_.height, 1e-3)   # widths/s -> own heights/s
+    for k in range(len(t)):
+        prev = (t >= t[k] - 2 * spec.window_s - 1e-9) & (t < t[k] - spec.window_s + 1e-9) & ~cut
+        now = (t >= t[k] - spec.window_s / 2 - 1e-9) & (t <= t[k] + 1e-9) & ~cut
+        if prev.sum() < spec.min_points or now.sum() < 3 or np.median(k_.height[prev]) < spec.min_height:
+            continue
+        v0 = robust_line(t[prev], k_.cx[prev], 0.005, 1.5)[0] * float(np.median(scale[prev]))
+        v1 = robust_line(t[now], k_.cx[now], 0.005, 1.5)[0] * float(np.median(scale[now]))
+        if abs(v0) < spec.stop_speed or abs(v1) > 0.3 * abs(v0):
+            continue
+        out[k] = _ramp(abs(v0), spec.stop_speed, 2 * spec.stop_speed)
+    return out

@@ -1,0 +1,87 @@
+"""The ego's response, from the motion stage: hard braking, a swerve, a camera shock.
+
+Near-miss databases such as NIDB were collected from exactly these triggers (a driver's hard brake,
+an accelerometer's jolt). The motion stage gives per sampled frame a forward-speed proxy (the
+expansion rate of the background, 1/s), yaw (frame widths/s) and pitch (frame heights/s):
+- braking: the speed proxy (median-filtered) falling to a small fraction of what it was, within a
+  second, from a moving state: a stop from speed. The proxy is the background's expansion rate, V/Z,
+  so it moves with the scene's depth as much as with the speed (measured on the development set:
+  normal driving halves it within a second again and again); only a near-stop counts, and alone
+  it proves little (its weight);
+- swerve: a yaw rate well beyond its level of the moment before (a steering jerk, not a turn's
+  steady yaw);
+- shock: the camera pitched hard within one frame step (an impact, or the car hitting something).
+The proxy is noisy at 4 fps, so every cue is a robust fit over a short trailing window, and each
+maps onto [0, 1] between a level normal driving reaches and one it does not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+
+@dataclass(frozen=True)
+class EgoSpec:
+    window_s: float = 1.0
+    min_points: int = 4
+    moving_speed: float = 0.3      # speed proxy (median of the 2 s before) below this: no braking to judge
+    stop_ratio_hi: float = 0.3     # the speed proxy's median over the next second, as a fraction of before:
+    stop_ratio_lo: float = 0.1     #   the cue starts at 0.3 and is full at 0.1 (a stop from speed)
+    swerve_lo: float = 0.3         # yaw rate beyond its median of the 1.5 s before, widths/s (~30 deg/s)
+    swerve_hi: float = 0.6
+    shock_lo: float = 0.5          # |pitch|, heights/s
+    shock_hi: float = 1.2
+    weights: tuple[float, float, float] = (0.3, 0.5, 0.7)   # brake, swerve, shock: how much each proves alone
+
+
+@dataclass
+class EgoCues:
+    t_s: np.ndarray
+    brake: np.ndarray
+    swerve: np.ndarray
+    shock: np.ndarray
+
+    weights: tuple[float, float, float] = (0.3, 0.5, 0.7)
+
+    @property
+    def score(self) -> np.ndarray:
+        if not len(self.t_s):
+            return np.zeros(0)
+        return np.maximum.reduce([w * c for w, c in zip(self.weights, (self.brake, self.swerve, self.shock))])
+
+    def at(self, times: np.ndarray) -> np.ndarray:
+        """The score at other times (the detector's), from the latest sample at or before each."""
+        if not len(self.t_s):
+            return np.zeros(len(times))
+        k = np.clip(np.searchsorted(self.t_s, np.asarray(times) + 1e-6) - 1, 0, len(self.t_s) - 1)
+        return self.score[k]
+
+
+def _ramp(x, lo, hi):
+    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+
+
+def ego_cues(t: np.ndarray, speed: np.ndarray, yaw: np.ndarray, pitch: np.ndarray,
+             spec: EgoSpec = EgoSpec()) -> EgoCues:
+    from scipy.ndimage import median_filter
+
+    t = np.asarray(t, np.float64)
+    speed, yaw, pitch = (np.nan_to_num(np.asarray(a, np.float64)) for a in (speed, yaw, pitch))
+    n = len(t)
+    brake, swerve = np.zeros(n), np.zeros(n)
+    if n:
+        speed = median_filter(speed, 5, mode="nearest")   # the proxy jumps with the scene's depth: 1.25 s median
+    for k in range(n):
+        before = (t < t[k] - 1e-9) & (t >= t[k] - 2 * spec.window_s - 1e-9)
+        after = (t >= t[k] - 1e-9) & (t < t[k] + spec.window_s - 1e-9)
+        if before.sum() >= spec.min_points and after.sum() >= 3:
+            was = float(np.median(speed[before]))
+            if was >= spec.moving_speed:
+                ratio = float(np.median(speed[after])) / was
+                brake[k] = 1 - _ramp(ratio, spec.stop_ratio_lo, spec.stop_ratio_hi)
+        recent = (t >= t[k] - 1.5 * spec.window_s - 1e-9) & (t <= t[k] + 1e-9)
+        swerve[k] = _ramp(abs(yaw[k]) - abs(float(np.median(yaw[recent]))), spec.swerve_lo, spec.swerve_hi)
+    shock = _ramp(np.abs(pitch), spec.shock_lo, spec.shock_hi)
+    return EgoCues(t, brake, swerve, shock, spec.weights)

@@ -1,0 +1,101 @@
+"""Conflicts between other road users: two tracks whose boxes close on each other fast.
+
+The gap between two road users is measured in the image, in their mean box height (so it reads the
+same near and far): the sideways gap between the boxes' edges, and the difference of their bottom
+edges (where they stand on the road: two road users far apart in depth have bottoms far apart,
+however much their boxes overlap in the picture). The gap's rate of change, from a robust line over
+a trailing window, gives an image-plane time to contact; a conflict is a gap that closes within
+`ttc_safe_s` from one that was open (`open_gap`) a moment before, between two road users near
+enough to judge.
+
+Two things look like closing and are not:
+- a box cut by the frame's left or right border: its edge is the border, not the road user's side,
+  so such boxes are left out;
+- one road user passing in front of another at a different depth (an occlusion): their boxes meet
+  and then pass through each other. Colliding road users do not pass through each other: after the
+  contact their centres keep the side they came from. So a contact counts only if, over the next
+  `settle_s`, the centres' sideways order stays as it was (a look ahead: detection is offline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.cues.kinematics import robust_line
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    min_height: float = 0.06      # both boxes at least this tall (fraction of the frame): nearer than ~25 m
+    full_height: float = 0.15
+    contact_gap: float = 0.1      # mean heights: touching, given loose boxes
+    open_gap: float = 0.6         # ... and this far apart within the window: closing, not driving side by side
+    ttc_critical_s: float = 0.5   # image-plane time to contact
+    ttc_safe_s: float = 1.2
+    min_closing: float = 0.8      # mean heights per second (about 1.2 m/s for a car): slower is a squeeze
+    window_s: float = 1.0
+    min_points: int = 5
+    settle_s: float = 0.7         # after a contact: the centres must not cross over within this
+    unseen_weight: float = 0.5    # a contact after which the two are not both seen again
+    border: float = 0.01          # boxes this close to the left or right edge are cut by it
+    aspect: float = 16 / 9
+
+
+def pair_gap(a: np.ndarray, b: np.ndarray, aspect: float) -> np.ndarray:
+    """(n,) gap between boxes a and b (n, 4), in their mean height."""
+    h = 0.5 * ((a[:, 3] - a[:, 1]) + (b[:, 3] - b[:, 1]))
+    side = np.clip(np.maximum(a[:, 0], b[:, 0]) - np.minimum(a[:, 2], b[:, 2]), 0, None) * aspect
+    depth = np.abs(a[:, 3] - b[:, 3])
+    return np.hypot(side, depth) / np.maximum(h, 1e-3)
+
+
+def _cut(boxes: np.ndarray, border: float) -> np.ndarray:
+    return (boxes[:, 0] <= border) | (boxes[:, 2] >= 1 - border)
+
+
+def _ramp(x, lo, hi):
+    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+
+
+def pair_conflicts(tracks, n_steps: int, step_t: np.ndarray, spec: PairSpec = PairSpec(),
+                   aspect: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per detector frame: the strongest pairwise conflict score in [0, 1], and the pair (2 track ids, -1 none)."""
+    aspect = aspect or spec.aspect
+    score = np.zeros(n_steps)
+    pair = np.full((n_steps, 2), -1, np.int64)
+    big = [t for t in tracks if np.nanmax(t.kin.height, initial=0) >= spec.min_height]
+    for i, a in enumerate(big):
+        for b in big[i + 1:]:
+            common, ia, ib = np.intersect1d(a.step, b.step, return_indices=True)
+            whole = ~(_cut(a.boxes[ia], spec.border) | _cut(b.boxes[ib], spec.border))
+            common, ia, ib = common[whole], ia[whole], ib[whole]
+            if len(common) < spec.min_points:
+                continue
+            gap = pair_gap(a.boxes[ia], b.boxes[ib], aspect)
+            side = (a.boxes[ia, 0] + a.boxes[ia, 2]) - (b.boxes[ib, 0] + b.boxes[ib, 2])  # centres' order
+            t = step_t[common]
+            near = _ramp(np.minimum(a.kin.height[ia], b.kin.height[ib]), spec.min_height, spec.full_height)
+            conf = np.minimum(a.score[ia], b.score[ib])
+            for k in range(len(common)):
+                if gap[k] > spec.contact_gap + 0.5 or near[k] == 0:
+                    continue
+                m = (t <= t[k] + 1e-9) & (t >= t[k] - spec.window_s - 1e-9)
+                if m.sum() < spec.min_points or gap[m].max() < spec.open_gap:
+                    continue
+                slope, _ = robust_line(t[m], gap[m], 0.05, 1.5)
+                closing = -slope
+                if not np.isfinite(closing) or closing < spec.min_closing:
+                    continue
+                before = side[m][0]
+                after = (t > t[k] + 1e-9) & (t <= t[k] + spec.settle_s + 1e-9)
+                if after.any() and np.any(np.sign(side[after]) != np.sign(before)) and abs(before) > 1e-6:
+                    continue  # they passed through each other: one went by in front of the other
+                # both seen after the contact, or one hidden behind the other (as often a pass as a crash)
+                seen = 1.0 if after.sum() >= 2 else spec.unseen_weight
+                ttc = max(gap[k] - spec.contact_gap, 0.0) / closing
+                s = (1 - _ramp(ttc, spec.ttc_critical_s, spec.ttc_safe_s)) * near[k] * _ramp(conf[k], 0.3, 0.6) * seen
+                if s > score[common[k]]:
+                    score[common[k]] = s
+                    pair[common[k]] = (a.track_id, b.track_id)
+    return score, pair

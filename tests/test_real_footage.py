@@ -1,0 +1,78 @@
+"""The offline real-footage path as a user runs it, from a fresh catalog with no CLIP weights and no
+--untrained: ingest, featurize (motion + objects), score with heads that register on first use; and the
+conflict head on a real crash and real normal driving. Skips where ../shared is absent."""
+import json
+
+import pytest
+
+from catalog import Catalog
+from conftest import REAL_DASHCAM
+from nearmiss.cli import main
+
+YOLO = REAL_DASHCAM.parents[1] / "models" / "yolo_fastest"
+NEGATIVES = REAL_DASHCAM.parent / "real_negatives"
+pytestmark = [pytest.mark.real_data,
+              pytest.mark.skipif(not (REAL_DASHCAM.is_dir() and YOLO.is_dir() and NEGATIVES.is_dir()),
+                                 reason="../shared is absent")]
+CRASH = REAL_DASHCAM / "nexar_rearend_akhra92.mp4"     # the ego rear-ends a car ahead at about 8.5 s
+NORMAL = NEGATIVES / "udacity_vd_test_small1.mp4"        # highway traffic, nothing happens
+
+
+@pytest.fixture(scope="module")
+def real_catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    db = str(root / "catalog.duckdb")
+    labels = root / "labels.csv"
+    labels.write_text(f"path,class,event_start_s,event_end_s,event_peak_s\n{NORMAL},background,,,\n")
+    assert main(["--db", db, "ingest", str(CRASH), str(NORMAL), "--labels", str(labels), "--direct"]) == 0
+    assert main(["--db", db, "featurize", "--stages", "motion,objects", "--detector", f"darknet:{YOLO}",
+                 "--direct"]) == 0
+    return db
+
+
+def test_featurize_needs_no_clip_weights_and_records_its_stages(real_catalog):
+    with Catalog(real_catalog).read() as con:
+        (config, untrained, dim), = con.execute("SELECT config, untrained, embed_dim FROM feature_sets").fetchall()
+        rows = con.execute("SELECT count(*), max(len(clip_embedding)) FROM frame_features").fetchone()
+        objects = con.execute("SELECT count(DISTINCT clip_id) FROM objects").fetchone()[0]
+    config = json.loads(config)
+    assert config["stages"] == ["motion", "objects"] and config["weights"] is None
+    assert not untrained and dim == 0
+    assert rows[0] > 0 and rows[1] == 0 and objects == 2
+
+
+def test_heads_that_need_no_training_register_on_first_use(real_catalog, capsys):
+    for head in ("ttc", "conflict"):
+        assert main(["--db", real_catalog, "score", "--head", head, "--direct"]) == 0
+    with Catalog(real_catalog).read() as con:
+        models = dict(con.execute("SELECT name, params FROM models").fetchall())
+        preds = con.execute("SELECT model_name, count(*) FROM predictions GROUP BY ALL ORDER BY 1").fetchall()
+        # the alarm level is set on labelled normal driving outside the test split
+        calibrated_on = con.execute("SELECT count(*) FROM labels l JOIN splits s USING (clip_id)"
+                                    " WHERE l.class = 'background' AND s.split <> 'test'").fetchone()[0]
+    assert set(models) == {"ttc", "conflict"} and preds == [("conflict", 2), ("ttc", 2)]
+    level = json.loads(models["conflict"])["alarm_level"]
+    assert level["negatives"] == calibrated_on and level["alarms_per_hour"] == 2.0
+    assert level["method"].startswith("uncalibrated")      # one clip is too little to set it: the default level
+
+
+def test_the_conflict_head_flags_the_real_crash_naming_who_and_not_normal_driving(real_catalog):
+    main(["--db", real_catalog, "score", "--head", "conflict", "--direct"])
+    with Catalog(real_catalog).read() as con:
+        rows = con.execute("SELECT regexp_extract(p.path, '[^/]+$'), p.predicted_class, i.peak_s, i.parties"
+                           " FROM latest_predictions p LEFT JOIN latest_incidents i ON i.clip_id = p.clip_id"
+                           " AND i.model_name = p.model_name WHERE p.model_name = 'conflict'").fetchall()
+        tracks = con.execute("SELECT DISTINCT track_id FROM objects o JOIN clips c ON c.id = o.clip_id"
+                             " WHERE c.path LIKE '%nexar%'").fetchall()
+    crash = [r for r in rows if r[0] == CRASH.name]
+    normal = [r for r in rows if r[0] == NORMAL.name]
+    assert normal == [(NORMAL.name, "background", None, None)]
+    assert crash[0][1] == "vehicle"
+    peaks = [r[2] for r in crash]
+    assert any(7.0 <= p <= 10.0 for p in peaks)
+    assert all(r[3] and set(r[3]) <= {t for t, in tracks} for r in crash)
+
+
+def test_text_search_refuses_a_feature_set_without_clip(real_catalog, capsys):
+    assert main(["--db", real_catalog, "search", "a car braking"]) == 2
+    assert "no CLIP embeddings" in capsys.readouterr().err
