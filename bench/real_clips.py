@@ -1,13 +1,22 @@
-"""Real dashcam clips as a development benchmark: ingest, featurize with the detector, score with `ttc`.
+"""Real dashcam clips as a development benchmark: ingest, featurize (motion + road users, no CLIP),
+then the real-footage heads (`ttc`, `conflict`) on the development set and leave-one-source-out.
 
     python bench/real_clips.py [--work DIR] [--detector darknet:../shared/models/yolo_fastest]
+                               [--heads ttc,conflict] [--alarms-per-hour 2] [--per-clip]
 
-Reads `../shared/data/real_dashcam` (whose labels.csv is turned into a sidecar of the clips judged
-labelled) and `../shared/data/real_negatives` (normal driving). Prints per clip the predicted class,
-score and incidents against the labels, then: clip-level ROC AUC of near-miss vs normal driving,
-false alarms per 10 minutes of normal driving, recognition on the labelled near-misses (accuracy,
-macro recall, and the always-the-commonest-class rule), events covered by an incident whose peak is
-within 1 s, incident coverage of a clip, and the median peak-time error.
+Reads `../shared/data/real_dashcam` (its labels.csv becomes a sidecar: the accidents with a road-user
+class, and the clips judged normal) and `../shared/data/real_negatives` (normal driving).
+
+Two readings per head:
+- development set: the conflict head's alarm level calibrated on all the negatives (so its false-alarm
+  rate there is in-sample; its positives never set anything);
+- leave-one-source-out: for each source (DAD, Nexar, each uploader's camera, ...) the alarm level is
+  calibrated on the negatives of the other sources only, and that source's clips are scored with it;
+  the numbers pool every held-out source.
+Measures: clip-level ROC AUC (crash vs normal), false alarms (incidents on normal driving) per 10 min
+and per hour with a 95 % Poisson interval, crashes flagged (predicted not background), events with an
+incident peaking within 1 s, 4-class accuracy (background when no alarm) against the always-the-
+commonest rule, per-class recall, per-source results, and featurize seconds per video-minute.
 """
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ import argparse
 import csv
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +34,19 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
 from catalog import Catalog  # noqa: E402
+from catalog.head_inputs import load_sequences  # noqa: E402
 from flows.featurize import FeaturizeConfig, run_featurize  # noqa: E402
 from flows.ingest import run_ingest  # noqa: E402
-from flows.score import run_score  # noqa: E402
-from flows.train import TrainConfig, run_train  # noqa: E402
+from models.calibration import calibrate, poisson_interval  # noqa: E402
+from models.heads import get_head  # noqa: E402
 from models.metrics import roc_auc  # noqa: E402
-from pipeline.embed import ClipSpec  # noqa: E402
 from pipeline.labels import write_labels  # noqa: E402
 from pipeline.objects import ObjectsSpec  # noqa: E402
 
 # DAD's convention puts the accident at 4.5 s; the visible contact is often 3.5-4.25 s (its README):
-# the event spans both and peak errors are measured against both.
+# the event spans both, and peak errors are measured against both.
 DAD_EVENT = (3.5, 4.5)
+DAD_VISIBLE = 3.875
 
 
 def _duration(path: Path) -> float:
@@ -44,27 +55,177 @@ def _duration(path: Path) -> float:
         return c.duration / 1e6
 
 
-def dev_sidecar(folder: Path) -> tuple[list[tuple], dict[str, str]]:
-    """Rows (file, class, start, end, peak) for clips judged labelled; file -> why others are left out.
+def source_of(name: str, repo: str) -> str:
+    """The camera/source a clip comes from: DAD's clips share cameras whatever repository carried them."""
+    return "DAD" if name.startswith("dad_") else repo.split("/")[0]
 
-    Kept: accidents and normal clips labelled with medium or high confidence in a class of the
-    taxonomy. Left out: unverified near-misses, a duplicate replay, an unlabelled motorcycle
-    compilation, and animal strikes (no animal class in the taxonomy)."""
-    rows, left_out = [], {}
+
+def dev_sidecar(folder: Path) -> tuple[list[tuple], dict[str, str], dict[str, str]]:
+    """Rows (file, class, start, end, peak), file -> why left out, file -> source.
+
+    Kept: accidents whose other party is a class of the taxonomy (whatever the confidence in the party:
+    the accident itself is certain), and clips judged normal. Left out: unverified near-misses, a
+    duplicate replay, an unlabelled motorcycle compilation, an accident with no party identified, and
+    animal strikes (no animal class in the taxonomy)."""
+    rows, left_out, sources = [], {}, {}
     for r in csv.DictReader(open(folder / "labels.csv")):
         name, label, cls = r["file"], r["clip_label"], r["project_class_guess"]
-        conf = r["confidence"].lower()
+        sources[name] = source_of(name, r["source_repo"])
         if label == "normal" and cls == "background":
             rows.append((name, "background", None, None, None))
-        elif label == "accident" and cls in ("bicycle", "pedestrian", "vehicle") and "low" not in conf:
+        elif label == "accident" and cls in ("bicycle", "pedestrian", "vehicle"):
             if name.startswith("dad_"):
                 rows.append((name, cls, DAD_EVENT[0], DAD_EVENT[1], DAD_EVENT[1]))
             else:  # labelled at its onset; the event runs to the clip's end (near-contact there)
                 t = float(r["event_time_s"].strip("~").split("-")[0])
                 rows.append((name, cls, t, _duration(folder / name) - 0.05, t))
         else:
-            left_out[name] = f"{label} / {cls} ({conf})"
-    return rows, left_out
+            left_out[name] = f"{label} / {cls} ({r['confidence']})"
+    return rows, left_out, sources
+
+
+def negative_sources(folder: Path) -> dict[str, str]:
+    return {r["file"]: source_of(r["file"], r["source_repo"]) for r in csv.DictReader(open(folder / "sources.csv"))}
+
+
+@dataclass
+class ClipResult:
+    name: str
+    source: str
+    label: str
+    event: tuple | None
+    duration_s: float
+    score: float
+    predicted: str
+    incidents: list            # (start, peak, end, score, class, parties)
+
+
+def build_catalog(args, work: Path) -> tuple[str, dict, dict, dict, float, float]:
+    dev, neg = Path(args.dev), Path(args.negatives)
+    db = str(work / "real.duckdb")
+    rows, left_out, sources = dev_sidecar(dev)
+    sidecar = work / "dev_labels.csv"
+    write_labels(sidecar, rows)
+    run_ingest([str(dev / n) for n, *_ in rows], db=db, labels=str(sidecar))
+    if neg.is_dir():
+        run_ingest([str(neg)], db=db, labels=str(neg / "labels.csv"))
+        sources.update(negative_sources(neg))
+    # The real-footage heads read road users and motion, never CLIP: the feature set has no CLIP stage.
+    cfg = FeaturizeConfig(clip=None, device=args.device,
+                          objects=ObjectsSpec(args.detector, fps=args.object_fps, input_size=args.input_size))
+    t0 = time.perf_counter()
+    f = run_featurize(db, cfg)
+    seconds = time.perf_counter() - t0
+    with Catalog(db).read() as con:
+        fs_seconds, video_s = con.execute(
+            "SELECT sum(f.seconds), sum(c.duration_s) FROM clip_features f JOIN clips c ON c.id = f.clip_id"
+            " WHERE f.feature_set_id = ? AND f.status = 'ok'", [f.feature_set_id]).fetchone()
+    print(f"featurize: {f.done} new clips in {seconds:.0f}s; feature set {f.feature_set_id}: "
+          f"{fs_seconds / max(video_s / 60, 1e-9):.1f} s per video-minute as stored ({video_s / 60:.1f} min of video)")
+    labels = {n: (c, (s, e, p) if s is not None else None) for n, c, s, e, p in rows}
+    return db, f.feature_set_id, labels, sources, left_out, fs_seconds / max(video_s / 60, 1e-9)
+
+
+def load(db: str, fs_id: str, labels: dict, neg_folder: Path):
+    """Sequences of every labelled clip, with name, label, event."""
+    with Catalog(db).read() as con:
+        rows = con.execute(
+            "SELECT c.id, regexp_extract(c.path, '[^/]+$'), c.duration_s FROM clips c JOIN clip_features f"
+            " ON f.clip_id = c.id AND f.feature_set_id = ? AND f.status = 'ok' ORDER BY 2", [fs_id]).fetchall()
+        seqs = load_sequences(con, fs_id, [r[0] for r in rows], with_embeddings=False)
+    meta = {cid: (name, dur) for cid, name, dur in rows}
+    info = []
+    for cid in seqs.clip_ids:
+        name, dur = meta[cid]
+        if name in labels:
+            cls, event = labels[name]
+        elif (neg_folder / name).exists():
+            cls, event = "background", None
+        else:
+            cls, event = None, None
+        info.append((name, dur, cls, event))
+    return seqs, info
+
+
+def predict(head_name: str, seqs, info, sources, budget: float, negatives_for=None) -> list[ClipResult]:
+    """Scores every clip; with negatives_for(source) -> clip indices, the conflict head's alarm level is
+    calibrated per held-out source on those negatives only."""
+    info_cls = get_head(head_name).cls
+    head = info_cls()
+    results: list[ClipResult] = []
+    if hasattr(head, "cues"):
+        cues = head.cues(seqs)
+        smoothed = [head.smoothed(c) for c in cues]
+        by_source: dict[str, list[int]] = {}
+        for i, (name, *_r) in enumerate(info):
+            by_source.setdefault(sources.get(name, name), []).append(i)
+        for src, idx in by_source.items():
+            negs = negatives_for(src)
+            cal = calibrate([(cues[j].step_t_s, smoothed[j]) for j in negs], budget)
+            h = head.with_threshold(cal.threshold)
+            for i in idx:
+                results.append(_result(h._predict(seqs.clip_ids[i], cues[i]), info[i], sources))
+    else:
+        for i, p in enumerate(head.predict(seqs)):
+            results.append(_result(p, info[i], sources))
+    return results
+
+
+def _result(p, info, sources) -> ClipResult:
+    name, dur, cls, event = info
+    return ClipResult(name, sources.get(name, name), cls, event, dur, float(p.near_miss_score), p.predicted_class,
+                      [(e.start_s, e.peak_s, e.end_s, e.score, e.cls, getattr(e, "parties", ())) for e in p.incidents or []])
+
+
+def measures(results: list[ClipResult]) -> dict:
+    counted = [r for r in results if r.label is not None]
+    pos = [r for r in counted if r.label != "background"]
+    neg = [r for r in counted if r.label == "background"]
+    minutes = sum(r.duration_s for r in neg) / 60
+    alarms = sum(len(r.incidents) for r in neg)
+    within = []
+    for r in pos:
+        _, _, peak = r.event
+        targets = [peak] + ([DAD_VISIBLE] if r.name.startswith("dad_") else [])
+        within.append(any(min(abs(i[1] - t) for t in targets) <= 1.0 for i in r.incidents))
+    classes = sorted({r.label for r in counted})
+    commonest = max(classes, key=lambda c: sum(r.label == c for r in counted))
+    return {
+        "clips": f"{len(pos)} crashes, {len(neg)} normal ({minutes:.1f} min)",
+        "auc": roc_auc([r.score for r in counted], [r.label != "background" for r in counted]),
+        "fa_per_10min": 10 * alarms / max(minutes, 1e-9),
+        "fa_per_hour": 60 * alarms / max(minutes, 1e-9),
+        "fa_interval": poisson_interval(alarms, minutes / 60),
+        "alarms": alarms,
+        "flagged": (sum(r.predicted != "background" for r in pos), len(pos)),
+        "within_1s": (sum(within), len(pos)),
+        "accuracy": np.mean([r.predicted == r.label for r in counted]),
+        "majority": np.mean([r.label == commonest for r in counted]),
+        "per_class": {c: (sum(r.predicted == c for r in counted if r.label == c), sum(r.label == c for r in counted))
+                      for c in classes},
+    }
+
+
+def print_measures(title: str, m: dict) -> None:
+    lo, hi = m["fa_interval"]
+    print(f"\n{title}: {m['clips']}")
+    print(f"  ROC AUC crash vs normal        {m['auc']:.3f}" if m["auc"] is not None else "  ROC AUC n/a")
+    print(f"  false alarms per 10 min         {m['fa_per_10min']:.2f}  ({m['alarms']} alarms; per hour "
+          f"{m['fa_per_hour']:.1f}, 95% {lo:.1f}-{hi:.1f})")
+    print(f"  crashes flagged                 {m['flagged'][0]} of {m['flagged'][1]}")
+    print(f"  events, incident peak within 1s {m['within_1s'][0]} of {m['within_1s'][1]}")
+    print(f"  4-class accuracy                {m['accuracy']:.3f} (always-the-commonest rule {m['majority']:.3f})")
+    print("  per class (right / clips)       " + ", ".join(f"{c} {a}/{n}" for c, (a, n) in m["per_class"].items()))
+
+
+def per_source(results: list[ClipResult]) -> None:
+    print(f"  {'source':28s} {'crashes flagged':>16s} {'normal min':>10s} {'alarms':>6s}")
+    for src in sorted({r.source for r in results}):
+        rs = [r for r in results if r.source == src and r.label is not None]
+        pos = [r for r in rs if r.label != "background"]
+        neg = [r for r in rs if r.label == "background"]
+        print(f"  {src[:28]:28s} {sum(r.predicted != 'background' for r in pos):>8d} of {len(pos):<5d} "
+              f"{sum(r.duration_s for r in neg) / 60:>10.1f} {sum(len(r.incidents) for r in neg):>6d}")
 
 
 def main() -> int:
@@ -72,101 +233,37 @@ def main() -> int:
     ap.add_argument("--work", default="real_bench", help="folder for the catalog and the sidecar")
     ap.add_argument("--detector", default=f"darknet:{SHARED / 'models' / 'yolo_fastest'}")
     ap.add_argument("--object-fps", type=float, default=10.0)
+    ap.add_argument("--input-size", type=int, default=ObjectsSpec.input_size, help="detector input size")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--heads", default="ttc,conflict")
+    ap.add_argument("--alarms-per-hour", type=float, default=2.0, help="the conflict head's false-alarm budget")
+    ap.add_argument("--per-clip", action="store_true", help="print every clip's verdict and incidents")
     ap.add_argument("--dev", default=str(SHARED / "data" / "real_dashcam"))
     ap.add_argument("--negatives", default=str(SHARED / "data" / "real_negatives"))
     args = ap.parse_args()
-    dev, neg, work = Path(args.dev), Path(args.negatives), Path(args.work)
+    dev, work = Path(args.dev), Path(args.work)
     if not dev.is_dir():
         print(f"no development clips at {dev}", file=sys.stderr)
         return 2
     work.mkdir(parents=True, exist_ok=True)
-    db = str(work / "real.duckdb")
-    rows, left_out = dev_sidecar(dev)
-    sidecar = work / "dev_labels.csv"
-    write_labels(sidecar, rows)
-    t0 = time.perf_counter()
-    run_ingest([str(dev / n) for n, *_ in rows], db=db, labels=str(sidecar))
-    if neg.is_dir():
-        run_ingest([str(neg)], db=db, labels=str(neg / "labels.csv"))
-    # No CLIP checkpoint can be had offline: the CLIP part is untrained and the ttc head does not read it.
-    cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), device="auto",
-                          objects=ObjectsSpec(args.detector, fps=args.object_fps))
-    f = run_featurize(db, cfg)
-    t_feat = time.perf_counter() - t0
-    run_train(db, TrainConfig("ttc", f.feature_set_id), log=None)
-    run_score(db, ["ttc"])
-    report(Catalog(db), left_out)
-    print(f"\n(ingest + featurize {t_feat:.0f}s for {f.done} clips, {f.frames} CLIP frames; feature set "
-          f"{f.feature_set_id}; catalog {db})")
-    return 0
-
-
-def report(catalog: Catalog, left_out: dict[str, str]) -> None:
-    with catalog.read() as con:
-        clips = con.execute(
-            "SELECT c.id, regexp_extract(c.path, '[^/]+$'), c.duration_s, l.class, l.event_start_s, l.event_end_s,"
-            " l.event_peak_s, p.predicted_class, p.near_miss_score,"
-            " CASE WHEN greatest(p.p_bicycle, p.p_pedestrian, p.p_vehicle) = 0 THEN 'none'"
-            " WHEN p.p_vehicle >= greatest(p.p_bicycle, p.p_pedestrian) THEN 'vehicle'"
-            " WHEN p.p_pedestrian >= p.p_bicycle THEN 'pedestrian' ELSE 'bicycle' END FROM latest_predictions p"
-            " JOIN clips c ON c.id = p.clip_id LEFT JOIN labels l ON l.clip_id = c.id"
-            " WHERE p.model_name = 'ttc' ORDER BY l.class, 2").fetchall()
-        incidents = con.execute("SELECT clip_id, start_s, peak_s, end_s, score, class FROM latest_incidents"
-                                " WHERE model_name = 'ttc' ORDER BY clip_id, start_s").fetchall()
-    by_clip: dict[str, list] = {}
-    for cid, *rest in incidents:
-        by_clip.setdefault(cid, []).append(rest)
-    print(f"{'clip':44s} {'label':10s} {'event':>11s} | {'predicted':10s} {'party':10s} {'score':>5s}  "
-          "incidents (start-peak-end class score)")
-    scores, positive, pred_cls, party_cls, true_cls = [], [], [], [], []
-    normal_minutes, false_alarms, covered, peak_err, peak_err_visual, coverage = 0.0, 0, [], [], [], []
-    for cid, name, dur, cls, start, end, peak, pcls, score, party in clips:
-        inc = by_clip.get(cid, [])
-        event = f"{start:.1f}-{end:.1f}" if start is not None else ""
-        print(f"{name[:44]:44s} {cls or '-':10s} {event:>11s} | {pcls:10s} {party:10s} {score:5.2f}  "
-              + ", ".join(f"{a:.1f}-{b:.1f}-{c:.1f} {k} {s:.2f}" for a, b, c, s, k in inc))
-        if cls is None:
-            continue
-        scores.append(score)
-        positive.append(cls != "background")
-        coverage.append(sum(c - a for a, _, c, _, _ in inc) / dur if dur else 0.0)
-        if cls == "background":
-            normal_minutes += dur / 60
-            false_alarms += len(inc)
-        else:
-            true_cls.append(cls)
-            pred_cls.append(pcls)
-            party_cls.append(party)
-            errors = [abs(b - peak) for _, b, _, _, _ in inc]
-            covered.append(bool(errors) and min(errors) <= 1.0)
-            if errors:
-                peak_err.append(min(errors))
-                if name.startswith("dad_"):
-                    peak_err_visual.append(min(abs(b - 3.875) for _, b, _, _, _ in inc))
+    db, fs_id, labels, sources, left_out, s_per_min = build_catalog(args, work)
+    seqs, info = load(db, fs_id, labels, Path(args.negatives))
+    negatives = [i for i, (_, _, cls, _) in enumerate(info) if cls == "background"]
+    for head in args.heads.split(","):
+        dev_res = predict(head, seqs, info, sources, args.alarms_per_hour, lambda src: negatives)
+        loso = predict(head, seqs, info, sources, args.alarms_per_hour,
+                       lambda src: [i for i in negatives if sources.get(info[i][0]) != src])
+        if args.per_clip:
+            for r in sorted(loso, key=lambda r: (r.label or "", r.name)):
+                print(f"  {r.name[:40]:40s} {r.label or '-':10s} | {r.predicted:10s} {r.score:5.2f}  " + ", ".join(
+                    f"{a:.1f}-{b:.1f}-{c:.1f} {k} {s:.2f} {list(p)}" for a, b, c, s, k, p in r.incidents))
+        print_measures(f"== {head}: development set (alarm level from all negatives)", measures(dev_res))
+        print_measures(f"== {head}: leave-one-source-out", measures(loso))
+        per_source(loso)
     for name, why in sorted(left_out.items()):
-        print(f"{name[:44]:44s} not counted: {why}")
-    auc = roc_auc(scores, positive)
-    classes = sorted(set(true_cls))
-    recall = [np.mean([p == c for p, t in zip(pred_cls, true_cls) if t == c]) for c in classes]
-    commonest = max(classes, key=true_cls.count) if classes else None
-    print(f"\nclips: {sum(positive)} near-miss, {len(positive) - sum(positive)} normal "
-          f"({normal_minutes:.1f} min of normal driving)")
-    print(f"clip-level ROC AUC near-miss vs normal: {auc:.3f}" if auc is not None else "ROC AUC: n/a")
-    print(f"false alarms (incidents on normal driving) per 10 min: {10 * false_alarms / max(normal_minutes, 1e-9):.2f}"
-          f" ({false_alarms} in {normal_minutes:.1f} min)")
-    if true_cls:
-        party_recall = [np.mean([p == c for p, t in zip(party_cls, true_cls) if t == c]) for c in classes]
-        print(f"other party on labelled near-misses (class of the most critical road user): accuracy "
-              f"{np.mean([p == t for p, t in zip(party_cls, true_cls)]):.3f}, macro recall {np.mean(party_recall):.3f}"
-              f" over {classes}; the always-'{commonest}' rule: {true_cls.count(commonest) / len(true_cls):.3f}")
-        print(f"4-class recognition on them (background when no alarm): accuracy "
-              f"{np.mean([p == t for p, t in zip(pred_cls, true_cls)]):.3f}, macro recall {np.mean(recall):.3f}")
-        print(f"labelled events covered by an incident peaking within 1 s: {np.mean(covered):.3f} "
-              f"({sum(covered)}/{len(covered)})")
-        print(f"median peak-time error: {np.median(peak_err):.2f}s (DAD against the visible contact, 3.9 s: "
-              f"{np.median(peak_err_visual) if peak_err_visual else float('nan'):.2f}s)" if peak_err
-              else "median peak-time error: n/a (no incident on a near-miss)")
-    print(f"mean fraction of a clip inside incidents: {np.mean(coverage):.3f}")
+        print(f"not counted: {name}: {why}")
+    print(f"\nfeaturize (motion + objects): {s_per_min:.1f} s per video-minute; catalog {db}")
+    return 0
 
 
 if __name__ == "__main__":
