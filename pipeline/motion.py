@@ -184,6 +184,20 @@ def background_flow(H: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return ((q - pts[:2]).view(-1, 2, h, w) * w).float()
 
 
+def ego_motion(flow: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The camera's own motion from a flow field (B, 2, h, w) in pixels over dt (B, 1, 1, 1) seconds:
+    the background flow its homography predicts, and per frame a speed proxy (the expansion of the
+    lower half, the road, which grows with speed: 1/s), yaw (widths/s) and pitch (heights/s), the mean
+    sideways and vertical background motion."""
+    _, _, h, w = flow.shape
+    bg = background_flow(fit_homography(flow), h, w)
+    div_bg = _divergence(bg).unsqueeze(1) / dt
+    speed = div_bg[:, :, h // 2:].mean(dim=(1, 2, 3))
+    yaw = (bg[:, 0] / (w * dt[:, 0])).mean(dim=(1, 2))
+    pitch = (bg[:, 1] / (h * dt[:, 0])).mean(dim=(1, 2))
+    return bg, speed, yaw, pitch
+
+
 # --- descriptors ----------------------------------------------------------------
 
 def _divergence(flow: torch.Tensor) -> torch.Tensor:
@@ -275,8 +289,7 @@ def motion_features(frames: np.ndarray, prev_frames: np.ndarray, prev_dt_s: np.n
     dt = torch.as_tensor(np.asarray(prev_dt_s)[src], device=device, dtype=torch.float32).view(-1, 1, 1, 1)
     with torch.inference_mode():
         flow = compute_flow(gray_prev, gray, spec.flow, device)      # (m, 2, h, w) px per source frame
-        H = fit_homography(flow)
-        bg = background_flow(H, h, w)
+        bg, speed, yaw, pitch = ego_motion(flow, dt)
         fg = flow - bg
         scale = 1.0 / (w * dt)                                       # px per step -> widths per second
         fg_speed = fg.norm(dim=1, keepdim=True) * scale
@@ -293,12 +306,6 @@ def motion_features(frames: np.ndarray, prev_frames: np.ndarray, prev_dt_s: np.n
         div_fg = _divergence(fg).unsqueeze(1) / dt
         expansion = (F.adaptive_avg_pool2d(div_fg * fg_mask, (gr, gc))
                      / F.adaptive_avg_pool2d(fg_mask, (gr, gc)).clamp(min=1e-3)).flatten(1)
-        # Ego-motion from the background field: expansion of the lower half (the road) grows with
-        # speed; the mean sideways / vertical motion over a centred region is yaw / pitch.
-        div_bg = _divergence(bg).unsqueeze(1) / dt
-        speed = div_bg[:, :, h // 2:].mean(dim=(1, 2, 3))
-        yaw = (bg[:, 0] * scale[:, 0]).mean(dim=(1, 2))
-        pitch = (bg[:, 1] / (h * dt[:, 0])).mean(dim=(1, 2))
         rms = torch.sqrt((fg_speed ** 2).mean(dim=(1, 2, 3)))
         ego = torch.stack([speed, yaw, pitch, rms], 1)
         stack = torch.cat([F.adaptive_avg_pool2d(bg * scale, spec.stack), F.adaptive_avg_pool2d(fg * scale, spec.stack)], 1)
