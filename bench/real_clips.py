@@ -2,7 +2,7 @@
 then the real-footage heads (`ttc`, `conflict`) on the development set and leave-one-source-out.
 
     python bench/real_clips.py [--work DIR] [--detector darknet:../shared/models/yolo_fastest]
-                               [--heads ttc,conflict] [--alarms-per-hour 2] [--per-clip]
+                               [--heads ttc,conflict] [--alarms-per-hour 12] [--per-clip]
 
 Reads `../shared/data/real_dashcam` (its labels.csv becomes a sidecar: the accidents with a road-user
 class, and the clips judged normal) and `../shared/data/real_negatives` (normal driving).
@@ -37,7 +37,7 @@ from catalog import Catalog  # noqa: E402
 from catalog.head_inputs import load_sequences  # noqa: E402
 from flows.featurize import FeaturizeConfig, run_featurize  # noqa: E402
 from flows.ingest import run_ingest  # noqa: E402
-from models.calibration import calibrate, poisson_interval  # noqa: E402
+from models.calibration import DEFAULT_ALARMS_PER_HOUR, calibrate, poisson_interval  # noqa: E402
 from models.heads import get_head  # noqa: E402
 from models.metrics import roc_auc  # noqa: E402
 from pipeline.labels import write_labels  # noqa: E402
@@ -236,7 +236,7 @@ def main() -> int:
     ap.add_argument("--input-size", type=int, default=ObjectsSpec.input_size, help="detector input size")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--heads", default="ttc,conflict")
-    ap.add_argument("--alarms-per-hour", type=float, default=2.0, help="the conflict head's false-alarm budget")
+    ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR, help="the conflict head's false-alarm budget")
     ap.add_argument("--per-clip", action="store_true", help="print every clip's verdict and incidents")
     ap.add_argument("--dev", default=str(SHARED / "data" / "real_dashcam"))
     ap.add_argument("--negatives", default=str(SHARED / "data" / "real_negatives"))

@@ -203,11 +203,14 @@ def test_riders_take_their_vehicle_class_and_walkers_stay_pedestrians():
     # no two-wheeler box, but crossing at 0.5 widths/s = 7 own heights/s: a motorcyclist, not a pedestrian
     fast = clip_tracks(objects({1: ("person", [(t, box(0.1 + 0.5 * t, 0.7, 0.04, 0.12)) for t in times(1.5)])}, 1.5))
     assert fast[0].cls == "vehicle"
-    walker = clip_tracks(objects({1: ("person", [(t, box(0.3 + 0.03 * t, 0.7, 0.04, 0.12)) for t in times(2.0)])},
+    # standing boxes (2.7 times as tall as wide in pixels); a seated one (1.2) is a rider without its vehicle box
+    walker = clip_tracks(objects({1: ("person", [(t, box(0.3 + 0.03 * t, 0.7, 0.025, 0.12)) for t in times(2.0)])},
                                  2.0))
     assert walker[0].cls == "pedestrian"
+    sitting = clip_tracks(objects({1: ("person", [(t, box(0.3, 0.7, 0.056, 0.12)) for t in times(2.0)])}, 2.0))
+    assert sitting[0].cls == "vehicle"
     # the scene turning (ego yaw) is not the person's own speed
-    turning = [(t, box(0.8 - 0.4 * t, 0.7, 0.04, 0.12)) for t in times(1.5)]
+    turning = [(t, box(0.8 - 0.4 * t, 0.7, 0.025, 0.12)) for t in times(1.5)]
     tr = clip_tracks(objects({1: ("person", turning)}, 1.5))[0]
     assert rider_class(tr, [tr], RiderSpec(), yaw=np.full(len(tr.t_s), 0.4)) is None
 

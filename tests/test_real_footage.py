@@ -7,6 +7,7 @@ import pytest
 
 from catalog import Catalog
 from conftest import REAL_DASHCAM
+from models.calibration import DEFAULT_ALARMS_PER_HOUR
 from nearmiss.cli import main
 
 YOLO = REAL_DASHCAM.parents[1] / "models" / "yolo_fastest"
@@ -52,7 +53,7 @@ def test_heads_that_need_no_training_register_on_first_use(real_catalog, capsys)
                                     " WHERE l.class = 'background' AND s.split <> 'test'").fetchone()[0]
     assert set(models) == {"ttc", "conflict"} and preds == [("conflict", 2), ("ttc", 2)]
     level = json.loads(models["conflict"])["alarm_level"]
-    assert level["negatives"] == calibrated_on and level["alarms_per_hour"] == 2.0
+    assert level["negatives"] == calibrated_on and level["alarms_per_hour"] == DEFAULT_ALARMS_PER_HOUR
     assert level["method"].startswith("uncalibrated")      # one clip is too little to set it: the default level
 
 

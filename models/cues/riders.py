@@ -2,7 +2,7 @@
 
 Yolo-Fastest often finds the person and misses the two-wheeler under them (scooter riders in dense
 traffic come out as "person"), so besides a co-moving two-wheeler box a person counts as a rider
-when it moves across the scene faster than people walk. Speeds are in the person's own box heights
+when it moves across the scene faster than people walk, or when its box has a seated shape. Speeds are in the person's own box heights
 per second (a person is about 1.7 m tall), relative to the scene: the part of the box's sideways
 motion that the ego's forward motion explains (a static point drifts away from the focus of
 expansion as it grows) and the ego's yaw are taken out.
@@ -23,6 +23,8 @@ class RiderSpec:
     walk_heights_per_s: float = 2.4   # 4 m/s (a run) in 1.7 m heights: faster than this is no pedestrian
     motor_heights_per_s: float = 5.0  # 8.5 m/s (30 km/h): faster than a bicycle in traffic
     min_span_s: float = 1.0           # speed judged over at least this much of the track
+    seated_ratio: float = 1.8         # pixel height / width at most: someone astride a two-wheeler
+    min_boxes: int = 3                # boxes of a track needed to judge its shape
     aspect: float = 16 / 9            # frame width / height when the clip's is unknown
 
 
@@ -74,4 +76,20 @@ def rider_class(track, tracks, spec: RiderSpec, foe: tuple[float, float] = (0.5,
     speed = scene_speed(track, foe, spec, yaw)
     if np.isfinite(speed) and speed > spec.walk_heights_per_s:
         return "vehicle" if speed > spec.motor_heights_per_s else "bicycle"
+    if len(track.step) >= spec.min_boxes and seated(track, spec):
+        return "vehicle"
     return None
+
+
+def seated(track, spec: RiderSpec) -> bool:
+    """A person box no taller than `seated_ratio` times its width (in pixels) over most of its track: someone
+    sitting astride a two-wheeler (whose box takes in some of the vehicle), not standing or walking (2.3 to
+    3.5). Without a two-wheeler box the vehicle cannot be told apart; a scooter or motorcycle is taken, the
+    commoner in traffic. A box cut by the frame's border is not judged."""
+    aspect = getattr(track, "aspect", spec.aspect)
+    b = track.boxes
+    whole = (b[:, 0] > 0.01) & (b[:, 2] < 0.99) & (b[:, 3] < 0.99)
+    if whole.sum() < spec.min_boxes:
+        return False
+    ratio = (track.kin.height[whole] / np.maximum(track.kin.width[whole], 1e-4)) / aspect
+    return float(np.median(ratio)) <= spec.seated_ratio

@@ -24,6 +24,7 @@ class Track:
     cls: str                      # bicycle | pedestrian | vehicle, riders taken for their vehicle
     coco: str                     # the detector's commonest label for it
     kin: TrackKinematics
+    aspect: float = 16 / 9        # the frame's width / height
 
     @property
     def t_s(self) -> np.ndarray:
@@ -48,7 +49,7 @@ def clip_tracks(o: ClipObjects, kin: KinematicsSpec = KinematicsSpec(), riders: 
         labels, counts = np.unique(coco[rows].astype(str), return_counts=True)
         k = track_kinematics(o.t_s[rows], o.boxes[rows], kin)
         tracks.append(Track(int(tid), rows, steps[rows], o.boxes[rows].astype(np.float64), o.score[rows],
-                            str(o.cls[rows[0]]), str(labels[np.argmax(counts)]), k))
+                            str(o.cls[rows[0]]), str(labels[np.argmax(counts)]), k, o.aspect))
     for tr in tracks:
         tr.cls = rider_class(tr, tracks, riders, foe, yaw_of(tr.t_s) if yaw_of else None) or tr.cls
     return tracks
