@@ -28,6 +28,7 @@ class ReportIncident:
     label_start_s: float | None = None
     label_end_s: float | None = None
     untrained_features: bool = False    # the feature set's CLIP weights are random
+    parties: tuple[int, ...] = ()       # track ids of the road users the head names
 
 
 @dataclass
@@ -42,13 +43,15 @@ class TrackView:
 
 def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where: str | None = None,
                   limit: int = 20) -> list[ReportIncident]:
-    """Highest-scoring incidents of the newest version of `head`. Default: ttc when it has incidents (it
-    needs no trained weights); then any head but zero-shot prompts on random CLIP weights; then the most."""
+    """Highest-scoring incidents of the newest version of `head`. Default: conflict, then ttc, when they have
+    incidents (they need no trained weights); then any head but zero-shot prompts on random CLIP weights;
+    then the most."""
     if head is None:
         found = con.execute(
             "SELECT i.model_name FROM latest_incidents i JOIN latest_models m ON m.name = i.model_name"
             " JOIN feature_sets fs ON fs.id = m.feature_set_id GROUP BY i.model_name, m.kind, fs.untrained"
-            " ORDER BY i.model_name = 'ttc' DESC, (m.kind = 'zeroshot' AND fs.untrained), count(*) DESC, 1"
+            " ORDER BY i.model_name = 'conflict' DESC, i.model_name = 'ttc' DESC, (m.kind = 'zeroshot' AND fs.untrained),"
+            " count(*) DESC, 1"
             " LIMIT 1").fetchall()
         if not found:
             return []
@@ -56,7 +59,7 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where
     rows = con.execute(
         "SELECT i.clip_id, i.path, i.model_name || '@' || i.model_version, p.feature_set_id, i.start_s, i.peak_s,"
         " i.end_s, i.score, i.class, " + ", ".join(f"p.p_{c}" for c in CLASSES) + ", p.step_t_s,"
-        " p.step_scores, l.class, l.event_start_s, l.event_end_s, fs.untrained"
+        " p.step_scores, l.class, l.event_start_s, l.event_end_s, fs.untrained, i.parties"
         " FROM latest_incidents i JOIN predictions p ON p.clip_id = i.clip_id AND p.model_name = i.model_name"
         " AND p.model_version = i.model_version JOIN clips c ON c.id = i.clip_id"
         " JOIN feature_sets fs ON fs.id = p.feature_set_id"
@@ -67,17 +70,18 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where
     return [ReportIncident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
                            dict(zip(CLASSES, r[9:13])),
                            np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15], r[16],
-                           r[17], bool(r[18]))
+                           r[17], bool(r[18]), tuple(r[19] or ()))
             for r in rows]
 
 
 def critical_track(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, peak_s: float,
-                   within_s: float = 0.5) -> TrackView | None:
-    """The road user with the lowest time-to-collision near the peak, in or entering the path first."""
+                   within_s: float = 0.5, parties: tuple[int, ...] = ()) -> TrackView | None:
+    """The road user the incident names (its first party), else the one with the lowest time-to-collision
+    near the peak, in or entering the path first."""
     found = con.execute(
         "SELECT track_id FROM objects WHERE clip_id = ? AND feature_set_id = ? AND abs(t_s - ?) <= ?"
-        " ORDER BY (in_path OR entering) DESC, ttc_s, score DESC LIMIT 1",
-        [clip_id, fs_id, peak_s, within_s]).fetchall()
+        " ORDER BY list_contains(?::INTEGER[], track_id) DESC, (in_path OR entering) DESC, ttc_s,"
+        " score DESC LIMIT 1", [clip_id, fs_id, peak_s, within_s, list(parties)]).fetchall()
     if not found:
         return None
     rows = con.execute("SELECT t_s, x1, y1, x2, y2, ttc_s, class FROM objects WHERE clip_id = ? AND feature_set_id = ?"

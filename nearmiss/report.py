@@ -176,7 +176,7 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
     for n, inc in enumerate(incidents, start=1):
         duration = float(inc.step_t_s[-1]) if len(inc.step_t_s) else inc.end_s
         with catalog.read() as con:
-            track = critical_track(con, inc.clip_id, inc.feature_set_id, inc.peak_s)
+            track = critical_track(con, inc.clip_id, inc.feature_set_id, inc.peak_s, parties=inc.parties)
         plot = f"img/score_{n}.svg"
         (out_dir / plot).write_text(score_plot_svg(
             inc.step_t_s, inc.step_scores, inc.start_s, inc.end_s, inc.peak_s, duration,
