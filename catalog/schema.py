@@ -274,6 +274,29 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(9, "reviews: reviewers' verdicts on incidents, append-only (the latest per incident wins)", f"""
+        CREATE TABLE reviews (
+            id            VARCHAR PRIMARY KEY DEFAULT gen_random_uuid()::VARCHAR,
+            clip_id       VARCHAR NOT NULL,
+            model_name    VARCHAR NOT NULL,   -- the incident: its head version and index in the clip
+            model_version INTEGER NOT NULL,
+            event_idx     INTEGER NOT NULL,
+            start_s       DOUBLE NOT NULL,    -- the incident's window when it was judged
+            peak_s        DOUBLE NOT NULL,
+            end_s         DOUBLE NOT NULL,
+            verdict       VARCHAR NOT NULL CHECK (verdict IN ('real', 'not', 'unsure')),
+            class         VARCHAR CHECK (class IS NULL OR class IN ({_CLASS_LIST})),  -- the other party
+            reviewer      VARCHAR NOT NULL,
+            created_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE VIEW latest_reviews AS
+            SELECT * FROM reviews
+            QUALIFY row_number() OVER (PARTITION BY clip_id, model_name, model_version, event_idx
+                                       ORDER BY created_at DESC) = 1;
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

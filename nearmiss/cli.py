@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="head whose incidents to show (default: the one with most)")
     p.add_argument("--limit", type=int, default=20, help="incidents shown")
 
+    p = sub.add_parser("review", help="review incidents in a local web page; verdicts become labels")
+    _add_db(p)
+    p.add_argument("--out", default="review", help="folder for the page's frame strips and plots")
+    p.add_argument("--head", default=None, help="head whose incidents to review (default: as the report)")
+    p.add_argument("--limit", type=int, default=50, help="incidents on the page")
+    p.add_argument("--reviewer", default="", help="name stored with each verdict (default: the login name)")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1")
+
     p = sub.add_parser("snapshot", help="publish NAME.snapshot.duckdb for the stock DuckDB CLI (flows do it too)")
     _add_db(p)
     p.add_argument("--full", action="store_true", help="include the per-frame feature tables (large)")
@@ -296,6 +304,13 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_review(args) -> int:
+    from nearmiss.review import ReviewConfig, serve
+
+    serve(ReviewConfig(_db(args), args.out, args.head, args.limit, args.reviewer, port=args.port))
+    return 0
+
+
 def cmd_snapshot(args) -> int:
     from catalog import Catalog
     from catalog.snapshot import publish_snapshot
@@ -331,7 +346,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize, "search": cmd_search,
             "train": cmd_train, "evaluate": cmd_evaluate, "score": cmd_score, "rescore": cmd_rescore,
-            "report": cmd_report, "snapshot": cmd_snapshot, "check": cmd_check,
+            "report": cmd_report, "review": cmd_review, "snapshot": cmd_snapshot, "check": cmd_check,
             "query": cmd_query, "demo": cmd_demo}
 
 

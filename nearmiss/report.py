@@ -32,6 +32,7 @@ class Card:
     strip: str | None
     plot: str
     error: str | None = None
+    verdict: dict | None = None    # the review page: the latest verdict on it
 
 
 TTC_AXIS_S = 5.0  # the TTC curve's axis runs from 0 (bottom) to this many seconds (top)
@@ -160,17 +161,10 @@ window.addEventListener("load", () => {
 </body></html>""", autoescape=True)
 
 
-def build_report(db: str, out: str, where: str | None = None, head: str | None = None, limit: int = 20) -> Path:
-    from models.evaluation import summary_line
-
-    out_dir = Path(out)
+def incident_cards(catalog: Catalog, incidents: list[ReportIncident], out_dir: Path) -> list[Card]:
+    """Per incident, its score plot and frame strip as files under out_dir/img (what the static report and the
+    review page show)."""
     (out_dir / "img").mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(db)
-    if where:
-        check_predicate(where)
-    with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
-        incidents = top_incidents(con, head, where, limit)
-        evaluations = latest_evaluations(con)
     decoder = make_decoder("pyav")
     cards = []
     for n, inc in enumerate(incidents, start=1):
@@ -195,6 +189,21 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
         except DecodeError as exc:
             card.error = str(exc)
         cards.append(card)
+    return cards
+
+
+def build_report(db: str, out: str, where: str | None = None, head: str | None = None, limit: int = 20) -> Path:
+    from models.evaluation import summary_line
+
+    out_dir = Path(out)
+    (out_dir / "img").mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(db)
+    if where:
+        check_predicate(where)
+    with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
+        incidents = top_incidents(con, head, where, limit)
+        evaluations = latest_evaluations(con)
+    cards = incident_cards(catalog, incidents, out_dir)
     evals = []
     for k, (ref, split, clips, metrics) in enumerate(evaluations, start=1):
         image = f"img/confusion_{k}.svg"
