@@ -75,6 +75,32 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where
             for r in rows]
 
 
+@dataclass
+class MissedEvent:
+    """A labelled near-miss the head scored without an incident."""
+    clip_id: str
+    path: str
+    cls: str
+    event_start_s: float | None
+    event_end_s: float | None
+    score: float
+    predicted: str
+
+
+def missed_events(con: duckdb.DuckDBPyConnection, model_ref: str, limit: int = 50) -> list[MissedEvent]:
+    """Clips labelled a near-miss (their newest label) that this head version scored with no incident."""
+    name, version = model_ref.split("@")
+    rows = con.execute(
+        "SELECT p.clip_id, c.path, l.class, l.event_start_s, l.event_end_s, p.near_miss_score, p.predicted_class"
+        " FROM predictions p JOIN current_clips c ON c.id = p.clip_id"
+        " JOIN (SELECT * FROM labels QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY created_at DESC) = 1)"
+        " l ON l.clip_id = p.clip_id WHERE p.model_name = ? AND p.model_version = ? AND l.class <> 'background'"
+        " AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.clip_id = p.clip_id AND i.model_name = p.model_name"
+        " AND i.model_version = p.model_version) ORDER BY p.near_miss_score DESC, c.path LIMIT ?",
+        [name, int(version), limit]).fetchall()
+    return [MissedEvent(*r) for r in rows]
+
+
 def critical_track(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, peak_s: float,
                    within_s: float = 0.5, parties: tuple[int, ...] = ()) -> TrackView | None:
     """The road user the incident names (its first party), else the one with the lowest time-to-collision

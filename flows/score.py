@@ -27,6 +27,7 @@ from models.outputs import withhold_if_too_short
 from models.store import default_store, load_head
 from pipeline.taxonomy import CLASSES
 
+UNTRAINED_NOTE = "random CLIP weights (an --untrained feature set): these scores mean nothing"
 CHUNK = 2048  # clips per read-predict-write round: bounded memory, one short write transaction each
 
 
@@ -39,6 +40,7 @@ class HeadScore:
     before: dict = field(default_factory=dict)     # rescore: previous predicted class per clip, counted
     after: dict = field(default_factory=dict)
     moved: dict = field(default_factory=dict)      # rescore: "old->new" -> clips
+    warning: str | None = None                     # what the scores are worth, when it must be said
 
 
 def _score_chunk(db: str, row: ModelRow, head, clip_ids: list[str], run_id: str | None) -> tuple[int, int]:
@@ -48,6 +50,9 @@ def _score_chunk(db: str, row: ModelRow, head, clip_ids: list[str], run_id: str 
         seqs = load_sequences(con, row.feature_set_id, clip_ids, with_flow="flow" in needs,
                               with_embeddings="embeddings" in needs)
     preds = [withhold_if_too_short(p, seqs.clip_times(i)) for i, p in enumerate(head.predict(seqs))]
+    if row.params.get("untrained_clip"):   # never silent: every prediction says what its scores are worth
+        for p in preds:
+            p.note = p.note or UNTRAINED_NOTE
     with catalog.write() as con:
         write_predictions(con, row, preds, run_id)
     return len(preds), sum(len(p.incidents or []) for p in preds)
@@ -70,7 +75,7 @@ def score_head(db: str, row: ModelRow, *, where: str | None = None, only_missing
         check_predicate(where)
     with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
         ids = scored_clip_ids(con, row.feature_set_id, row.name, row.version, where, only_missing, limit)
-    out = HeadScore(row.ref)
+    out = HeadScore(row.ref, warning=UNTRAINED_NOTE if row.params.get("untrained_clip") else None)
     previous = _latest_classes(catalog, row.name, ids) if not only_missing else {}
     head = load_head(row.weights_path, row.weights_sha256, default_store(db))
     call = run_chunk or (score_chunk_task if use_prefect else _score_chunk)

@@ -27,6 +27,7 @@ class TrainConfig:
     spec: TrainSpec = TrainSpec()
     store: str | None = None            # default: model_store/ beside the catalog
     pretrained: str | None = None       # zero-shot: the CLIP weights file when the feature set used one
+    allow_untrained: bool = False       # run a head with nothing to learn on random CLIP embeddings anyway
 
 
 @dataclass
@@ -108,9 +109,16 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
     fs_id, fs_config = _resolve_feature_set(catalog, cfg.feature_set)
     if why := info.unusable_reason(fs_config):
         raise ValueError(f"{why} (feature set {fs_id})")
+    untrained_clip = "embeddings" in info.needs and fs_config.get("weights") == "untrained"
+    if untrained_clip and not info.trainable and not cfg.allow_untrained:
+        raise ValueError(f"the {cfg.head} head compares prompts with CLIP embeddings, and feature set {fs_id} was "
+                         "featurized with random CLIP weights (--untrained): its scores would mean nothing. Featurize "
+                         "with real weights (--pretrained PATH), or pass --allow-untrained to run it anyway (tests, "
+                         "benchmarks); every prediction then says so")
     with catalog.write() as con:
         assign_splits(con)
-    params = {"head": cfg.head, "feature_set": fs_id, "train": asdict(cfg.spec), "split_scheme": SPLIT_SCHEME}
+    params = {"head": cfg.head, "feature_set": fs_id, "train": asdict(cfg.spec), "split_scheme": SPLIT_SCHEME,
+              **({"untrained_clip": True} if untrained_clip else {})}
     with tracked_run(catalog, "train", params) as run:
         splits = split_data(catalog, fs_id, info.needs_flow, ("train", "val"))
         (train, train_labels), (val, val_labels) = splits["train"], splits["val"]

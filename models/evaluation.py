@@ -66,6 +66,23 @@ def _finite(x):
     return x
 
 
+METRIC_NAMES = {  # what a person reads for each key of summary_line
+    "recognition_acc": "4-class accuracy", "detection_acc": "near-miss vs background accuracy",
+    "event_f1@0.5": "event F1 (tIoU 0.5)", "ap@0.5": "event AP (tIoU 0.5)", "ap@0.3": "event AP (tIoU 0.3)",
+    "peak_mae_s": "peak-time error (s)", "video_ap": "video AP (anticipation)",
+    "mtta_s": "mean time-to-accident (s)", "tta_r80_s": "time-to-accident at 80% recall (s)"}
+PROPORTIONS = ("recognition_acc", "detection_acc")   # shares of clips: shown with their interval
+
+
+def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion over n clips."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def summary_line(m: dict) -> dict:
     """The handful of numbers a table shows."""
     t = m.get("temporal", {})

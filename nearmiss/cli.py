@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--allow-untrained", action="store_true", help="search random CLIP embeddings anyway: every "
+                   "row then says the similarity means nothing")
 
     p = sub.add_parser("train", help="train a near-miss head on the catalog's labels and register a version")
     _add_db(p)
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="model store folder (default: $NEARMISS_MODEL_STORE or "
                    "model_store/ beside the catalog)")
     p.add_argument("--pretrained", default=None, help="zeroshot: CLIP checkpoint file, when the feature set used one")
+    p.add_argument("--allow-untrained", action="store_true", help="zeroshot on random CLIP weights anyway (tests, "
+                   "benchmarks): every prediction says its scores mean nothing")
     p.add_argument("--verbose", action="store_true", help="print every epoch")
 
     p = sub.add_parser("evaluate", help="every evaluation measure of a head on the test split")
@@ -216,10 +220,18 @@ def cmd_search(args) -> int:
         raise ValueError("no feature set in the catalog: run `nearmiss featurize` first")
     fs_id, config = found
     spec = clip_spec_of_feature_set(config)
+    if spec.untrained and not args.allow_untrained:
+        raise ValueError(f"feature set {fs_id} was featurized with random CLIP weights (--untrained): text search "
+                         "over it ranks noise. Featurize with real weights (--pretrained PATH), or pass "
+                         "--allow-untrained to see it anyway")
     vector = embed_text(load_clip(spec, resolve_device("auto")), [args.text])[0]
     with catalog.read() as con:
         rows = search_frames(con, fs_id, vector, args.k)
-    sys.stdout.write(format_rows(["path", "t_s", "similarity", "clip_id"], rows, args.format))
+    columns = ["path", "t_s", "similarity", "clip_id"]
+    if spec.untrained:   # never silent: every row says it
+        columns.append("weights")
+        rows = [(*r, "random (untrained): similarity means nothing") for r in rows]
+    sys.stdout.write(format_rows(columns, rows, args.format))
     return 0
 
 
@@ -230,7 +242,7 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(args.head, args.feature_set, TrainSpec(epochs=args.epochs, seed=args.seed,
                                                              alarms_per_hour=args.alarms_per_hour),
-                      args.store, args.pretrained)
+                      args.store, args.pretrained, args.allow_untrained)
     report = run_train(_db(args), cfg, log=print if args.verbose else None)
     m = report.model
     print(f"trained {m.ref} ({m.kind}) on feature set {m.feature_set_id}: {report.splits['train']} train / "
@@ -265,7 +277,8 @@ def cmd_evaluate(args) -> int:
 
 def _print_score(r) -> None:
     rate = r.clips / r.seconds if r.seconds else 0.0
-    print(f"{r.model}: {r.clips} clips scored, {r.incidents} incidents ({r.seconds:.2f}s, {rate:.0f} clips/s)")
+    print(f"{r.model}: {r.clips} clips scored, {r.incidents} incidents ({r.seconds:.2f}s, {rate:.0f} clips/s)"
+          + (f" -- {r.warning}" if getattr(r, "warning", None) else ""))
 
 
 def cmd_score(args) -> int:

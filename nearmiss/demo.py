@@ -82,7 +82,7 @@ def run_demo(db: str, out: str, n: int = 120, seed: int = 2026, pretrained: str 
     print("[3/6] training the heads on the labelled clips (train/val split; test held out)")
     for head in HEADS:
         report = run_train(db, TrainConfig(head, spec=TrainSpec(epochs=60), store=str(store),
-                                           pretrained=pretrained), log=None)
+                                           pretrained=pretrained, allow_untrained=untrained), log=None)
         print(f"      {report.model.ref:15s} {report.model.kind:9s} {report.splits['train']} train / "
               f"{report.splits['val']} val clips")
 

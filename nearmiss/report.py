@@ -17,8 +17,8 @@ import numpy as np
 
 from catalog import Catalog
 from catalog.readonly import check_predicate
-from catalog.report_data import (ReportIncident, TrackView, critical_track, latest_evaluations, motion_near,
-                                 top_incidents)
+from catalog.report_data import (ReportIncident, TrackView, critical_track, latest_evaluations, missed_events,
+                                 motion_near, top_incidents)
 from models.heads import get_head
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
 from pipeline.overlay import draw_box, encode_png, frame_strip, overlay_motion
@@ -33,6 +33,7 @@ class Card:
     plot: str
     error: str | None = None
     verdict: dict | None = None    # the review page: the latest verdict on it
+    play: str = ""                 # the clip's file, from just before the peak
 
 
 TTC_AXIS_S = 5.0  # the TTC curve's axis runs from 0 (bottom) to this many seconds (top)
@@ -78,7 +79,7 @@ def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak:
 
 def confusion_svg(classes: list[str], cm: list[list[int]], cell: int = 56) -> str:
     n = len(classes)
-    left, top = 90, 70
+    left, top = 100, 90   # room for the rotated column headers
     w, h = left + n * cell + 10, top + n * cell + 10
     peak = max(1, max(max(r) for r in cm))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif">',
@@ -101,10 +102,13 @@ def confusion_svg(classes: list[str], cm: list[list[int]], cell: int = 56) -> st
 
 
 def _strip(inc: ReportIncident, frames, times, grids, track: TrackView | None) -> np.ndarray:
-    picks, labels = [], []
-    for off in STRIP_OFFSETS_S:
+    picks, labels, used = [], [], set()
+    for n, off in enumerate(STRIP_OFFSETS_S):
         k = int(np.argmin(np.abs(times - (inc.peak_s + off))))
-        frame = overlay_motion(frames[k], grids[len(picks)])
+        if k in used:        # near the clip's start or end two offsets land on one frame: show it once
+            continue
+        used.add(k)
+        frame = overlay_motion(frames[k], grids[n])
         if track is not None:
             j = int(np.argmin(np.abs(track.t_s - times[k])))
             if abs(track.t_s[j] - times[k]) <= 0.2:
@@ -123,7 +127,7 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 .meta{color:#555;font-size:14px} .strip{max-width:100%;border-radius:4px;margin:8px 0}
 .bar{display:inline-block;height:10px;background:#457b9d;vertical-align:middle}
 table{border-collapse:collapse} td,th{padding:2px 10px;text-align:left;font-size:14px}
-.err{color:#b00}
+.err{color:#b00} .fa{color:#b00;font-weight:600;margin:4px 0}
 </style></head><body>
 <h1>Near-miss incidents</h1>
 <p class="meta">Catalog {{ db }} &middot; {{ cards|length }} incident(s){% if head %} from {{ head }}{% endif %}
@@ -136,16 +140,26 @@ and score (<code>nearmiss score</code>; the ttc head needs no training), or trai
 {% for c in cards %}{% set i = c.incident %}
 <div class="card" id="incident-{{ loop.index }}">
 <h2>#{{ loop.index }} {{ i.cls }} &middot; score {{ '%.2f'|format(i.score) }}</h2>
+{% if i.label == 'background' %}<p class="fa">False alarm: this clip is labelled normal driving.</p>{% endif %}
 <p class="meta"><code>{{ i.path }}</code> &middot; {{ '%.2f'|format(i.start_s) }}&ndash;{{ '%.2f'|format(i.end_s) }} s,
-peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.label %} &middot; labelled <b>{{ i.label }}</b>{% endif %}</p>
+peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.label %} &middot; labelled <b>{{ i.label }}</b>{% endif %}
+{% if i.parties %} &middot; road users {{ i.parties|join(', ') }}{% endif %}
+&middot; <a href="{{ c.play }}">play from the peak</a></p>
 {% if c.strip %}<img class="strip" src="{{ c.strip }}" alt="frames around the peak with foreground motion">
 {% else %}<p class="err">frames unavailable: {{ c.error }}</p>{% endif %}
 <div><img src="{{ c.plot }}" alt="near-miss score over time, labelled event and time-to-collision"></div>
-<p class="meta">red: near-miss score (shaded: the incident); green band: the labelled event; blue dashes: the
-critical road user's time-to-collision (0 to 5 s)</p>
+<p class="meta">Frames: the peak and &plusmn;0.5 s, &plusmn;1 s (each shown once); red-to-yellow tint:
+foreground motion, things moving against the scene; cyan box: the road user the head names, with its
+time-to-collision. Plot: red the near-miss score (shaded: the incident; dotted line 0.5); green band the
+labelled event; blue dashes the road user's time-to-collision (0 to 5 s).</p>
 <table>{% for k, v in i.probs.items() %}<tr><td>{{ k }}</td><td>{{ '%.2f'|format(v) }}</td>
 <td><span class="bar" style="width:{{ (v * 200)|round|int }}px"></span></td></tr>{% endfor %}</table>
 </div>{% endfor %}
+{% if missed %}<h1>Missed: labelled near-misses with no incident ({{ missed|length }})</h1>
+<table><tr><th>clip</th><th>labelled</th><th>event</th><th>head's top score</th><th>predicted</th></tr>
+{% for m in missed %}<tr class="missed"><td><code>{{ m.path }}</code></td><td>{{ m.cls }}</td>
+<td>{% if m.event_start_s is not none %}{{ '%.1f'|format(m.event_start_s) }}&ndash;{{ '%.1f'|format(m.event_end_s) }} s{% endif %}</td>
+<td>{{ '%.2f'|format(m.score) }}</td><td>{{ m.predicted }}</td></tr>{% endfor %}</table>{% endif %}
 {% if evaluations %}<h1>Evaluation</h1>{% for e in evaluations %}
 <div class="card"><h2>{{ e.ref }} on the {{ e.split }} split ({{ e.clips }} clips)</h2>
 <table>{% for k, v in e.line.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
@@ -175,7 +189,7 @@ def incident_cards(catalog: Catalog, incidents: list[ReportIncident], out_dir: P
         (out_dir / plot).write_text(score_plot_svg(
             inc.step_t_s, inc.step_scores, inc.start_s, inc.end_s, inc.peak_s, duration,
             label=(inc.label_start_s, inc.label_end_s), ttc=(track.t_s, track.ttc_s) if track else None))
-        card = Card(inc, None, plot)
+        card = Card(inc, None, plot, play=Path(inc.path).resolve().as_uri() + f"#t={max(inc.peak_s - 2, 0):.1f}")
         try:
             if not Path(inc.path).exists():
                 raise DecodeError("the file is no longer at this path")
@@ -193,7 +207,7 @@ def incident_cards(catalog: Catalog, incidents: list[ReportIncident], out_dir: P
 
 
 def build_report(db: str, out: str, where: str | None = None, head: str | None = None, limit: int = 20) -> Path:
-    from models.evaluation import summary_line
+    from models.evaluation import METRIC_NAMES, PROPORTIONS, summary_line, wilson_interval
 
     out_dir = Path(out)
     (out_dir / "img").mkdir(parents=True, exist_ok=True)
@@ -203,17 +217,24 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
     with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
         incidents = top_incidents(con, head, where, limit)
         evaluations = latest_evaluations(con)
+        missed = missed_events(con, incidents[0].model) if incidents else []
     cards = incident_cards(catalog, incidents, out_dir)
     evals = []
     for k, (ref, split, clips, metrics) in enumerate(evaluations, start=1):
         image = f"img/confusion_{k}.svg"
         cm = metrics["confusion_matrix"]
         (out_dir / image).write_text(confusion_svg(cm["classes"], cm["rows_true_cols_predicted"]))
-        line = {key: "n/a" if v is None else f"{v:.3f}" for key, v in summary_line(metrics).items()}
+        line = {}
+        for key, v in summary_line(metrics).items():
+            text = "n/a" if v is None else f"{v:.3f}"
+            if v is not None and key in PROPORTIONS:
+                lo, hi = wilson_interval(v, clips)
+                text += f" (95% {lo:.2f}-{hi:.2f}, {clips} clips)"
+            line[METRIC_NAMES.get(key, key)] = text
         evals.append({"ref": ref, "split": split, "clips": clips, "line": line, "image": image})
     page = out_dir / "index.html"
     untrained = bool(incidents) and incidents[0].untrained_features and \
         "embeddings" in get_head(incidents[0].model.split("@")[0]).needs
-    page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where,
+    page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where, missed=missed,
                                 head=incidents[0].model if incidents else None, untrained=untrained))
     return page

@@ -22,12 +22,16 @@ def overlay_motion(frame: np.ndarray, grid: np.ndarray | None, shape: tuple[int,
 
 
 def draw_box(frame: np.ndarray, box: np.ndarray, text: str) -> np.ndarray:
-    """The box (x1, y1, x2, y2 in fractions of the frame) outlined in cyan, captioned."""
+    """The box (x1, y1, x2, y2 in fractions of the frame) outlined in cyan, captioned in white on a dark band
+    (readable over sky and road alike)."""
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = (np.asarray(box, np.float64) * [w, h, w, h]).round().astype(int)
     out = np.ascontiguousarray(frame.copy())
     cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 255), 2)
-    cv2.putText(out, text, (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    ty = max(y1 - 4, th + 4)
+    cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 4, ty + base), (0, 0, 0), -1)
+    cv2.putText(out, text, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 

@@ -79,7 +79,7 @@ def test_a_moved_catalog_still_scores(catalog_copy, tmp_path, monkeypatch, capsy
     monkeypatch.delenv("NEARMISS_MODEL_STORE")
     here = Path(catalog_copy).parent
     monkeypatch.chdir(here)
-    assert main(["--db", "catalog.duckdb", "train", "--head", "zeroshot"]) == 0
+    assert main(["--db", "catalog.duckdb", "train", "--head", "zeroshot", "--allow-untrained"]) == 0
     moved = tmp_path / "elsewhere" / "deep"
     moved.parent.mkdir()
     shutil.move(str(here / "catalog.duckdb"), str(tmp_path / "elsewhere" / "catalog.duckdb"))
@@ -98,7 +98,7 @@ def test_a_moved_catalog_still_scores(catalog_copy, tmp_path, monkeypatch, capsy
 
 
 def test_changed_weights_are_one_line(catalog_copy, tmp_path, capsys):
-    assert main(["--db", catalog_copy, "train", "--head", "zeroshot"]) == 0
+    assert main(["--db", catalog_copy, "train", "--head", "zeroshot", "--allow-untrained"]) == 0
     capsys.readouterr()
     weights = tmp_path / "store" / "zeroshot" / "v1.pt"
     weights.write_bytes(weights.read_bytes() + b"x")

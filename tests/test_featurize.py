@@ -103,9 +103,13 @@ def test_feature_sets_coexist(clips, db):
 def test_search_by_text_ranks_frames(clips, db, capsys):
     run_ingest([str(clips)], db=db)
     run_featurize(db, FeaturizeConfig(**{**UNTRAINED.__dict__, "limit": 3}))
-    assert main(["--db", db, "search", "a cyclist swerving in front of the car", "--k", "5", "--format", "json"]) == 0
+    # random CLIP weights: refused unless asked for, and then every row says what the similarity is worth
+    assert main(["--db", db, "search", "a cyclist swerving in front of the car"]) == 2
+    assert "random CLIP weights" in capsys.readouterr().err
+    assert main(["--db", db, "search", "a cyclist swerving in front of the car", "--k", "5", "--format", "json",
+                 "--allow-untrained"]) == 0
     hits = json.loads(capsys.readouterr().out)
-    assert len(hits) == 5
+    assert len(hits) == 5 and all(h["weights"].startswith("random") for h in hits)
     sims = [h["similarity"] for h in hits]
     assert sims == sorted(sims, reverse=True) and all(-1 <= x <= 1 for x in sims)
 

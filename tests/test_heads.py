@@ -168,7 +168,11 @@ def test_tampered_weights_are_refused(catalog_copy):
 
 def test_zeroshot_motion3d_and_fusion_heads_score(catalog_copy, capsys):
     db = catalog_copy
-    for head in ("zeroshot", "motion3d", "recognition", "fusion"):
+    # zero-shot prompts on random CLIP weights: refused unless asked for, and then every prediction says so
+    assert main(["--db", db, "train", "--head", "zeroshot"]) == 2
+    assert "random CLIP weights" in capsys.readouterr().err
+    assert main(["--db", db, "train", "--head", "zeroshot", "--allow-untrained"]) == 0
+    for head in ("motion3d", "recognition", "fusion"):
         assert main(["--db", db, "train", "--head", head, "--epochs", "3"]) == 0
     out = capsys.readouterr().out
     assert "trained zeroshot@1" in out and "trained fusion@1" in out
@@ -178,6 +182,8 @@ def test_zeroshot_motion3d_and_fusion_heads_score(catalog_copy, capsys):
     assert "fusion@1: 24 clips scored" in capsys.readouterr().out
     assert rows(db, "SELECT model_name, count(*) FROM latest_predictions GROUP BY 1 ORDER BY 1") == [
         ("fusion", 24), ("motion3d", 24), ("recognition", 24), ("zeroshot", 24)]
+    assert rows(db, "SELECT DISTINCT note FROM latest_predictions WHERE model_name = 'zeroshot'") == [
+        ("random CLIP weights (an --untrained feature set): these scores mean nothing",)]
     assert rows(db, "SELECT count(*) FROM incidents WHERE model_name = 'motion3d'") == [(0,)]
     assert {r[0] for r in rows(db, "SELECT DISTINCT predicted_class FROM predictions")} <= set(CLASSES)
     assert main(["--db", db, "evaluate", "--head", "zeroshot", "--format", "json"]) == 0

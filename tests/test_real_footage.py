@@ -77,3 +77,27 @@ def test_the_conflict_head_flags_the_real_crash_naming_who_and_not_normal_drivin
 def test_text_search_refuses_a_feature_set_without_clip(real_catalog, capsys):
     assert main(["--db", real_catalog, "search", "a car braking"]) == 2
     assert "no CLIP embeddings" in capsys.readouterr().err
+
+
+def test_review_of_the_real_footage_turns_a_verdict_into_a_label(real_catalog, tmp_path):
+    from starlette.testclient import TestClient
+
+    from nearmiss.review import ReviewConfig, build_app
+
+    main(["--db", real_catalog, "score", "--head", "conflict", "--direct"])
+    client = TestClient(build_app(ReviewConfig(real_catalog, str(tmp_path / "review"), reviewer="tester")))
+    page = client.get("/")
+    assert page.status_code == 200 and CRASH.name in page.text and "conflict@" in page.text
+    with Catalog(real_catalog).read() as con:
+        clip_id, version, idx = con.execute(
+            "SELECT clip_id, model_version, event_idx FROM latest_incidents WHERE model_name = 'conflict'"
+            " ORDER BY score DESC LIMIT 1").fetchone()
+    part = client.get(f"/clip/{clip_id}", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and len(part.content) == 1000      # the video seeks
+    r = client.post("/verdict", json={"clip_id": clip_id, "model_name": "conflict", "model_version": version,
+                                      "event_idx": idx, "verdict": "real", "class": "vehicle"})
+    assert r.status_code == 200 and r.json()["verdict"] == "real"
+    with Catalog(real_catalog).read() as con:
+        label = con.execute("SELECT class, event_peak_s, source FROM labels WHERE clip_id = ? AND source = 'review'",
+                            [clip_id]).fetchall()
+    assert label and label[0][0] == "vehicle" and label[0][2] == "review"
