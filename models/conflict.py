@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from models.calibration import Calibration, calibrate
+from models.cues import ramp
 from models.cues.abrupt import AbruptSpec, shape_scores, stop_scores
 from models.cues.ego import EgoSpec, ego_cues
 from models.cues.kinematics import KinematicsSpec
@@ -61,9 +62,6 @@ class ConflictConfig:
                       for k, v in d.items()})
 
 
-def _ramp(x, lo, hi):
-    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-
 
 @dataclass
 class ClipCues:
@@ -102,11 +100,11 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
         path = np.where(o.in_path[rows], 1.0, np.where(o.entering[rows], cfg.entering_weight,
                                                         np.where(o.path_gap[rows] <= cfg.beside_gap,
                                                                  cfg.beside_weight, 0.0)))
-        crit = (1 - _ramp(np.minimum(ttc, 1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)) * path \
-            * _ramp(k.height, cfg.min_height, cfg.full_height) * _ramp(tr.score, cfg.min_score, cfg.full_score)
+        crit = (1 - ramp(np.minimum(ttc, 1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)) * path \
+            * ramp(k.height, cfg.min_height, cfg.full_height) * ramp(tr.score, cfg.min_score, cfg.full_score)
         crit = _persist(crit, k.t_s, cfg.persist_s)
         abrupt = np.maximum(shape_scores(tr, tracks, cfg.abrupt), stop_scores(tr, cfg.abrupt, o.aspect)) \
-            * _ramp(tr.score, cfg.min_score, cfg.full_score)
+            * ramp(tr.score, cfg.min_score, cfg.full_score)
         cls = CLASS_INDEX[tr.cls]
         for cue, values in ((0, crit), (2, abrupt)):
             better = values > scores[tr.step, cue]

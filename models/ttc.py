@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from models.cues import ramp
 from models.events import EventSpec, extract_events, smooth
 from models.head_registry import register_head
 from models.outputs import ClipPrediction
@@ -36,18 +37,14 @@ class TTCConfig:
     full_score: float = 0.6
 
 
-def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return np.clip((x - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-
-
 def criticality(o: ClipObjects, cfg: TTCConfig) -> np.ndarray:
     """(K,) per tracked detection."""
-    ttc = 1.0 - _ramp(np.nan_to_num(o.ttc_s, posinf=1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)
+    ttc = 1.0 - ramp(np.nan_to_num(o.ttc_s, posinf=1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)
     path = np.where(o.in_path, 1.0, np.where(o.entering, cfg.entering_weight,
                                               np.where(o.path_gap <= cfg.beside_gap, cfg.beside_weight, 0.0)))
     height = o.boxes[:, 3] - o.boxes[:, 1] if len(o.boxes) else np.zeros(0)
-    near = _ramp(height, cfg.min_height, cfg.full_height)
-    conf = _ramp(o.score, cfg.min_score, cfg.full_score)
+    near = ramp(height, cfg.min_height, cfg.full_height)
+    conf = ramp(o.score, cfg.min_score, cfg.full_score)
     return (ttc * path * near * conf).astype(np.float32)
 
 

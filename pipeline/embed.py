@@ -72,8 +72,9 @@ def load_clip(spec: ClipSpec, device: torch.device) -> LoadedClip:
     else:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.model)) or "none"
         how = (f"Tags open_clip knows for {spec.model}: {tags}. Point --pretrained at a local checkpoint file (an "
-               f"open_clip or OpenAI .pt/.bin for {spec.model}), or pass --untrained for random weights (tests and "
-               f"benchmarks only).")
+               f"open_clip or OpenAI .pt/.bin for {spec.model}), or featurize without CLIP (--stages motion,objects "
+               f"--detector darknet:DIR: the conflict and ttc heads need no CLIP), or pass --untrained for random "
+               f"weights (tests and benchmarks only).")
         if not spec.pretrained:
             raise WeightsUnavailable(f"no weights named for {spec.model}. {how}")
         if _hub_reachable():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.cues import ramp
 from models.cues.kinematics import robust_line
 
 FALLERS = ("person", "bicycle", "motorcycle", "motorbike")
@@ -31,9 +32,6 @@ class AbruptSpec:
     stop_speed: float = 2.5       # own heights/s sideways before a sudden stop (about 4 m/s for a car); full at twice
     aspect: float = 16 / 9
 
-
-def _ramp(x, lo, hi):
-    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
 def _occluded(track, tracks, k: int, share: float = 0.2) -> bool:
@@ -84,7 +82,7 @@ def shape_scores(track, tracks=(), spec: AbruptSpec = AbruptSpec()) -> np.ndarra
         change = was - now
         if change < spec.fall_drop * 0.5 or _occluded(track, tracks, k) or _occluded(track, tracks, k - 1):
             continue
-        out[k] = _ramp(change, spec.fall_drop * 0.5, spec.fall_drop)
+        out[k] = ramp(change, spec.fall_drop * 0.5, spec.fall_drop)
     return out
 
 
@@ -106,5 +104,5 @@ def stop_scores(track, spec: AbruptSpec = AbruptSpec(), aspect: float | None = N
         v1 = robust_line(t[now], k_.cx[now], 0.005, 1.5)[0] * float(np.median(scale[now]))
         if abs(v0) < spec.stop_speed or abs(v1) > 0.3 * abs(v0):
             continue
-        out[k] = _ramp(abs(v0), spec.stop_speed, 2 * spec.stop_speed)
+        out[k] = ramp(abs(v0), spec.stop_speed, 2 * spec.stop_speed)
     return out

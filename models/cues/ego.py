@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.cues import ramp
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,6 @@ class EgoCues:
         return self.score[k]
 
 
-def _ramp(x, lo, hi):
-    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-
 
 def ego_cues(t: np.ndarray, speed: np.ndarray, yaw: np.ndarray, pitch: np.ndarray,
              spec: EgoSpec = EgoSpec()) -> EgoCues:
@@ -80,8 +78,8 @@ def ego_cues(t: np.ndarray, speed: np.ndarray, yaw: np.ndarray, pitch: np.ndarra
             was = float(np.median(speed[before]))
             if was >= spec.moving_speed:
                 ratio = float(np.median(speed[after])) / was
-                brake[k] = 1 - _ramp(ratio, spec.stop_ratio_lo, spec.stop_ratio_hi)
+                brake[k] = 1 - ramp(ratio, spec.stop_ratio_lo, spec.stop_ratio_hi)
         recent = (t >= t[k] - 1.5 * spec.window_s - 1e-9) & (t <= t[k] + 1e-9)
-        swerve[k] = _ramp(abs(yaw[k]) - abs(float(np.median(yaw[recent]))), spec.swerve_lo, spec.swerve_hi)
-    shock = _ramp(np.abs(pitch), spec.shock_lo, spec.shock_hi)
+        swerve[k] = ramp(abs(yaw[k]) - abs(float(np.median(yaw[recent]))), spec.swerve_lo, spec.swerve_hi)
+    shock = ramp(np.abs(pitch), spec.shock_lo, spec.shock_hi)
     return EgoCues(t, brake, swerve, shock, spec.weights)

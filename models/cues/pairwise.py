@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.cues import ramp
 from models.cues.kinematics import robust_line
 
 
@@ -54,9 +55,6 @@ def _cut(boxes: np.ndarray, border: float) -> np.ndarray:
     return (boxes[:, 0] <= border) | (boxes[:, 2] >= 1 - border)
 
 
-def _ramp(x, lo, hi):
-    return np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-
 
 def pair_conflicts(tracks, n_steps: int, step_t: np.ndarray, spec: PairSpec = PairSpec(),
                    aspect: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +73,7 @@ def pair_conflicts(tracks, n_steps: int, step_t: np.ndarray, spec: PairSpec = Pa
             gap = pair_gap(a.boxes[ia], b.boxes[ib], aspect)
             side = (a.boxes[ia, 0] + a.boxes[ia, 2]) - (b.boxes[ib, 0] + b.boxes[ib, 2])  # centres' order
             t = step_t[common]
-            near = _ramp(np.minimum(a.kin.height[ia], b.kin.height[ib]), spec.min_height, spec.full_height)
+            near = ramp(np.minimum(a.kin.height[ia], b.kin.height[ib]), spec.min_height, spec.full_height)
             conf = np.minimum(a.score[ia], b.score[ib])
             for k in range(len(common)):
                 if gap[k] > spec.contact_gap + 0.5 or near[k] == 0:
@@ -94,7 +92,7 @@ def pair_conflicts(tracks, n_steps: int, step_t: np.ndarray, spec: PairSpec = Pa
                 # both seen after the contact, or one hidden behind the other (as often a pass as a crash)
                 seen = 1.0 if after.sum() >= 2 else spec.unseen_weight
                 ttc = max(gap[k] - spec.contact_gap, 0.0) / closing
-                s = (1 - _ramp(ttc, spec.ttc_critical_s, spec.ttc_safe_s)) * near[k] * _ramp(conf[k], 0.3, 0.6) * seen
+                s = (1 - ramp(ttc, spec.ttc_critical_s, spec.ttc_safe_s)) * near[k] * ramp(conf[k], 0.3, 0.6) * seen
                 if s > score[common[k]]:
                     score[common[k]] = s
                     pair[common[k]] = (a.track_id, b.track_id)
