@@ -25,34 +25,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def review_server(catalog_copy, tmp_path):
+@pytest.fixture(scope="module")
+def review_server(featurized, tmp_path_factory):
+    """A copy of the featurized catalog with detection incidents, served once for this module's tests."""
+    import os
+    import shutil
+
     import uvicorn
 
-    db = catalog_copy
-    run_train(db, TrainConfig("detection", spec=TrainSpec(epochs=4)), log=None)
-    run_score(db, ["detection"])
-    with Catalog(db).read() as con:
-        assert con.execute("SELECT count(*) FROM latest_incidents").fetchone()[0] > 0
-    port = _free_port()
-    app = build_app(ReviewConfig(db, str(tmp_path / "review"), head="detection", limit=5, reviewer="tester",
-                                 port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield db, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    root = tmp_path_factory.mktemp("review")
+    db = str(root / "catalog.duckdb")
+    shutil.copy(featurized, db)
+    store = os.environ.get("NEARMISS_MODEL_STORE")
+    os.environ["NEARMISS_MODEL_STORE"] = str(root / "store")
+    try:
+        run_train(db, TrainConfig("detection", spec=TrainSpec(epochs=4)), log=None)
+        run_score(db, ["detection"])
+        with Catalog(db).read() as con:
+            assert con.execute("SELECT count(*) FROM latest_incidents").fetchone()[0] > 0
+        port = _free_port()
+        app = build_app(ReviewConfig(db, str(root / "review"), head="detection", limit=5, reviewer="tester",
+                                     port=port))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        yield db, f"http://127.0.0.1:{port}"
+        server.should_exit = True
+        thread.join(timeout=10)
+    finally:
+        if store is None:
+            os.environ.pop("NEARMISS_MODEL_STORE", None)
+        else:
+            os.environ["NEARMISS_MODEL_STORE"] = store
 
 
-def _latest(db):
+def _latest(db, clip_id):
+    """For one clip: how many verdicts, the latest per incident, and its review label."""
     with Catalog(db).read() as con:
-        reviews = con.execute("SELECT count(*) FROM reviews").fetchone()[0]
-        latest = con.execute("SELECT clip_id, verdict, class, reviewer FROM latest_reviews").fetchall()
+        reviews = con.execute("SELECT count(*) FROM reviews WHERE clip_id = ?", [clip_id]).fetchone()[0]
+        latest = con.execute("SELECT clip_id, verdict, class, reviewer FROM latest_reviews WHERE clip_id = ?",
+                             [clip_id]).fetchall()
         labels = con.execute("SELECT clip_id, class, event_start_s, source FROM labels WHERE source = 'review'"
-                             ).fetchall()
+                             " AND clip_id = ?", [clip_id]).fetchall()
     return reviews, latest, labels
 
 
@@ -79,13 +95,13 @@ def test_a_reviewer_plays_the_clip_and_judges_in_chromium(review_server, tmp_pat
         clip_id = browser.eval("document.querySelector('.card').dataset.clip")
         browser.eval("document.querySelector('.card button[data-verdict=\"not\"]').click()")
         browser.wait_for("document.querySelector('.card .verdict').textContent.startsWith('verdict: not')")
-        reviews, latest, labels = _latest(db)
+        reviews, latest, labels = _latest(db, clip_id)
         assert reviews == 1 and latest == [(clip_id, "not", None, "tester")]
         # a second verdict on the same incident, by keyboard: pick vehicle (3), then real (R)
         browser.key("3")
         browser.key("r")
         browser.wait_for("document.querySelector('.card .verdict').textContent.startsWith('verdict: real')")
-        reviews, latest, labels = _latest(db)
+        reviews, latest, labels = _latest(db, clip_id)
         assert reviews == 2 and latest == [(clip_id, "real", "vehicle", "tester")]
         assert [(c, k) for c, k, _, _ in labels] == [(clip_id, "vehicle")]
         browser.screenshot(tmp_path / "review.png")
@@ -98,7 +114,8 @@ def test_a_verdict_while_another_process_writes_waits_and_lands(review_server):
     db, url = review_server
     with Catalog(db).read() as con:
         clip_id, name, version, idx = con.execute(
-            "SELECT clip_id, model_name, model_version, event_idx FROM latest_incidents LIMIT 1").fetchone()
+            "SELECT clip_id, model_name, model_version, event_idx FROM latest_incidents ORDER BY score LIMIT 1"
+        ).fetchone()   # the lowest-scored: not the incident the browser test judges
     # a writer (as a flow's transaction) holds the catalog for 3 s
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]);"
                                " print('held', flush=True); time.sleep(3); c.close()", db],
@@ -111,7 +128,10 @@ def test_a_verdict_while_another_process_writes_waits_and_lands(review_server):
     holder.wait(timeout=30)
     assert r.status_code == 200 and r.json()["verdict"] == "unsure"
     assert waited > 1.5
-    assert _latest(db)[1] == [(clip_id, "unsure", None, "tester")]
+    with Catalog(db).read() as con:
+        assert con.execute("SELECT verdict, reviewer FROM latest_reviews WHERE clip_id = ? AND model_name = ?"
+                           " AND model_version = ? AND event_idx = ?", [clip_id, name, version, idx]
+                           ).fetchall() == [("unsure", "tester")]
 
 
 def test_bad_verdicts_and_unknown_clips_are_refused(review_server):
@@ -122,4 +142,4 @@ def test_bad_verdicts_and_unknown_clips_are_refused(review_server):
                                               "event_idx": 0, "verdict": "not"}).status_code == 404
     assert httpx.get(f"{url}/clip/not-a-clip").status_code == 404
     assert httpx.get(f"{url}/img/..%2F..%2Fetc%2Fpasswd").status_code == 404
-    assert _latest(db)[0] == 0
+    assert _latest(db, "x")[0] == 0
