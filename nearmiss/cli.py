@@ -5,8 +5,19 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+
+
+def _quiet_interrupt(signum, frame) -> None:
+    """Ctrl-C while the command is still loading its libraries: one line, not an import traceback."""
+    print("interrupted while starting; nothing was done", file=sys.stderr)
+    os._exit(130)
+
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when imported by a program of its own
+    signal.signal(signal.SIGINT, _quiet_interrupt)
 
 from catalog import default_db_path
 from models.calibration import DEFAULT_ALARMS_PER_HOUR
@@ -125,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--max-rows", type=int, default=200, help="table format only")
+    p.add_argument("--timeout-s", type=float, default=None, help="stop the query after this many seconds "
+                   "(default: NEARMISS_QUERY_TIMEOUT_S, 60); Ctrl-C stops it at once")
 
     p = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     _add_db(p)
@@ -347,7 +360,7 @@ def cmd_query(args) -> int:
     from nearmiss.formatting import format_rows
     from catalog import Catalog
 
-    result = run_query(Catalog(_db(args)), args.sql)
+    result = run_query(Catalog(_db(args)), args.sql, args.timeout_s)
     sys.stdout.write(format_rows(result.columns, result.rows, args.format, args.max_rows))
     return 0
 
@@ -374,6 +387,16 @@ def _prefect_defaults() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is _quiet_interrupt:
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # from here, Ctrl-C is a KeyboardInterrupt
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:   # also while starting up (imports), before any work
+        print("interrupted; finished work is kept, re-run to complete", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _prefect_defaults()
     import duckdb
