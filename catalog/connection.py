@@ -69,9 +69,24 @@ def damaged(path: str, exc: Exception) -> CatalogDamaged:
                           f"({Path(path).with_suffix('.snapshot.duckdb').name}); `nearmiss check` tests a catalog")
 
 
+_HEADER_BYTES = 3 * 4096  # DuckDB's file header and its two database headers, before the first block
+
+
+def _check_length(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """A truncated file opens, and answers queries about the blocks it still has: it must be as long as the
+    blocks its header counts, or nothing read from it can be trusted."""
+    # used, not total: free blocks at the end are cut off the file, so only the used ones must all fit in it
+    block_size, blocks = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
+    size = Path(path).stat().st_size
+    if size < _HEADER_BYTES + blocks * block_size:
+        raise damaged(path, RuntimeError(f"the file is truncated: {size} bytes, its header counts {blocks} blocks "
+                                         f"in use of {block_size} ({_HEADER_BYTES + blocks * block_size} bytes)"))
+
+
 def is_damage(exc: Exception) -> bool:
     text = str(exc)
-    return "not a valid DuckDB database file" in text or "Corrupt database file" in text or "checksum" in text
+    return ("not a valid DuckDB database file" in text or "Corrupt database file" in text or "checksum" in text
+            or "Could not read enough bytes" in text)   # a truncated file
 
 
 def _lock_holder(exc: Exception) -> str:
@@ -111,7 +126,13 @@ class Catalog:
                     {"storage_compatibility_version": STORAGE_COMPATIBILITY}
                 if sandboxed:
                     config = dict(SANDBOX_CONFIG)
-                return duckdb.connect(self.path, read_only=read_only, config=config)
+                con = duckdb.connect(self.path, read_only=read_only, config=config)
+                try:
+                    _check_length(con, self.path)
+                except BaseException:
+                    con.close()
+                    raise
+                return con
             except duckdb.IOException as exc:  # another process holds the file, or it is not a database
                 if is_damage(exc):
                     raise damaged(self.path, exc) from None

@@ -62,6 +62,22 @@ def test_a_damaged_catalog_is_named_before_anything_is_written(catalog_copy, cap
     assert _digest(catalog_copy) == before
 
 
+def test_a_truncated_catalog_is_one_line_for_every_command(catalog_copy, tmp_path, capsys):
+    """Cut short anywhere (a copy interrupted, a full disk): check, query and the writers refuse it in one line,
+    even where the blocks a query needs are still there."""
+    size = Path(catalog_copy).stat().st_size
+    with duckdb.connect(catalog_copy, read_only=True) as con:
+        bs, used = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
+    for keep in (4096, size // 10, size // 2, 3 * 4096 + used * bs - 1):   # the last: one byte short
+        cut = tmp_path / f"cut_{keep}.duckdb"
+        shutil.copy(catalog_copy, cut)
+        os.truncate(cut, keep)
+        for argv in (["check"], ["query", "SELECT count(*) FROM clips"], ["score", "--direct"]):
+            assert main(["--db", str(cut), *argv]) == 2, (keep, argv)
+            assert "is damaged" in _one_line(capsys, argv[0])
+        assert cut.stat().st_size == keep
+
+
 def test_labels_pointed_at_another_file_do_not_echo_it(tmp_path, clips, db, capsys):
     secret = tmp_path / "secret.txt"
     secret.write_text("root:$6$s3cr3t-hash:19000:0:99999:7:::\nline two\n")
