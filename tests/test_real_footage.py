@@ -101,3 +101,19 @@ def test_review_of_the_real_footage_turns_a_verdict_into_a_label(real_catalog, t
         label = con.execute("SELECT class, event_peak_s, source FROM labels WHERE clip_id = ? AND source = 'review'",
                             [clip_id]).fetchall()
     assert label and label[0][0] == "vehicle" and label[0][2] == "review"
+
+
+def test_default_options_with_a_detector_setting_leave_clip_out_offline(tmp_path, monkeypatch, capsys):
+    """What the nightly deployments run (prefect.yaml names `pretrained: openai`, no stages, no detector):
+    with NEARMISS_DETECTOR set and no CLIP weights to be had, featurize leaves CLIP out and says so."""
+    import pipeline.embed as embed
+
+    monkeypatch.setattr(embed, "_hub_reachable", lambda host="huggingface.co": False)   # as offline here
+    monkeypatch.setenv("NEARMISS_DETECTOR", f"darknet:{YOLO}")
+    db = str(tmp_path / "catalog.duckdb")
+    assert main(["--db", db, "ingest", str(REAL_DASHCAM / "dad_000478.mp4"), "--direct"]) == 0
+    assert main(["--db", db, "featurize", "--direct"]) == 0
+    assert "featurizing without CLIP (stages motion,objects)" in capsys.readouterr().err
+    with Catalog(db).read() as con:
+        (config,), = con.execute("SELECT config FROM feature_sets").fetchall()
+    assert json.loads(config)["stages"] == ["motion", "objects"]
