@@ -41,14 +41,9 @@ class TrackKinematics:
     height: np.ndarray
     width: np.ndarray
 
-    @property
-    def rate_low(self) -> np.ndarray:
-        """A lower bound of the growth rate: what the track's own jitter cannot explain away."""
-        return self.rate - 2.0 * self.rate_sigma
-
     def ttc(self, z: float = 2.0) -> np.ndarray:
-        """Time-to-collision from the lower bound of the growth rate (so a conservative, longer TTC):
-        inf when the track is not surely approaching."""
+        """Time-to-collision from the growth rate's lower bound, rate - z * sigma (what the track's own jitter
+        cannot explain away; so a conservative, longer TTC): inf when the track is not surely approaching."""
         low = self.rate - z * self.rate_sigma
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(np.nan_to_num(low, nan=0.0) > 0, 1.0 / low, np.inf)
