@@ -48,9 +48,17 @@ def check_read_only(sql: str) -> None:
     for st in _statements(sql):
         if st.type not in _READ_TYPES:
             raise WriteRefused(
-                f"read-only: {st.type.name} statements are refused "
+                f"read-only: {_statement_name(st)} statements are refused "
                 "(use SHOW TABLES, DESCRIBE t or SELECT). The catalog is written only by nearmiss "
                 "commands and flows (ingest, featurize, score, rescore, train).")
+
+
+def _statement_name(st) -> str:
+    """What the user wrote (IMPORT DATABASE, INSTALL), not DuckDB's internal type (PRAGMA, LOAD) for it."""
+    words = st.query.split()
+    if st.type.name in ("PRAGMA", "LOAD") and words and words[0].upper() != st.type.name:
+        return " ".join(w.upper() for w in words[:2 if words[0].upper() in ("IMPORT", "EXPORT") else 1])
+    return st.type.name
 
 
 def check_predicate(where: str) -> str:
@@ -64,6 +72,20 @@ def check_predicate(where: str) -> str:
 
 class QueryStopped(ValueError):
     """A query interrupted: past its time budget, or by Ctrl-C."""
+
+
+def validate_predicate(catalog: Catalog, where: str) -> str:
+    """A --where filter checked before any work or run record: one condition, and bound on the sandboxed
+    connection (LIMIT 0: nothing is computed), so a reference to a file or a missing column is refused here."""
+    check_predicate(where)
+    with catalog.read(sandboxed=True) as con:
+        try:
+            con.execute(f"SELECT 1 FROM clips c WHERE ({where}) LIMIT 0")
+        except duckdb.PermissionException as exc:
+            raise WriteRefused(f"SQL may read the catalog only: {str(exc).splitlines()[0]}") from None
+        except duckdb.Error as exc:
+            raise ValueError(f"--where {where!r}: {str(exc).splitlines()[0]}") from None
+    return where
 
 
 def run_query(catalog: Catalog, sql: str, timeout_s: float | None = None) -> QueryResult:

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from catalog import Catalog, default_db_path
 from catalog.features import feature_set
 from catalog.head_inputs import load_sequences, scored_clip_ids
-from catalog.readonly import check_predicate
+from catalog.readonly import check_predicate, validate_predicate
 from catalog.heads import ModelRow, latest_classes, latest_models, write_predictions
 from flows.lineage import tracked_run
 from flows.progress import Progress
@@ -102,6 +102,8 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
     """Every named head (default: the newest version of each trained head) over clips it has not scored."""
     db = db or default_db_path()
     catalog = Catalog(db)
+    if where:   # refused before anything is registered, scored or recorded as a run
+        validate_predicate(catalog, where)
     if heads:
         rows = [resolve_model(catalog, h) for h in heads]
     else:
@@ -130,6 +132,8 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
 def run_rescore(db: str | None, head: str, where: str | None = None, show_progress: bool = False) -> HeadScore:
     db = db or default_db_path()
     catalog = Catalog(db)
+    if where:
+        validate_predicate(catalog, where)
     row = resolve_model(catalog, head)
     with tracked_run(catalog, "rescore", {"head": row.ref, "where": where}) as run:
         result = score_head(db, row, where=where, only_missing=False, run_id=run.id, show_progress=show_progress)

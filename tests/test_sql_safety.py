@@ -60,6 +60,13 @@ def test_query_cannot_write_or_read_files(catalog_file, tmp_path, capsys, make_s
     assert run_query(Catalog(catalog_file), "SELECT count(*) FROM clips").rows == [(1,)]
 
 
+@pytest.mark.parametrize("sql, named", [("IMPORT DATABASE '/tmp/x'", "IMPORT DATABASE"), ("INSTALL httpfs", "INSTALL"),
+                                        ("PRAGMA enable_profiling", "PRAGMA"), ("CALL checkpoint()", "CALL")])
+def test_a_refused_statement_is_called_what_the_user_wrote(catalog_file, capsys, sql, named):
+    assert main(["--db", catalog_file, "query", sql]) == 2
+    assert f"read-only: {named} statements are refused" in capsys.readouterr().err
+
+
 def test_query_still_reads_and_describes(catalog_file):
     cat = Catalog(catalog_file)
     assert ("clips",) in run_query(cat, "SHOW TABLES").rows
@@ -88,6 +95,8 @@ def test_where_cannot_read_a_file(catalog_copy, capsys):
     assert "/etc/passwd" in err and "Traceback" not in err
     with Catalog(catalog_copy).read() as con:
         assert con.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0
+        # refused before it began: no run recorded for it
+        assert con.execute("SELECT count(*) FROM runs WHERE flow = 'score'").fetchone()[0] == 0
     # An ordinary predicate still works.
     assert main(["--db", catalog_copy, "score", "--direct", "--where", "c.duration_s > 0"]) == 0
     assert main(["--db", catalog_copy, "rescore", "--head", "zeroshot", "--where", leak]) == 2
