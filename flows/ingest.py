@@ -99,6 +99,8 @@ def ingest_batch(db: str, candidates: list[Candidate], cfg: IngestConfig,
                 if (row is not None and row.status == "failed" and prev is not None and prev.clip_id == row.id
                         and known.get(row.id) == ("failed", row.error)):
                     row, outcome = None, "known_failed"  # the same failure is on record already
+                if outcome == "new" and row is not None and known.get(row.id, (None,))[0] == "ok":
+                    outcome = "duplicate"   # the same bytes came in earlier in this batch (examined in parallel)
                 if row is not None:
                     with catalog.write() as con:  # one short transaction per file
                         record_clip(con, row, mtime_ns, replace_failed=cfg.retry_failed)

@@ -70,6 +70,9 @@ def examine(c: Candidate, cfg: ExamineRules, seen: dict, known: dict,
     try:
         st = os.stat(c.raw)
     except OSError as exc:
+        if exc.errno == errno.ENOENT and os.path.islink(c.raw):   # the link is there; what it names is not
+            target = os.fsdecode(os.readlink(c.raw))
+            return (*_failure(c, f"a symbolic link to a file that does not exist ({target})"), "failed")
         return (*_failure(c, _os_error(exc, "open")), "failed")
     if stat.S_ISDIR(st.st_mode):
         return (*_failure(c, "is a folder, not a video file"), "failed")

@@ -42,6 +42,7 @@ def make_bad_inputs(folder: Path, good_clip: Path) -> None:
     (folder / "folder.mp4").mkdir()
     os.symlink("loop_b.mp4", folder / "loop_a.mp4")
     os.symlink("loop_a.mp4", folder / "loop_b.mp4")
+    os.symlink("moved_away.mp4", folder / "dangling.mp4")
     shutil.copy(good_clip, os.path.join(os.fsencode(folder), b"caf\xe9.mp4"))  # Latin-1 name
     with open(folder / "huge.mp4", "wb") as f:  # sparse: 65 GiB on paper, nothing on disk
         f.truncate(65 << 30)
@@ -55,6 +56,7 @@ EXPECTED_ERRORS = {
     "folder.mp4": "is a folder, not a video file",
     "loop_a.mp4": "symbolic link loop",
     "loop_b.mp4": "symbolic link loop",
+    "dangling.mp4": "a symbolic link to a file that does not exist (moved_away.mp4)",
     "caf\\xe9.mp4": "not valid UTF-8",
     "huge.mp4": "over the 64 GiB limit",
 }
@@ -86,6 +88,13 @@ def test_ingest_flow_with_labels_and_bad_inputs(prefect_server, clips, db):
     (run,) = rows(db, "SELECT flow, status, prefect_flow_run_id, counts FROM runs")
     assert run[0] == "ingest" and run[1] == "completed" and run[2]
     assert json.loads(run[3])["failed"] == len(EXPECTED_ERRORS)
+
+
+def test_same_bytes_twice_in_one_batch_count_as_one_new_and_one_duplicate(clips, db):
+    shutil.copy(clips / "synth_s11_00003.mp4", clips / "copy_in_the_same_batch.mp4")
+    s = run_ingest([str(clips)], db=db)
+    assert (s.new, s.duplicate, s.failed) == (8, 1, 0)
+    assert rows(db, "SELECT count(*), (SELECT count(*) FROM clip_paths) FROM clips") == [(8, 9)]
 
 
 def test_same_bytes_under_another_name_add_a_path_not_a_clip(clips, db):
