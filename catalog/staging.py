@@ -22,6 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "_SUCCESS.json"
+REJECTED = "rejected"          # shards that failed validation, each with a reason file, under the root
+SHARD_TABLES = ("clip_features", "frame_features", "motion_features", "objects")   # the only names a shard may use
+
+
+class ShardRejected(ValueError):
+    """A shard that is not what a worker writes: set aside, never merged."""
 
 
 def new_shard_id() -> str:
@@ -64,6 +70,17 @@ class Staging:
 
     def open(self, shard: str) -> "ShardReader":
         return ShardReader(self, shard)
+
+    def reject(self, shard: str, reason: str) -> str:
+        """Set a shard aside under rejected/ with a file saying why; the merge never reads it again."""
+        fs, root = self._fs()
+        fs_id, shard_id = shard.rstrip("/").rsplit("/", 2)[-2:]
+        target = f"{root}/{REJECTED}/{fs_id}/{shard_id}"
+        fs.makedirs(f"{root}/{REJECTED}/{fs_id}", exist_ok=True)
+        fs.mv(shard, target, recursive=True)
+        with fs.open(f"{target}/REASON.txt", "w") as f:
+            f.write(reason + "\n")
+        return target
 
     def remove(self, shard: str) -> None:
         fs, _ = self._fs()
@@ -135,18 +152,46 @@ class ShardWriter:
 
 
 class ShardReader:
-    """A complete shard: its manifest's row counts, checked against each file's footer before any row is read."""
+    """A complete shard, read as untrusted input: its manifest names tables from a fixed set (never paths),
+    every file is a regular file inside the shard (no links), and each file's footer holds the rows the
+    manifest counts; its schema is kept for the merge to check. Anything else is ShardRejected."""
 
     def __init__(self, staging: Staging, shard: str):
         self.fs, _ = staging._fs()
         self.shard = shard
-        with self.fs.open(f"{shard}/{MANIFEST}") as f:
-            self.rows: dict[str, int] = json.load(f)["rows"]
+        self._regular(f"{shard}/{MANIFEST}")
+        try:
+            with self.fs.open(f"{shard}/{MANIFEST}") as f:
+                rows = json.load(f)["rows"]
+            self.rows: dict[str, int] = {str(k): int(v) for k, v in rows.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ShardRejected(f"its manifest is not a shard manifest ({type(exc).__name__}: {exc})") from None
+        unknown = sorted(set(self.rows) - set(SHARD_TABLES))
+        if unknown:
+            raise ShardRejected(f"its manifest names tables a shard never has: {', '.join(map(repr, unknown))}")
+        if self.rows and "clip_features" not in self.rows:
+            raise ShardRejected("its manifest has rows but no clip_features table to say whose")
+        self.schemas: dict[str, pa.Schema] = {}
         for name, n in self.rows.items():
-            with self.fs.open(f"{shard}/{name}.parquet", "rb") as f:
-                found = pq.ParquetFile(f).metadata.num_rows
+            path = f"{shard}/{name}.parquet"
+            self._regular(path)
+            try:
+                with self.fs.open(path, "rb") as f:
+                    meta = pq.ParquetFile(f)
+                    found, self.schemas[name] = meta.metadata.num_rows, meta.schema_arrow
+            except (OSError, pa.ArrowException) as exc:
+                raise ShardRejected(f"{name}.parquet is not a readable Parquet file ({exc})") from None
             if found != n:
-                raise ValueError(f"shard {shard}: {name} has {found} rows, its manifest says {n}")
+                raise ShardRejected(f"{name} has {found} rows, its manifest says {n}")
+
+    def _regular(self, path: str) -> None:
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            raise ShardRejected(f"{path.rsplit('/', 1)[-1]} is missing") from None
+        if info.get("islink") or info.get("type") != "file":
+            raise ShardRejected(f"{path.rsplit('/', 1)[-1]} is not a regular file inside the shard (a link, or a "
+                                "folder): not followed")
 
     def table(self, name: str) -> pa.Table:
         with self.fs.open(f"{self.shard}/{name}.parquet", "rb") as f:

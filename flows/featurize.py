@@ -172,6 +172,7 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
                 summary.failures += cluster.lost
                 summary.failed += len(cluster.lost)
                 summary.cluster = {**cluster.timing(), "leftover_shards": leftovers.shards,
+                                   "rejected_leftovers": leftovers.rejected,
                                    "driver_clips": len(local), "driver_s": round(t_local, 3)}
         summary.seconds = round(time.perf_counter() - t0, 3)
         run.counts = summary.counts()

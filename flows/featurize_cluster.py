@@ -25,7 +25,7 @@ from prefect_dask import DaskTaskRunner
 
 from catalog import Catalog
 from catalog.features import PendingClip, clip_rows, failure_rows
-from catalog.merge import MergeCount, merge_shard
+from catalog.merge import MergeCount, merge_or_reject
 from catalog.spill import ClipSpill, SpillFolder
 from catalog.staging import ShardWriter, Staging, new_shard_id
 from pipeline.embed import ChannelProjection, resolve_device
@@ -154,7 +154,7 @@ class ClusterRun:
     wall_s: float = 0.0
 
     def timing(self) -> dict:
-        return {"shards": self.merged.shards, "start_s": round(self.start_s, 3), "worker_s": round(self.worker_s, 3),
+        return {"shards": self.merged.shards, "rejected_shards": len(self.merged.rejected), "start_s": round(self.start_s, 3), "worker_s": round(self.worker_s, 3),
                 "shard_write_s": round(self.write_s, 3), "merge_s": round(self.merged.seconds, 3),
                 "wall_s": round(self.wall_s, 3)}
 
@@ -189,8 +189,11 @@ def featurize_on_cluster(catalog: Catalog, staging: Staging, fs_id: str, clips: 
             first_start = min(first_start or done.started_at, done.started_at)
             out.worker_s += done.featurize_s
             out.write_s += done.write_s
-            before = len(out.merged.results)
-            merge_shard(catalog, staging, done.path, out.merged)
+            before, rejected = len(out.merged.results), len(out.merged.rejected)
+            merge_or_reject(catalog, staging, done.path, out.merged, fs_id)
+            if len(out.merged.rejected) > rejected:   # set aside: its clips stay pending for the next run
+                why = out.merged.rejected[-1][1]
+                out.lost += [(c.clip_id, f"its shard was rejected: {why}") for c in futures[future]]
             if on_merged:
                 on_merged(out.merged.results[before:])
     out.wall_s = time.perf_counter() - t0
