@@ -76,7 +76,7 @@ def _check_length(con: duckdb.DuckDBPyConnection, path: str) -> None:
     """A truncated file opens, and answers queries about the blocks it still has: it must be as long as the
     blocks its header counts, or nothing read from it can be trusted."""
     # used, not total: free blocks at the end are cut off the file, so only the used ones must all fit in it
-    block_size, blocks = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
+    (block_size, blocks), = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchall()
     size = Path(path).stat().st_size
     if size < _HEADER_BYTES + blocks * block_size:
         raise damaged(path, RuntimeError(f"the file is truncated: {size} bytes, its header counts {blocks} blocks "

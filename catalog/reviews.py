@@ -45,9 +45,10 @@ def record_verdict(con: duckdb.DuckDBPyConnection, v: Verdict) -> dict:
     """Append the verdict and rewrite the clip's review label, in the caller's transaction. Returns the
     incident's latest verdict as stored."""
     v.check()
-    found = con.execute("SELECT start_s, peak_s, end_s, class FROM incidents WHERE clip_id = ? AND model_name = ?"
-                        " AND model_version = ? AND event_idx = ?",
-                        [v.clip_id, v.model_name, v.model_version, v.event_idx]).fetchone()
+    rows = con.execute("SELECT start_s, peak_s, end_s, class FROM incidents WHERE clip_id = ? AND model_name = ?"
+                       " AND model_version = ? AND event_idx = ?",
+                       [v.clip_id, v.model_name, v.model_version, v.event_idx]).fetchall()
+    found = rows[0] if rows else None
     if found is None:
         raise ValueError(f"no incident {v.event_idx} of {v.model_name}@{v.model_version} in clip {v.clip_id[:12]}")
     start, peak, end, predicted = found
@@ -68,8 +69,8 @@ def _relabel(con: duckdb.DuckDBPyConnection, clip_id: str) -> None:
         _, cls, start, peak, end = real[0]
         row = [cls or "vehicle", start, end, peak]
     elif any(r[0] == "not" for r in latest):
-        sidecar_event = con.execute("SELECT count(*) FROM labels WHERE clip_id = ? AND class <> 'background'",
-                                    [clip_id]).fetchone()[0]
+        (sidecar_event,), = con.execute("SELECT count(*) FROM labels WHERE clip_id = ? AND class <> 'background'",
+                                        [clip_id]).fetchall()
         if sidecar_event:
             return
         starts = [r[2] for r in latest if r[0] == "not"]
