@@ -133,6 +133,7 @@ def test_queries_work_while_workers_run(prefect_server, synth_dir, tmp_path):
     assert result["done"] == 8
 
 
+@pytest.mark.slow   # minutes on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(prefect_server, synth_dir, tmp_path):
     """Worker processes (the point here): one is killed while it holds a chunk; Dask gives the chunk
     to another, and a re-run finds nothing left to do."""

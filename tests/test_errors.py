@@ -153,6 +153,7 @@ def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypa
     holder.communicate(timeout=30)
 
 
+@pytest.mark.slow   # minutes on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_full_disk_says_so_and_the_next_run_completes(tmp_path, clips):
     """On a small tmpfs: featurize fills it; one clear line, a clear runs row, a sound catalog, no
     temporary files; with room again, the next run completes."""

@@ -86,6 +86,7 @@ if __name__ == "__main__":
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow   # minutes on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_a_long_clip_streams_under_a_budget_it_would_exceed_whole(tmp_path):
     """A 6-minute clip (low resolution, 1 sampled frame a second, so the test is quick) under a 0.15 GiB
     budget: held whole, its decoded frames alone (360 samples and the frames before them) would exceed it
