@@ -131,6 +131,7 @@ def test_decord_failures_fall_back_to_pyav_and_say_so(clips, db, monkeypatch):
     assert rows(db, "SELECT DISTINCT decoder FROM clip_features") == [("pyav",)]
 
 
+@pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
 def test_av1_and_vp9_are_ingested_and_featurized(tmp_path, db):
     import av
     made = []

@@ -118,6 +118,7 @@ def test_a_half_written_shard_is_never_read(synth_dir, tmp_path):
     assert not Path(shard).exists()
 
 
+@pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
 def test_queries_work_while_workers_run(prefect_server, synth_dir, tmp_path):
     db = ingested(synth_dir, str(tmp_path / "catalog.duckdb"))
     result = {}

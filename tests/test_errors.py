@@ -227,6 +227,7 @@ def test_prefect_state_stays_in_the_project(db, monkeypatch):
     assert os.environ["DO_NOT_TRACK"] == "1"
 
 
+@pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
 def test_an_expected_error_inside_a_prefect_flow_is_one_line_too(catalog_copy):
     """Through a real flow run (not --direct): no Prefect traceback, no nanobind leak report at exit."""
     env = {**os.environ, "CI": "1"}

@@ -36,6 +36,7 @@ def close(a: list[tuple], b: list[tuple]) -> bool:
         if isinstance(u, (list, float)) else u == v for x, y in zip(a, b) for u, v in zip(x, y))
 
 
+@pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
 def test_windows_store_the_numbers_of_one_pass(synth_dir, tmp_path):
     """With the detector when its weights are here (tracks then span windows), else without."""
     from pipeline.objects import ObjectsSpec
