@@ -69,6 +69,7 @@ def test_a_clip_that_breaks_its_decoder_costs_only_itself(clips, db, monkeypatch
     assert run_featurize(db, IN_PROCESS).clips == 0   # known-bad is skipped unless --retry-failed
 
 
+@pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
 def test_a_decoder_that_crashes_or_hangs_costs_only_its_clip(clips, db, monkeypatch):
     """Native decoders run in child processes: a segfault fails that clip by name, a hang is stopped
     after decode_timeout_s and the clip goes to PyAV, and every other clip is saved in the same run."""

@@ -131,14 +131,17 @@ def test_score_with_no_heads_and_no_detector_says_how(catalog_copy, capsys):
 def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypatch, capsys):
     Catalog(db).ensure()
     cli = shutil.which("duckdb", path=str(Path(sys.executable).parent)) or shutil.which("duckdb")
-    holder = subprocess.Popen([cli, db, "-c", "SELECT sleep_ms(8000)"], stdout=subprocess.PIPE,
+    holder = subprocess.Popen([cli, db, "-c", "SELECT sleep_ms(15000)"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    for _ in range(100):   # until the CLI really holds the file
+    deadline = time.monotonic() + 60   # until the CLI really holds the file (its launcher can be slow to start)
+    while True:
         try:
             duckdb.connect(db, read_only=True).close()
-            time.sleep(0.05)
         except duckdb.IOException:
             break
+        if time.monotonic() > deadline:
+            pytest.fail("the duckdb CLI never took the catalog's lock")
+        time.sleep(0.05)
     monkeypatch.setenv("NEARMISS_LOCK_TIMEOUT_S", "1")
     assert main(["--db", db, "ingest", str(clips), "--direct"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

@@ -69,6 +69,7 @@ def test_broken_clip_is_recorded_and_the_batch_goes_on(clips, db):
     assert (s.done, s.failed) == (1, 0)
 
 
+@pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
 def test_interrupted_run_computes_only_what_is_missing(clips, db, monkeypatch):
     run_ingest([str(clips)], db=db)
     calls = []
