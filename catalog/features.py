@@ -58,14 +58,19 @@ def save_projection(con: duckdb.DuckDBPyConnection, fs_id: str, mean: np.ndarray
     )
 
 
+def finished_condition(retry_failed: bool) -> str:
+    """SQL over clip_features `f`: the clip needs no more work in its feature set (failed ones too, unless
+    they are to be retried)."""
+    return "f.status = 'ok'" if retry_failed else "(f.status = 'ok' OR f.status = 'failed')"
+
+
 def clips_needing_features(con: duckdb.DuckDBPyConnection, fs_id: str, limit: int | None = None,
                            retry_failed: bool = False) -> list[PendingClip]:
-    done = "" if retry_failed else " OR f.status = 'failed'"
     rows = con.execute(
         "SELECT c.id, list(p.path ORDER BY p.last_seen_at DESC), c.duration_s FROM clips c"
         " JOIN clip_paths p ON p.clip_id = c.id"
         " LEFT JOIN clip_features f ON f.clip_id = c.id AND f.feature_set_id = ?"
-        f" WHERE c.status = 'ok' AND NOT coalesce(f.status = 'ok'{done}, false)"
+        f" WHERE c.status = 'ok' AND NOT coalesce({finished_condition(retry_failed)}, false)"
         " AND c.id IN (SELECT clip_id FROM current_clip_paths)"  # a superseded copy is not worth features
         " GROUP BY c.id, c.duration_s, c.ingested_at ORDER BY c.ingested_at, c.id"
         + (" LIMIT ?" if limit else ""),

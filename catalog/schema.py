@@ -297,6 +297,21 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(10, "clip_claims: which featurize run works on which clip", """
+        CREATE TABLE clip_claims (
+            clip_id        VARCHAR NOT NULL,
+            feature_set_id VARCHAR NOT NULL,
+            owner          VARCHAR NOT NULL,     -- host:pid:token of the featurize run
+            host           VARCHAR NOT NULL,
+            pid            INTEGER NOT NULL,
+            claimed_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+            expires_at     TIMESTAMPTZ NOT NULL, -- renewed while the owner works; lapses when it dies
+            PRIMARY KEY (clip_id, feature_set_id)
+        );
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -13,6 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalog import Catalog, default_db_path
+from catalog.claims import ClaimHeartbeat, ClaimOwner, claim_clips
 from catalog.features import (PendingClip, clips_needing_features, load_projection, record_feature_failure,
                               register_feature_set, save_projection, store_spilled_clip)
 from catalog.merge import merge_staged
@@ -27,6 +28,7 @@ from pipeline.featurize_config import (FeaturizeConfig, clip_model, device_name,
                                        object_detector, with_available_clip)
 
 from pipeline.featurize_options import FeaturizeOptions, Spread
+from pipeline.settings import settings
 
 @dataclass
 class FeaturizeSummary:
@@ -95,7 +97,7 @@ class CatalogSink:
 def featurize_batch(db: str, clips: list[PendingClip], cfg: FeaturizeConfig, fs_id: str,
                     progress: Progress | None = None) -> list[tuple[str, str | None, int]]:
     """Featurize these clips into the catalog; returns (clip_id, error or None, frames) per clip."""
-    model = clip_model(cfg.clip, cfg.device)
+    model = clip_model(cfg.clip, cfg.device, cfg.engine)
     spill = SpillFolder.beside(db)
     try:
         sink = CatalogSink(Catalog(db), fs_id, {"decoder": cfg.decoder, "device": device_name(cfg, model)}, spill,
@@ -110,9 +112,12 @@ featurize_batch_task = task(featurize_batch, name="featurize-batch", cache_polic
 
 
 def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(), use_prefect: bool = False,
-                  show_progress: bool = False, chunk: int = 256, run_chunk=None,
+                  show_progress: bool = False, chunk: int = 8, run_chunk=None,
                   spread: Spread | None = None, log=None) -> FeaturizeSummary:
-    """run_chunk(db, clips, cfg, fs_id) -> results replaces the default chunk task (the pipeline's is cached).
+    """Featurize every pending clip, `chunk` clips at a time, each chunk claimed just before it runs (so
+    that two runs on one catalog share the clips instead of both computing each).
+
+    run_chunk(db, clips, cfg, fs_id) -> results replaces the default chunk task (the pipeline's is cached).
     spread: chunks go to Dask workers as Parquet shards that this process merges (needs use_prefect).
     log: where a note goes when the CLIP stage is left out for want of weights."""
     db = db or default_db_path()
@@ -127,7 +132,7 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
         (log or (lambda text: print(text, file=sys.stderr)))(note)
     fs_id, name, config = feature_set_identity(cfg)
     catalog = Catalog(db)
-    model = clip_model(cfg.clip, cfg.device)  # fail early and clearly when weights cannot be had
+    model = clip_model(cfg.clip, cfg.device, cfg.engine)  # fail early and clearly when weights cannot be had
     if cfg.objects is not None:
         object_detector(cfg.objects, cfg.device)
     params = {"feature_set": fs_id, "name": name, **asdict(cfg), "spread": asdict(spread) if spread else None}
@@ -142,9 +147,23 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
             staging.sweep_unfinished(fs_id)
         with catalog.read() as con:
             pending = clips_needing_features(con, fs_id, cfg.limit, cfg.retry_failed)
-        summary = FeaturizeSummary(run_id=run.id, feature_set_id=fs_id, clips=len(pending))
+        summary = FeaturizeSummary(run_id=run.id, feature_set_id=fs_id)
+        owner, lease_s = ClaimOwner.this_process(), settings().claim_lease_s
+        claims = ClaimHeartbeat(catalog, owner, lease_s)
+
+        def claim(candidates: list[PendingClip], n: int) -> list[PendingClip]:
+            """The next n clips no other run holds (another featurize on this catalog takes other clips)."""
+            with catalog.write() as con:
+                ids = set(claim_clips(con, fs_id, owner, [c.clip_id for c in candidates], n, lease_s,
+                                      cfg.retry_failed))
+            summary.clips += len(ids)
+            return [c for c in candidates if c.clip_id in ids]
+
+        def needs_projection() -> bool:
+            return model is not None and model.has_grid and _stored_projection(catalog, fs_id) is None
+
         t0 = time.perf_counter()
-        with Progress("featurize", total=len(pending), unit="clip", enabled=show_progress) as bar:
+        with claims, Progress("featurize", total=len(pending), unit="clip", enabled=show_progress) as bar:
             def tally(results):
                 for clip_id, error, frames in results:
                     if error:
@@ -154,16 +173,24 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
                         summary.done += 1
                         summary.frames += frames
 
-            local = pending
-            if spread:
-                # The projection is fitted here, on the first frames, as a single process would.
-                needs_fit = model is not None and model.has_grid and _stored_projection(catalog, fs_id) is None
-                lead = projection_lead([c.duration_s for c in pending], cfg.decode.sample_fps,
-                                       cfg.projection_frames) if needs_fit else 0
-                local, remote = pending[:lead], pending[lead:]
             t_local = time.perf_counter()
-            for start in range(0, len(local), chunk):
-                tally(call(featurize_batch_task, db, local[start:start + chunk], cfg, fs_id, bar))
+            if spread:  # the cluster takes its share at once: claim all that is free
+                pending = claim(pending, len(pending))
+                # The projection is fitted here, on the first frames, as a single process would.
+                lead = projection_lead([c.duration_s for c in pending], cfg.decode.sample_fps,
+                                       cfg.projection_frames) if needs_projection() else 0
+                local, remote = pending[:lead], pending[lead:]
+                if local:  # one batch: the projection is fitted on all of its frames
+                    tally(call(featurize_batch_task, db, local, cfg, fs_id, bar))
+            else:  # a chunk at a time, claimed just before it runs; the first covers the projection's frames
+                todo = list(pending)
+                first = projection_lead([c.duration_s for c in pending], cfg.decode.sample_fps,
+                                        cfg.projection_frames) if needs_projection() else 0
+                while todo and (mine := claim(todo, max(chunk, first))):
+                    first = 0
+                    taken = {c.clip_id for c in mine}
+                    todo = [c for c in todo if c.clip_id not in taken]
+                    tally(call(featurize_batch_task, db, mine, cfg, fs_id, bar))
             t_local = time.perf_counter() - t_local
             if spread:
                 cluster = featurize_on_cluster(catalog, staging, fs_id, remote, cfg, spread,
@@ -192,6 +219,7 @@ def featurize_flow(db: str | None = None, options: FeaturizeOptions = FeaturizeO
     ingested clip that lacks them.
 
     progress: a progress bar on the terminal that runs the flow in-process (the CLI)."""
-    summary = run_featurize(db, options.config(), use_prefect=True, show_progress=progress, spread=options.spread())
+    summary = run_featurize(db, options.config(), use_prefect=True, show_progress=progress, spread=options.spread(),
+                            chunk=options.chunk_clips)
     print(f"featurize: {summary.counts()}")
     return {**summary.counts(), "run_id": summary.run_id, "failures": summary.failures}

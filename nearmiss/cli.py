@@ -204,7 +204,8 @@ def cmd_featurize(args) -> int:
 
     options = featurize_options(args)
     if args.direct:
-        s = run_featurize(_db(args), options.config(), show_progress=True, spread=options.spread())
+        s = run_featurize(_db(args), options.config(), show_progress=True, spread=options.spread(),
+                          chunk=options.chunk_clips)
         counts, failures = s.counts(), s.failures
     else:
         counts = featurize_flow(_db(args), options, progress=True)

@@ -49,8 +49,9 @@ class FeaturizeOptions(BaseModel):
                                  "(lighter to start; the heavy work releases the GIL)")
     staging: str | None = Field(None, description="folder or fsspec URL where workers leave Parquet shards for "
                                 "the merge (default: NAME.staging beside the catalog; shared storage for a cluster)")
-    chunk_clips: int = Field(8, gt=0, description="clips per worker task: one shard, and what is redone if a "
-                             "worker dies")
+    chunk_clips: int = Field(8, gt=0, description="clips claimed and featurized together: another featurize on "
+                             "the same catalog takes other chunks; on workers, one task's shard, and what is redone "
+                             "if a worker dies")
 
     def config(self):
         """The featurize configuration these options make (FeaturizeConfig)."""

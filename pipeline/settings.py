@@ -7,6 +7,7 @@
 | NEARMISS_LOCK_TIMEOUT_S | 600 | how long a writer waits for another process's lock on the catalog |
 | NEARMISS_MEMORY_BUDGET_GB | 8 | decoded frames one window of a clip may hold; a clip that needs more fails, naming why |
 | NEARMISS_QUERY_TIMEOUT_S | 60 | a `query` (or `--where` read) running longer is interrupted: readers hold the catalog's file lock, so this bounds how long they make a writer wait |
+| NEARMISS_CLAIM_LEASE_S | 300 | how long a featurize run's claim on a clip holds without renewal (it renews every third of it while it works); another host's dead run's clips wait this long, this host's are freed at once |
 | NEARMISS_DETECTOR | unset | the detector featurize uses when none is named (e.g. darknet:/models/yolo_fastest) |
 | CI | unset | set: no progress bars |
 """
@@ -25,6 +26,7 @@ class Settings(BaseSettings):
     memory_budget_gb: float = 8.0
     detector: str | None = None
     query_timeout_s: float = 60.0
+    claim_lease_s: float = 300.0
     ci: bool = Field(False, validation_alias=AliasChoices("CI"))
 
 
