@@ -12,7 +12,8 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from pipeline.probe import backwards, main_video_stream, overlap_problem, timing_problem
+from pipeline.probe import (backwards, main_video_stream, overlap_problem, packet_timeline, timing_problem,
+                            untimed_rate)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,14 @@ def sample_times(duration_s: float, sample_fps: float) -> np.ndarray:
     return np.arange(n) / sample_fps
 
 
+def timeline_restart(path: str) -> str | None:
+    """Where the packets' timeline restarts (decord sorts frames by time and would show one part only)."""
+    try:
+        return packet_timeline(path).restart
+    except Exception:
+        return None  # PyAV cannot demux what decord opened: decord's own checks stand
+
+
 def nearest_frames(frame_starts: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Index of the frame shown at each target time (the last one starting at or before it)."""
     idx = np.searchsorted(frame_starts, targets + 1e-6, side="right") - 1
@@ -144,6 +153,8 @@ class DecordDecoder(_WholeClip):
             vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=self.threads)
         except Exception as exc:
             raise DecodeError(f"decord could not open the video: {str(exc).splitlines()[0][:200]}") from None
+        if restart := timeline_restart(path):
+            raise DecodeError(backwards(restart))
         starts = stamps[:, 0]
         shown = np.flatnonzero(starts >= -1e-3)  # skip edit-list pre-roll
         if len(shown) == 0:
@@ -198,6 +209,10 @@ class PyAVDecoder(_WholeClip):
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
             rate = float(stream.average_rate or 0)
+            untimed = not duration > 0  # a raw elementary stream: no timestamps, frames follow at its rate
+            if untimed:
+                rate = untimed_rate(stream)
+                duration = packet_timeline(path).frames / rate
             if duration > 0 and stream.frames and (problem := timing_problem(duration, stream.frames, rate)):
                 raise DecodeError(problem)
             times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps) if duration > 0 \
@@ -206,13 +221,14 @@ class PyAVDecoder(_WholeClip):
             if times is not None:  # each sample and the frame before it, a window at a time
                 check_plan(2 * max(b - a for a, b in bounds), w, h, max_bytes)
             window = _Window(bounds, rate)
-            k, t, last = 0, 0.0, float("-inf")
+            k, t, last, index = 0, 0.0, float("-inf"), -1
             prev = older = None
             try:
                 for frame in container.decode(stream):
-                    if frame.pts is None:
+                    index += 1
+                    if frame.pts is None and not untimed:
                         continue
-                    t = frame.pts * tb
+                    t = index / rate if untimed else frame.pts * tb
                     if t < last - 0.5:  # frames come out in presentation order: this is a second timeline
                         raise DecodeError(backwards(f"from {last:.2f}s back to {t:.2f}s"))
                     last = t

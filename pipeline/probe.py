@@ -56,6 +56,44 @@ def overlap_problem(starts) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """What the demuxer hands the decoder, packet by packet: how many frames, and whether time restarts."""
+    frames: int                   # video packets that carry a frame (the ones an edit list hides excluded)
+    restart: str | None           # where the timeline restarts or jumps back, when it does
+
+
+# A restart is a jump back by more than this in decode order (DTS). Reordered frames (B-frames) go back in
+# presentation order only, never in DTS; MPEG-TS's 33-bit clock wraps once in 26.5 hours of recording.
+_JUMP_BACK_S = 0.5
+_TS_WRAP_S = (1 << 33) / 90000
+
+
+def packet_timeline(path: str) -> Timeline:
+    """Read the main video stream's packets without decoding them (cheap: no pixels): a second recording
+    appended to a first (`cat a.ts b.ts`, a recorder's clock reset) shows as its timestamps starting over,
+    whatever the container, even where a decoder would silently show one part."""
+    import av
+
+    with av.open(path) as container:
+        stream = main_video_stream(container)
+        tb = float(stream.time_base or 0) or 1 / 90000
+        frames, last, restart = 0, None, None
+        for packet in container.demux(stream):
+            if packet.size == 0 or getattr(packet, "is_discard", False):
+                continue  # the demuxer's flush packet; pre-roll an edit list hides
+            frames += 1
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            if stamp is None:
+                continue  # a raw elementary stream has no timestamps: nothing can go back
+            t = stamp * tb
+            if restart is None and last is not None and t < last - _JUMP_BACK_S and \
+                    abs((last - t) - _TS_WRAP_S) > 1.0:
+                restart = f"at frame {frames} the timeline goes from {last:.2f}s back to {t:.2f}s"
+            last = t if last is None else max(last, t)
+    return Timeline(frames, restart)
+
+
 def backwards(detail: str) -> str:
     return (f"timestamps go backwards ({detail}; recordings joined into one file?): not decoded, so that "
             "no part is dropped silently; remux it (ffmpeg -i IN -c copy OUT.mp4) or split it")
@@ -117,20 +155,30 @@ def _codec_name(path: str) -> str | None:
         return None
 
 
+def untimed_rate(stream) -> float:
+    """Frames per second of a stream whose frames carry no timestamps (a raw .h264/.hevc elementary stream):
+    the rate its headers state (FFmpeg's guess from the SPS), else FFmpeg's default for raw video."""
+    return float(stream.guessed_rate or stream.average_rate or 0) or 25.0
+
+
 def probe_with_pyav(path: str) -> VideoInfo:
-    """Decode every frame with FFmpeg (PyAV): for files decord cannot open but FFmpeg can (AV1, ...)."""
+    """Decode every frame with FFmpeg (PyAV): for files decord cannot open but FFmpeg can (AV1, a raw
+    H.264 stream, ...)."""
     import av
 
     with av.open(path) as container:
         stream = main_video_stream(container)
-        n, first_t, last_t, shape = 0, None, 0.0, None
+        n, first_t, last_t, shape, untimed = 0, None, 0.0, None, 0
         for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            t = float(frame.pts * stream.time_base)
+            if frame.pts is None:  # no timestamps at all (a raw stream): frames follow each other at its rate
+                untimed += 1
+                t = (untimed - 1) / untimed_rate(stream)
+            else:
+                t = float(frame.pts * stream.time_base)
             first_t = t if first_t is None else first_t
             last_t, shape, n = t, (frame.height, frame.width), n + 1
-        fps = float(stream.average_rate or 0) or (n / max(last_t - (first_t or 0), 1e-3))
+        fps = untimed_rate(stream) if untimed else \
+            float(stream.average_rate or 0) or (n / max(last_t - (first_t or 0), 1e-3))
     if n == 0 or shape is None:
         raise ProbeError("no frames could be decoded")
     duration = last_t - (first_t or 0.0) + 1.0 / fps
@@ -158,7 +206,7 @@ def probe_video(path: str) -> VideoInfo:
             info = probe_with_pyav(path)
             if problem := timing_problem(info.duration_s, info.n_frames, info.fps):
                 raise ProbeError(problem) from None
-            return info
+            return _as_demuxed(path, info)
         raise ProbeError(message) from None
     n = len(vr)
     if n <= 0:
@@ -186,5 +234,20 @@ def probe_video(path: str) -> VideoInfo:
         n_shown, duration = n, n / fps
     if problem := overlap or timing_problem(duration, n_shown, fps):
         raise ProbeError(problem)
-    return VideoInfo(n_frames=n_shown, fps=fps, duration_s=duration, width=int(first[1]),
-                     height=int(first[0]), codec=_codec_name(path))
+    return _as_demuxed(path, VideoInfo(n_frames=n_shown, fps=fps, duration_s=duration, width=int(first[1]),
+                                       height=int(first[0]), codec=_codec_name(path)))
+
+
+def _as_demuxed(path: str, info: VideoInfo) -> VideoInfo:
+    """Checked against the packets the decoder will be fed: a timeline that restarts is refused (a decoder
+    that samples by time would show one part), and the frame count is theirs (decord's index can count a
+    frame or two that never decode; ffprobe -count_frames agrees with the packets)."""
+    try:
+        timeline = packet_timeline(path)
+    except Exception:
+        return info  # a container PyAV cannot demux, though a decoder read it: keep what that decoder saw
+    if timeline.restart:
+        raise ProbeError(backwards(timeline.restart))
+    if timeline.frames <= 0:
+        return info
+    return VideoInfo(timeline.frames, info.fps, info.duration_s, info.width, info.height, info.codec)

@@ -1,6 +1,7 @@
 """Real-world files: one bad clip never blocks the rest, decoder gaps are bridged, images are named,
 and a clip too short to judge gets no incident. Each case is built here."""
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,21 +105,77 @@ def test_timestamps_that_claim_hours_for_seconds_of_frames_are_refused():
     assert timing_problem(6.5, 45, 15.0) is None      # variable frame rate, edit lists: some slack
 
 
-def test_timestamps_that_go_backwards_are_reported_not_dropped(tmp_path, db):
-    """Two recordings joined into one TS (a recorder's split files concatenated): the second timeline
-    restarts at 0. Sampling by time would keep one part and silently drop the other; instead ingest
-    and both decoders say so, and a clean TS beside it goes through."""
-    _write_clip(tmp_path / "first.ts", 90, fmt="mpegts")
-    _write_clip(tmp_path / "second.ts", 60, fmt="mpegts")
-    joined = tmp_path / "joined.ts"
-    joined.write_bytes((tmp_path / "first.ts").read_bytes() + (tmp_path / "second.ts").read_bytes())
-    (tmp_path / "second.ts").unlink()
+def _decoded_frames(path) -> int:
+    """What `ffprobe -count_frames` counts: every frame the decoder gives (ffprobe itself when installed)."""
+    import av
+    if shutil.which("ffprobe"):
+        out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+                              "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+        return int(out.stdout.strip())
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def _concat_demuxed(parts, out):
+    """What `ffmpeg -f concat -safe 0 -i list.txt -c copy out.ts` does (FFmpeg's concat demuxer, through
+    PyAV): the second part's timestamps are moved to follow the first's."""
+    import av
+    listing = out.with_suffix(".txt")
+    listing.write_text("".join(f"file '{p}'\n" for p in parts))
+    with av.open(str(listing), format="concat", options={"safe": "0"}) as src, \
+            av.open(str(out), "w", format="mpegts") as dst:
+        template = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = template
+                dst.mux(packet)
+    listing.unlink()
+
+
+@pytest.mark.parametrize("second", [60, 90, 20])
+def test_recordings_joined_with_cat_are_refused_and_with_concat_kept_whole(tmp_path, db, second):
+    """Two recordings joined into one TS. With `cat` (a recorder's split files appended) the second
+    timeline restarts at 0, whatever the lengths: a decoder that samples by time would keep one part and
+    drop the other silently, so ingest and both decoders refuse it. FFmpeg's concat demuxer shifts the second
+    part's timestamps: that file is whole, and probe, decode and a full decode all count every frame."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _write_clip(src / "first.ts", 60, fmt="mpegts", rate=30)
+    _write_clip(src / "second.ts", second, fmt="mpegts", rate=30)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    joined = clips / "joined_with_cat.ts"
+    joined.write_bytes((src / "first.ts").read_bytes() + (src / "second.ts").read_bytes())
+    _concat_demuxed([src / "first.ts", src / "second.ts"], clips / "joined_with_concat.ts")
+    assert _decoded_frames(joined) == 60 + second       # FFmpeg decodes both parts of either file
     for name in ("pyav", "decord"):
         with pytest.raises(DecodeError, match="timestamps go backwards"):
             make_decoder(name).decode(str(joined), DecodeSpec(sample_fps=2.0))
-    s = run_ingest([str(tmp_path)], db=db)
+        whole = make_decoder(name).decode(str(clips / "joined_with_concat.ts"), DecodeSpec(sample_fps=2.0))
+        assert whole.times_s[-1] >= (60 + second) / 30 - 0.5 - 1e-6, name   # sampled to the end of part two
+    s = run_ingest([str(clips)], db=db)
     assert (s.new, s.failed) == (1, 1)
-    assert rows(db, "SELECT error FROM clips WHERE status = 'failed'")[0][0].startswith("timestamps go backwards")
+    (error,), = rows(db, "SELECT error FROM clips WHERE status = 'failed'")
+    assert error.startswith("timestamps go backwards")
+    (n, duration), = rows(db, "SELECT n_frames, duration_s FROM clips WHERE status = 'ok'")
+    assert n == _decoded_frames(clips / "joined_with_concat.ts") == 60 + second
+    assert duration == pytest.approx((60 + second) / 30, abs=0.1)
+
+
+def test_a_raw_h264_stream_is_ingested_and_decoded(tmp_path, db):
+    """A raw H.264 elementary stream has no container and no timestamps: frames follow at the rate its
+    headers state."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    _write_clip(clips / "raw.h264", 120, fmt="h264", rate=30)
+    s = run_ingest([str(clips)], db=db)
+    assert (s.new, s.failed) == (1, 0), s.failures
+    (n, fps, duration), = rows(db, "SELECT n_frames, fps, duration_s FROM clips")
+    assert n == _decoded_frames(clips / "raw.h264") == 120
+    assert (fps, duration) == (pytest.approx(30.0), pytest.approx(4.0, abs=0.05))
+    frames = make_decoder("pyav").decode(str(clips / "raw.h264"), DecodeSpec(sample_fps=2.0))
+    assert list(frames.times_s) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert run_featurize(db, replace(CFG, clip=None)).done == 1   # decord refuses it; PyAV takes over
 
 
 def test_decord_failures_fall_back_to_pyav_and_say_so(clips, db, monkeypatch):
