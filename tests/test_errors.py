@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,19 +129,33 @@ def test_score_with_no_heads_and_no_detector_says_how(catalog_copy, capsys):
     assert "--detector" in err and "ttc" in err
 
 
+def _write_locked(path) -> bool:
+    """Whether another process holds a lock on the file, asked with F_GETLK: taking a lock to find out (as
+    opening it with DuckDB would) can make the CLI's own open fail while the test looks."""
+    import fcntl
+    import struct
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        query = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)   # struct flock: type, whence, start, len, pid
+        return struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, query))[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
 def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypatch, capsys):
     Catalog(db).ensure()
     cli = shutil.which("duckdb", path=str(Path(sys.executable).parent)) or shutil.which("duckdb")
-    holder = subprocess.Popen([cli, db, "-c", "SELECT sleep_ms(15000)"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    # The CLI holds the file while its input stays open (a session at its prompt): until the test lets go,
+    # however long this process takes to import the commands.
+    holder = subprocess.Popen([cli, db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    holder.stdin.write("SELECT 42;\n")
+    holder.stdin.flush()
     deadline = time.monotonic() + 60   # until the CLI really holds the file (its launcher can be slow to start)
-    while True:
-        try:
-            duckdb.connect(db, read_only=True).close()
-        except duckdb.IOException:
-            break
-        if time.monotonic() > deadline:
-            pytest.fail("the duckdb CLI never took the catalog's lock")
+    while not _write_locked(db):
+        if time.monotonic() > deadline or holder.poll() is not None:
+            holder.kill()
+            pytest.fail(f"the duckdb CLI never took the catalog's lock: {holder.communicate()}")
         time.sleep(0.05)
     monkeypatch.setenv("NEARMISS_LOCK_TIMEOUT_S", "1")
     assert main(["--db", db, "ingest", str(clips), "--direct"]) == 2
@@ -151,9 +166,10 @@ def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypa
     # The pip package's `duckdb` is a launcher: the lock is held by the binary it starts.
     assert "stayed locked by PID" in err and "(duckdb)" in err and "NEARMISS_LOCK_TIMEOUT_S" in err
     monkeypatch.setenv("NEARMISS_LOCK_TIMEOUT_S", "60")
+    threading.Timer(3.0, holder.stdin.close).start()   # the session ends a few seconds into the next run
     assert main(["--db", db, "ingest", str(clips), "--direct"]) == 0   # waits, then completes
     assert "waiting for PID" in capsys.readouterr().err
-    holder.communicate(timeout=30)
+    assert holder.wait(timeout=30) == 0
 
 
 @pytest.mark.slow   # minutes on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
