@@ -48,7 +48,7 @@ def run_ours(clips: Path, device: str, decoder: str, batch: int) -> dict:
         video_s, n_clips = con.execute("SELECT sum(duration_s), count(*) FROM clips WHERE status = 'ok'").fetchone()
     cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), device=device, decoder=decoder, batch_size=batch,
                           decode_workers=max(2, os.cpu_count() or 2))
-    clip_model(cfg.clip, cfg.device)  # load outside the timed part
+    clip_model(cfg.clip, cfg.device, cfg.engine)  # load outside the timed part
     t0 = time.perf_counter()
     s = run_featurize(db, cfg)
     wall = time.perf_counter() - t0

@@ -134,7 +134,7 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
     catalog = Catalog(db)
     model = clip_model(cfg.clip, cfg.device, cfg.engine)  # fail early and clearly when weights cannot be had
     if cfg.objects is not None:
-        object_detector(cfg.objects, cfg.device)
+        object_detector(cfg.objects, cfg.device, cfg.engine)
     params = {"feature_set": fs_id, "name": name, **asdict(cfg), "spread": asdict(spread) if spread else None}
     with tracked_run(catalog, "featurize", params) as run:
         with catalog.write() as con:

@@ -91,7 +91,7 @@ def featurize_shard(staging: Staging, fs_id: str, clips: list[PendingClip], cfg:
     started_at, t0 = time.time(), time.perf_counter()
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    model = clip_model(cfg.clip, cfg.device)  # loaded once per worker process
+    model = clip_model(cfg.clip, cfg.device, cfg.engine)  # loaded once per worker process
     shard, spill = ShardWriter(staging, fs_id, new_shard_id()), SpillFolder(_scratch() / "nearmiss-spill")
     try:
         sink = ShardSink(projection, fs_id, {"decoder": cfg.decoder, "device": device_name(cfg, model)}, shard, spill)

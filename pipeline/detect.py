@@ -66,12 +66,20 @@ def _nms_keep(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, int).reshape(-1)
 
 
+# OpenCV's region layer keeps a class probability (objectness times the class's) only above this; the
+# engines' rows do the same, so every engine hands the parser the same rows.
+_REGION_THRESH = 0.2
+
+
 class DarknetDetector:
-    """A Darknet YOLO (cfg + weights + coco.names) through OpenCV DNN, batched."""
+    """A Darknet YOLO (cfg + weights + coco.names), batched across frames, run by an inference engine:
+    OpenVINO or ONNX Runtime on the network exported from its torch form (pipeline/darknet.py), torch on
+    CUDA, and OpenCV DNN for `torch` on a CPU (it reads Darknet directly, and torch's CPU path is about
+    twice as slow for this network). The boxes agree with OpenCV DNN's (tests/test_engines.py)."""
     name = "darknet"
 
     def __init__(self, cfg: str | Path, weights: str | Path, min_score: float = 0.25, nms_iou: float = 0.45,
-                 input_size: int = 320, batch_size: int = 16):
+                 input_size: int = 320, batch_size: int = 16, engine: str = "torch", device: str = "cpu"):
         import cv2
         self.cfg, self.weights = Path(cfg), Path(weights)
         for p in (self.cfg, self.weights):
@@ -85,6 +93,23 @@ class DarknetDetector:
         self.identity = f"darknet:{self.cfg.stem}:{sha256_file(self.weights)[:16]}"
         self._cv2 = cv2
         self._local = threading.local()  # an OpenCV Net is not safe to share across threads
+        self.engine, self._runner, self._heads = self._compile(engine, device)
+
+    def _compile(self, engine: str, device: str):
+        """(engine, runner, yolo heads); runner None: OpenCV DNN."""
+        import torch
+
+        from pipeline.darknet import DarknetNet
+        from pipeline.engines import ExportSpec, compile_module, resolve_engine
+
+        where = torch.device(device)
+        engine = resolve_engine(engine, where)
+        if engine == "torch" and where.type == "cpu":
+            return "opencv", None, None
+        net = DarknetNet(self.cfg, self.weights)
+        spec = ExportSpec(f"darknet-{self.cfg.stem}", (3, self.input_size, self.input_size),
+                          tuple(f"yolo{k}" for k in range(len(net.heads))))
+        return engine, compile_module(net, spec, engine, device=where), net.heads
 
     def _net(self):
         net = getattr(self._local, "net", None)
@@ -95,14 +120,20 @@ class DarknetDetector:
 
     def detect(self, frames: np.ndarray) -> list[Detections]:
         out: list[Detections] = []
-        net = self._net()
+        net = self._net() if self._runner is None else None
         for start in range(0, len(frames), self.batch_size):
             batch = list(frames[start:start + self.batch_size])
             blob = self._cv2.dnn.blobFromImages(batch, 1 / 255.0, (self.input_size, self.input_size),
                                                 swapRB=False, crop=False)  # frames are RGB already
-            net.setInput(blob)
-            heads = net.forward(self._local.outputs)
-            rows = np.concatenate([h.reshape(len(batch), -1, h.shape[-1]) for h in heads], axis=1)
+            if self._runner is not None:
+                from pipeline.darknet import decode_yolo
+                rows = decode_yolo(self._runner(blob), self._heads, self.input_size, self.input_size)
+                classes = rows[..., 5:]
+                classes[classes <= _REGION_THRESH] = 0
+            else:
+                net.setInput(blob)
+                heads = net.forward(self._local.outputs)
+                rows = np.concatenate([h.reshape(len(batch), -1, h.shape[-1]) for h in heads], axis=1)
             for r in rows:
                 out.append(self._parse(r))
         return out
@@ -193,12 +224,14 @@ def _darknet_files(arg: str) -> tuple[Path, Path]:
     return cfg, cfg.with_suffix(".weights")
 
 
-def make_detector(spec: str, device: str = "cpu", min_score: float = 0.25, input_size: int = 320) -> Detector:
+def make_detector(spec: str, device: str = "cpu", min_score: float = 0.25, input_size: int = 320,
+                  engine: str = "torch") -> Detector:
     """`darknet:DIR`, `darknet:CFG,WEIGHTS` or `torchvision:NAME[:WEIGHTS_FILE]`; input_size is Darknet's
-    (torchvision detectors resize on their own)."""
+    (torchvision detectors resize on their own), and so is the engine (pipeline/engines.py)."""
     backend, _, arg = spec.partition(":")
     if backend == "darknet" and arg:
-        return DarknetDetector(*_darknet_files(arg), min_score=min_score, input_size=input_size)
+        return DarknetDetector(*_darknet_files(arg), min_score=min_score, input_size=input_size, engine=engine,
+                               device=device)
     if backend == "torchvision" and arg:
         name, _, weights = arg.partition(":")
         return TorchvisionDetector(name, weights or None, min_score=min_score, device=device)

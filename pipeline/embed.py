@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,6 +42,39 @@ class LoadedClip:
     image_size: int
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)   # from the weights' preprocess_cfg
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    engine: str = "torch"           # what runs the image tower (pipeline/engines.py); never changes the numbers
+    tower: Callable[[np.ndarray], list[np.ndarray]] | None = None  # the compiled tower, when not torch
+
+
+class ImageTower(torch.nn.Module):
+    """The image side as one network, normalised input -> (pooled L2-normalised embedding[, trunk grid]):
+    what an inference engine is given."""
+
+    def __init__(self, model: torch.nn.Module, has_grid: bool):
+        super().__init__()
+        self.visual, self.has_grid = model.visual, has_grid
+
+    def forward(self, x: torch.Tensor):
+        v = self.visual
+        if not self.has_grid:
+            return F.normalize(v(x).float(), dim=-1)
+        grid = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(x)))))
+        return F.normalize(v.attnpool(grid).float(), dim=-1), grid
+
+
+def with_engine(clip: LoadedClip, engine: str, cache_dir=None, threads: int = 0) -> LoadedClip:
+    """The same model with its image tower run by `engine` ('auto': the fastest here; pipeline/engines.py)."""
+    from dataclasses import replace
+
+    from pipeline.engines import ExportSpec, compile_module, resolve_engine
+
+    engine = resolve_engine(engine, clip.device)
+    if engine == "torch":
+        return replace(clip, engine="torch", tower=None)
+    spec = ExportSpec(f"clip-{clip.spec.model}", (3, clip.image_size, clip.image_size),
+                      ("pooled", "grid") if clip.has_grid else ("pooled",))
+    tower = compile_module(ImageTower(clip.model, clip.has_grid), spec, engine, cache_dir, threads)
+    return replace(clip, engine=engine, tower=tower)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -130,6 +164,11 @@ def _prepare(frames: np.ndarray, clip: LoadedClip) -> torch.Tensor:
 def embed_frames(clip: LoadedClip, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Pooled L2-normalised embeddings (B, D) and, for ResNets, trunk grids (B, 2048, 7, 7)."""
     device = clip.device
+    if clip.tower is not None:
+        with torch.inference_mode():
+            x = _prepare(frames, clip).numpy()
+        out = clip.tower(x)
+        return out[0], (out[1] if clip.has_grid else None)
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null()
     with torch.inference_mode(), autocast:
         x = _prepare(frames, clip)

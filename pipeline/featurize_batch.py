@@ -158,7 +158,8 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
     try:
         work.error = "no readable path: the file was moved or deleted since ingest"
         budget = int(settings().memory_budget_gb * (1 << 30))
-        stage = ObjectStage(cfg.objects, object_detector(cfg.objects, cfg.device)) if cfg.objects else None
+        stage = ObjectStage(cfg.objects, object_detector(cfg.objects, cfg.device, cfg.engine)) \
+            if cfg.objects else None
         # decord's memory grows with the file when it decodes a long clip a window at a time (measured on a
         # 30-minute clip: RSS spikes of 7-8 GB, against a steady 2.2 GB with PyAV), and PyAV gives the same
         # frames: clips longer than a window are decoded with PyAV first.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.decode import DecodeSpec
 from pipeline.detect import make_detector
-from pipeline.embed import ClipSpec, LoadedClip, WeightsUnavailable, load_clip, resolve_device
+from pipeline.embed import ClipSpec, LoadedClip, WeightsUnavailable, load_clip, resolve_device, with_engine
 from pipeline.hashing import sha256_file
 from pipeline.motion import MotionSpec
 from pipeline.objects import ObjectsSpec
@@ -30,6 +30,7 @@ class FeaturizeConfig:
     decode: DecodeSpec = DecodeSpec()
     motion: MotionSpec = MotionSpec()
     device: str = "auto"
+    engine: str = "auto"             # what runs the networks (torch, onnxruntime, openvino): not in the identity
     batch_size: int = 64             # frames per CLIP forward pass, drawn from several clips
     decoder: str = "decord"
     decode_workers: int = 2
@@ -69,7 +70,7 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
         config["stages"] = list(cfg.stages)
     if cfg.objects is not None:  # only then: feature sets made without a detector keep their ids
         objects = asdict(cfg.objects)
-        objects["detector"] = object_detector(cfg.objects, cfg.device).identity  # weights' hash, not a path
+        objects["detector"] = object_detector(cfg.objects, cfg.device, cfg.engine).identity  # weights' hash, not a path
         if objects["input_size"] == 320:  # the size every earlier feature set used: their ids stay
             del objects["input_size"]
         config["objects"] = objects
@@ -81,15 +82,18 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
 
 
 @lru_cache(maxsize=2)
-def clip_model(spec: ClipSpec | None, device: str) -> LoadedClip | None:
-    """The CLIP model a spec names, loaded once per process (a Dask worker keeps it between tasks);
-    None for a feature set without the CLIP stage."""
-    return load_clip(spec, resolve_device(device)) if spec is not None else None
+def clip_model(spec: ClipSpec | None, device: str, engine: str = "torch") -> LoadedClip | None:
+    """The CLIP model a spec names, loaded once per process (a Dask worker keeps it between tasks), its image
+    tower run by `engine` (pipeline/engines.py); None for a feature set without the CLIP stage."""
+    if spec is None:
+        return None
+    return with_engine(load_clip(spec, resolve_device(device)), engine)
 
 
 def device_name(cfg: FeaturizeConfig, model: LoadedClip | None) -> str:
-    """Where the networks run, as recorded per clip."""
-    return str(model.device if model is not None else resolve_device(cfg.device))
+    """Where the networks run, as recorded per clip (with the engine, when not torch: cpu/openvino)."""
+    where = str(model.device if model is not None else resolve_device(cfg.device))
+    return f"{where}/{model.engine}" if model is not None and model.engine != "torch" else where
 
 
 def with_available_clip(cfg: FeaturizeConfig) -> tuple[FeaturizeConfig, str | None]:
@@ -98,7 +102,7 @@ def with_available_clip(cfg: FeaturizeConfig) -> tuple[FeaturizeConfig, str | No
     if cfg.clip is None or not cfg.clip_if_available or cfg.objects is None:
         return cfg, None
     try:
-        clip_model(cfg.clip, cfg.device)
+        clip_model(cfg.clip, cfg.device, cfg.engine)
     except WeightsUnavailable as exc:
         note = (f"featurizing without CLIP (stages motion,objects): {str(exc).split('. ')[0]}. The ttc and "
                 "conflict heads do not read CLIP; pass --pretrained PATH for the heads that do")
@@ -112,14 +116,14 @@ def has_clip(config: dict) -> bool:
 
 
 @lru_cache(maxsize=2)
-def detector(spec: str, device: str, min_score: float = 0.25, input_size: int = 320):
-    """The detector a spec names, loaded once per process."""
-    return make_detector(spec, str(resolve_device(device)), min_score, input_size)
+def detector(spec: str, device: str, min_score: float = 0.25, input_size: int = 320, engine: str = "torch"):
+    """The detector a spec names, loaded (and compiled for its engine) once per process."""
+    return make_detector(spec, str(resolve_device(device)), min_score, input_size, engine)
 
 
-def object_detector(spec: ObjectsSpec, device: str):
-    """The detector an objects stage runs, with its confidence cut and input size."""
-    return detector(spec.detector, device, spec.min_score, spec.input_size)
+def object_detector(spec: ObjectsSpec, device: str, engine: str = "torch"):
+    """The detector an objects stage runs, with its confidence cut, input size and engine."""
+    return detector(spec.detector, device, spec.min_score, spec.input_size, engine)
 
 
 def clip_spec_of_feature_set(config: dict, pretrained: str | None = None) -> ClipSpec:

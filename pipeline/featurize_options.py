@@ -25,6 +25,10 @@ class FeaturizeOptions(BaseModel):
     untrained: bool = Field(False, description="random CLIP weights: tests and benchmarks only")
     fps: float = Field(4.0, gt=0, description="frames sampled per second of video (motion, CLIP)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where CLIP, flow and the detector run")
+    engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="what runs CLIP's image tower and the Darknet detector: auto is torch on CUDA and on a "
+        "CPU the fastest installed (openvino, then onnxruntime); exported once and cached (NEARMISS_ENGINE_CACHE); "
+        "the stored numbers agree within 1e-3 whichever runs (torch on a CPU runs the detector through OpenCV DNN)")
     batch_size: int = Field(64, gt=0, description="frames per CLIP forward pass, drawn from several clips")
     decoder: Literal["decord", "pyav"] = Field("decord", description="video decoding backend")
     limit: int | None = Field(None, gt=0, description="at most this many clips per run")
@@ -74,7 +78,7 @@ class FeaturizeOptions(BaseModel):
         with_objects = bool(detector) and ("objects" in wanted or not wanted)
         return FeaturizeConfig(clip=ClipSpec(self.model, self.pretrained, self.untrained) if with_clip else None,
                                clip_if_available=not wanted,
-                               decode=DecodeSpec(sample_fps=self.fps), device=self.device,
+                               decode=DecodeSpec(sample_fps=self.fps), device=self.device, engine=self.engine,
                                batch_size=self.batch_size, decoder=self.decoder, limit=self.limit,
                                retry_failed=self.retry_failed, decode_timeout_s=self.decode_timeout_s,
                                decode_in_process=self.decode_in_process,
