@@ -209,11 +209,19 @@ class PyAVDecoder(_WholeClip):
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
             rate = float(stream.average_rate or 0)
+            # The packets, not the header's frame count (which can be wrong: a real clip's says 326 for 184).
+            try:
+                timeline = packet_timeline(path)
+            except Exception:
+                timeline = None
+            if timeline and timeline.restart:
+                raise DecodeError(backwards(timeline.restart))
+            n_frames = timeline.frames if timeline else stream.frames
             untimed = not duration > 0  # a raw elementary stream: no timestamps, frames follow at its rate
             if untimed:
                 rate = untimed_rate(stream)
-                duration = packet_timeline(path).frames / rate
-            if duration > 0 and stream.frames and (problem := timing_problem(duration, stream.frames, rate)):
+                duration = n_frames / rate
+            if duration > 0 and n_frames and (problem := timing_problem(duration, n_frames, rate)):
                 raise DecodeError(problem)
             times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps) if duration > 0 \
                 else (None, None, None)

@@ -335,3 +335,14 @@ def test_a_rotated_recording_gives_the_same_frames_with_either_decoder(tmp_path)
     assert a.frames.shape == b.frames.shape and a.frames.shape[1] > a.frames.shape[2]   # shown upright: tall
     assert np.abs(a.frames.astype(int) - b.frames.astype(int)).mean() < 2
     assert b.frames[:, :10].mean() > 200 and b.frames[:, -10:].mean() < 50   # the band is now along the top
+
+
+def test_a_header_frame_count_that_lies_is_not_a_timeline_problem():
+    """A real dashcam clip's MP4 header says 326 frames; its packets (and FFmpeg's decode) have 184. The
+    PyAV decoder judges the timeline by the packets, so it decodes the clip instead of refusing it."""
+    from conftest import REAL_DASHCAM
+    path = REAL_DASHCAM / "animal_deer_doms911.mp4"
+    if not path.exists():
+        pytest.skip("needs ../shared/data/real_dashcam")
+    s = make_decoder("pyav").decode(str(path), DecodeSpec(sample_fps=4.0))
+    assert len(s.times_s) == 25 and s.times_s[-1] == 6.0
