@@ -117,8 +117,8 @@ class DarknetNet(torch.nn.Module):
                 if conv.batch_normalize:
                     k = scale / (np.sqrt(var) + 1e-6)
                     kernel, bias = kernel * k[:, None, None, None], bias - mean * k
-                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
-                conv.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
+                conv.weight.copy_(torch.from_numpy(np.array(kernel, np.float32)))
+                conv.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
         if at != len(values):
             raise ValueError(f"{path} has {len(values) - at} values more than its cfg needs: not its weights")
 
@@ -153,7 +153,9 @@ class DarknetNet(torch.nn.Module):
 def decode_yolo(maps: list[np.ndarray], heads: list[YoloHead], input_w: int, input_h: int) -> np.ndarray:
     """Raw yolo maps -> per image (N, 5 + C) rows as OpenCV's region layer gives them: box centre and size
     as fractions of the input, objectness, and each class's probability times the objectness."""
-    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    def sigmoid(v: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):  # exp overflows to inf for very negative logits: 1 / inf is the 0 wanted
+            return 1 / (1 + np.exp(-v))
     per_head = []
     for m, head in zip(maps, heads):
         b, _, h, w = m.shape
