@@ -20,5 +20,8 @@ fi
 # Keep Prefect's state (ephemeral server database, settings) inside the project, not in ~/.prefect.
 export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+# A new PREFECT_HOME's first temporary server migrates its database first: seen to take over Prefect's
+# default 20 s on 2 loaded cores (the demo then failed "Timed out ... ephemeral Prefect API server").
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
 export DO_NOT_TRACK=1
 export PATH="$VENV/bin:$PATH"
