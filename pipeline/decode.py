@@ -12,8 +12,8 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from pipeline.probe import (backwards, main_video_stream, overlap_problem, packet_timeline, timing_problem,
-                            untimed_rate)
+from pipeline.probe import (Timeline, backwards, main_video_stream, overlap_problem, packet_timeline,
+                            timing_problem, untimed_rate)
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,14 @@ def sample_times(duration_s: float, sample_fps: float) -> np.ndarray:
     return np.arange(n) / sample_fps
 
 
-def timeline_restart(path: str) -> str | None:
-    """Where the packets' timeline restarts (decord sorts frames by time and would show one part only)."""
+def demuxed_timeline(path: str) -> Timeline | None:
+    """The packets' frame count and restart, checked by both decoders before they decode (decord sorts frames
+    by time and would show one part only; a header's frame count can be wrong); None where PyAV cannot demux
+    what the decoder opened, and the decoder's own checks stand."""
     try:
-        return packet_timeline(path).restart
+        return packet_timeline(path)
     except Exception:
-        return None  # PyAV cannot demux what decord opened: decord's own checks stand
+        return None
 
 
 def nearest_frames(frame_starts: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -153,8 +155,8 @@ class DecordDecoder(_WholeClip):
             vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=self.threads)
         except Exception as exc:
             raise DecodeError(f"decord could not open the video: {str(exc).splitlines()[0][:200]}") from None
-        if restart := timeline_restart(path):
-            raise DecodeError(backwards(restart))
+        if (timeline := demuxed_timeline(path)) and timeline.restart:
+            raise DecodeError(backwards(timeline.restart))
         starts = stamps[:, 0]
         shown = np.flatnonzero(starts >= -1e-3)  # skip edit-list pre-roll
         if len(shown) == 0:
@@ -210,11 +212,7 @@ class PyAVDecoder(_WholeClip):
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
             rate = float(stream.average_rate or 0)
             # The packets, not the header's frame count (which can be wrong: a real clip's says 326 for 184).
-            try:
-                timeline = packet_timeline(path)
-            except Exception:
-                timeline = None
-            if timeline and timeline.restart:
+            if (timeline := demuxed_timeline(path)) and timeline.restart:
                 raise DecodeError(backwards(timeline.restart))
             n_frames = timeline.frames if timeline else stream.frames
             untimed = not duration > 0  # a raw elementary stream: no timestamps, frames follow at its rate
