@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from pipeline.examine import ClipRow  # noqa: F401  (what record_clip stores; declared with the examination)
+from contracts.clips import ClipRow
 
 
 @dataclass(frozen=True)

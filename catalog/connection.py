@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from catalog.schema import migrate
-from pipeline.settings import settings
+from contracts.settings import settings
 
 DEFAULT_DB = "nearmiss.duckdb"
 # New catalogs are written in a storage format the stock DuckDB CLI (1.5.x, `pip install duckdb-cli`)

@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow as pa
 
 from catalog.connection import clip_id_table
+from contracts.columns import MOTION_GRIDS, MOTION_SCALARS
+from contracts.feature_set import FeatureSetInfo
 
 
 @dataclass(frozen=True)
@@ -27,17 +29,17 @@ def register_feature_set(con: duckdb.DuckDBPyConnection, fs_id: str, name: str, 
     )
 
 
-def feature_set(con: duckdb.DuckDBPyConnection, fs_id: str | None) -> tuple[str, dict] | None:
-    """(id, config) for fs_id, or the newest feature set when fs_id is None."""
+def feature_set(con: duckdb.DuckDBPyConnection, fs_id: str | None) -> FeatureSetInfo | None:
+    """The feature set fs_id, or the newest one when fs_id is None."""
     sql = "SELECT id, config FROM feature_sets " + ("WHERE id = ?" if fs_id else "ORDER BY created_at DESC LIMIT 1")
     row = con.execute(sql, [fs_id] if fs_id else []).fetchone()
-    return (row[0], json.loads(row[1])) if row else None
+    return FeatureSetInfo(row[0], json.loads(row[1])) if row else None
 
 
-def feature_sets(con: duckdb.DuckDBPyConnection) -> list[tuple[str, dict]]:
-    """(id, config) of every feature set, newest first."""
-    return [(r[0], json.loads(r[1])) for r in con.execute("SELECT id, config FROM feature_sets"
-                                                          " ORDER BY created_at DESC").fetchall()]
+def feature_sets(con: duckdb.DuckDBPyConnection) -> list[FeatureSetInfo]:
+    """Every feature set, newest first."""
+    return [FeatureSetInfo(r[0], json.loads(r[1])) for r in con.execute("SELECT id, config FROM feature_sets"
+                                                                         " ORDER BY created_at DESC").fetchall()]
 
 
 def load_projection(con: duckdb.DuckDBPyConnection, fs_id: str) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -131,13 +133,10 @@ def frame_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, embedd
 def motion_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, motion) -> pa.Table:
     """`motion_features` rows of consecutive sampled frames, without `object_summary` (known only once
     the whole clip's road users are tracked)."""
-    ego = motion.ego
-    looming = (motion.fg_expansion * motion.fg_area).max(axis=1)
-    return pa.table({**_frame_keys(clip_id, fs_id, start, times_s), "ego_speed": pa.array(ego[:, 0]),
-                     "ego_yaw": pa.array(ego[:, 1]), "ego_pitch": pa.array(ego[:, 2]),
-                     "residual_rms": pa.array(ego[:, 3]), "looming": pa.array(looming.astype(np.float32)),
-                     "fg_energy": float_lists(motion.fg_energy), "fg_area": float_lists(motion.fg_area),
-                     "fg_expansion": float_lists(motion.fg_expansion),
+    scalars = motion.scalars()
+    return pa.table({**_frame_keys(clip_id, fs_id, start, times_s),
+                     **{name: pa.array(scalars[name]) for name in MOTION_SCALARS},
+                     **{name: float_lists(getattr(motion, name)) for name in MOTION_GRIDS},
                      "flow_stack": float_lists(motion.flow_stack.reshape(len(times_s), -1))})
 
 

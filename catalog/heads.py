@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 
 from catalog.connection import clip_id_table
-from models.outputs import ClipPrediction
-from pipeline.taxonomy import CLASSES
+from contracts.predictions import ClipPrediction
+from contracts.taxonomy import CLASSES
 
 
 @dataclass(frozen=True)

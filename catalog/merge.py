@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.connection import Catalog, clip_id_table
+from contracts.columns import MOTION_SCALARS
 from catalog.features import clear_frame_rows, insert_rows, upsert_status
 from catalog.staging import ShardRejected, Staging
 
@@ -127,7 +128,7 @@ _OPTIONAL = {"clip_features": {"created_at"}, "frame_features": set(), "motion_f
              "objects": set()}
 _LIST_COLUMNS = {"frame_features": ("clip_embedding", "embclip"),
                  "motion_features": ("fg_energy", "fg_area", "fg_expansion", "flow_stack", "object_summary")}
-_SCALARS = {"motion_features": ("ego_speed", "ego_yaw", "ego_pitch", "residual_rms", "looming"),
+_SCALARS = {"motion_features": MOTION_SCALARS,
             "objects": ("score", "scale_rate")}   # ttc_s and path_gap are infinite by design (not approaching, no path)
 
 

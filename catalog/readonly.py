@@ -93,7 +93,7 @@ def run_query(catalog: Catalog, sql: str, timeout_s: float | None = None) -> Que
     watcher thread calls DuckDB's interrupt(), and the connection (with the file lock a writer may be
     waiting for) is released. The query itself runs on this thread: DuckDB's client does not survive a
     signal arriving while it executes on another one (measured: the thread dies mid-call)."""
-    from pipeline.settings import settings
+    from contracts.settings import settings
 
     check_read_only(sql)
     budget = settings().query_timeout_s if timeout_s is None else timeout_s

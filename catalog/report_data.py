@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from pipeline.taxonomy import CLASSES
+from contracts.taxonomy import CLASSES
 
 
 @dataclass
@@ -42,21 +42,20 @@ class TrackView:
     ttc_s: np.ndarray
 
 
-def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None = None, where: str | None = None,
+def heads_with_incidents(con: duckdb.DuckDBPyConnection) -> list[tuple[str, bool, int]]:
+    """(head, whether its feature set has random CLIP weights, incidents) for each head's newest version that
+    has incidents: what the registry picks the report's default head from (models/head_registry.py)."""
+    return [(r[0], bool(r[1]), int(r[2])) for r in con.execute(
+        "SELECT i.model_name, fs.untrained, count(*) FROM latest_incidents i"
+        " JOIN latest_models m ON m.name = i.model_name JOIN feature_sets fs ON fs.id = m.feature_set_id"
+        " GROUP BY i.model_name, fs.untrained ORDER BY 1").fetchall()]
+
+
+def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None, where: str | None = None,
                   limit: int = 20) -> list[ReportIncident]:
-    """Highest-scoring incidents of the newest version of `head`. Default: conflict, then ttc, when they have
-    incidents (they need no trained weights); then any head but zero-shot prompts on random CLIP weights;
-    then the most."""
+    """Highest-scoring incidents of the newest version of `head` (None: there is none to show)."""
     if head is None:
-        found = con.execute(
-            "SELECT i.model_name FROM latest_incidents i JOIN latest_models m ON m.name = i.model_name"
-            " JOIN feature_sets fs ON fs.id = m.feature_set_id GROUP BY i.model_name, m.kind, fs.untrained"
-            " ORDER BY i.model_name = 'conflict' DESC, i.model_name = 'ttc' DESC, (m.kind = 'zeroshot' AND fs.untrained),"
-            " count(*) DESC, 1"
-            " LIMIT 1").fetchall()
-        if not found:
-            return []
-        head = found[0][0]
+        return []
     rows = con.execute(
         "SELECT i.clip_id, i.path, i.model_name || '@' || i.model_version, p.feature_set_id, i.start_s, i.peak_s,"
         " i.end_s, i.score, i.class, " + ", ".join(f"p.p_{c}" for c in CLASSES) + ", p.step_t_s,"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from pipeline.taxonomy import CLASSES
+from contracts.taxonomy import CLASSES
 
 VERDICTS = ("real", "not", "unsure")
 REVIEW_SOURCE = "review"

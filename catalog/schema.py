@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from pipeline.taxonomy import CLASSES  # one taxonomy: the sidecar validator and the CHECK constraint agree
+from contracts.taxonomy import CLASSES  # one taxonomy: the sidecar validator and the CHECK constraint agree
 _CLASS_LIST = ", ".join(f"'{c}'" for c in CLASSES)
 
 

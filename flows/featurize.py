@@ -28,7 +28,7 @@ from pipeline.featurize_config import (FeaturizeConfig, clip_model, device_name,
                                        object_detector, with_available_clip)
 
 from pipeline.featurize_options import FeaturizeOptions, Spread
-from pipeline.settings import settings
+from contracts.settings import settings
 
 @dataclass
 class FeaturizeSummary:

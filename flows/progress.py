@@ -5,7 +5,7 @@ import sys
 
 from tqdm import tqdm
 
-from pipeline.settings import settings
+from contracts.settings import settings
 
 
 class Progress:

@@ -23,9 +23,9 @@ from flows.lineage import tracked_run
 from flows.progress import Progress
 from flows.train import TrainConfig, resolve_model, run_train
 from models.heads import get_head, list_heads
-from models.outputs import withhold_if_too_short
+from contracts.predictions import withhold_if_too_short
 from models.store import default_store, load_head
-from pipeline.taxonomy import CLASSES
+from contracts.taxonomy import CLASSES
 
 UNTRAINED_NOTE = "random CLIP weights (an --untrained feature set): these scores mean nothing"
 CHUNK = 2048  # clips per read-predict-write round: bounded memory, one short write transaction each
@@ -113,8 +113,8 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
         if not rows and found:
             # No labels needed for a first ranking: heads that need no training, where the feature set
             # makes them meaningful (road users for ttc; real CLIP weights for zeroshot).
-            usable = [h for h in list_heads() if not get_head(h).trainable and get_head(h).meaningful_for(found[1])]
-            rows = [run_train(db, TrainConfig(h, found[0]), log=None).model for h in usable]
+            usable = [h for h in list_heads() if not get_head(h).trainable and get_head(h).meaningful_for(found)]
+            rows = [run_train(db, TrainConfig(h, found.id), log=None).model for h in usable]
         if not rows and require_heads:
             raise ValueError("no heads in the catalog, and this feature set has neither road users nor real CLIP "
                              "weights: featurize with --detector darknet:/path/to/yolo_fastest (the ttc head needs "

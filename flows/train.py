@@ -10,6 +10,7 @@ from catalog import Catalog, default_db_path
 from catalog.features import feature_set, feature_sets
 from catalog.head_inputs import labelled_clips, load_sequences
 from catalog.splits import SPLIT_SCHEME, assign_splits
+from contracts.feature_set import FeatureSetInfo
 from catalog.heads import ModelRow, get_model, next_version, record_evaluation, register_model
 from flows.lineage import tracked_run
 from models.calibration import DEFAULT_ALARMS_PER_HOUR
@@ -66,13 +67,13 @@ def _usable_feature_set(catalog: Catalog, head: str) -> str | None:
     """The newest feature set the head can read (None: the newest, whose error then says what is missing)."""
     info = get_head(head)
     with catalog.read() as con:
-        for fs_id, config in feature_sets(con):
-            if info.unusable_reason(config) is None:
-                return fs_id
+        for fs in feature_sets(con):
+            if info.unusable_reason(fs) is None:
+                return fs.id
     return None
 
 
-def _resolve_feature_set(catalog: Catalog, fs_id: str | None) -> tuple[str, dict]:
+def _resolve_feature_set(catalog: Catalog, fs_id: str | None) -> FeatureSetInfo:
     with catalog.read() as con:
         found = feature_set(con, fs_id)
     if found is None:
@@ -94,22 +95,23 @@ def split_data(catalog: Catalog, fs_id: str, with_flow: bool, splits=("train", "
     return out
 
 
-def _embed_text(cfg: TrainConfig, fs_config: dict, texts: list[str]):
+def _embed_text(cfg: TrainConfig, fs: FeatureSetInfo, texts: list[str]):
     """Text through the CLIP model the feature set was computed with (loaded once per process)."""
     from pipeline.embed import embed_text
     from pipeline.featurize_config import clip_model, clip_spec_of_feature_set
 
-    return embed_text(clip_model(clip_spec_of_feature_set(fs_config, cfg.pretrained), "auto"), texts)
+    return embed_text(clip_model(clip_spec_of_feature_set(fs, cfg.pretrained), "auto"), texts)
 
 
 def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
     db = db or default_db_path()
     catalog = Catalog(db)
     info = get_head(cfg.head)
-    fs_id, fs_config = _resolve_feature_set(catalog, cfg.feature_set)
-    if why := info.unusable_reason(fs_config):
+    fs = _resolve_feature_set(catalog, cfg.feature_set)
+    fs_id = fs.id
+    if why := info.unusable_reason(fs):
         raise ValueError(f"{why} (feature set {fs_id})")
-    untrained_clip = "embeddings" in info.needs and fs_config.get("weights") == "untrained"
+    untrained_clip = "embeddings" in info.needs and fs.untrained_clip
     if untrained_clip and not info.trainable and not cfg.allow_untrained:
         raise ValueError(f"the {cfg.head} head compares prompts with CLIP embeddings, and feature set {fs_id} was "
                          "featurized with random CLIP weights (--untrained): its scores would mean nothing. Featurize "
@@ -133,7 +135,7 @@ def run_train(db: str | None, cfg: TrainConfig, log=print) -> TrainReport:
                 raise ValueError(f"{row.ref} was trained on feature set {row.feature_set_id}, not {fs_id}")
             parts[part] = (row.ref, load_head(row.weights_path, row.weights_sha256, default_store(db)))
         data = FitData(train, train_labels, val, val_labels, cfg.spec, log, parts,
-                       embed_text=lambda prompts: _embed_text(cfg, fs_config, prompts))
+                       embed_text=lambda prompts: _embed_text(cfg, fs, prompts))
         result, kind_params = info.cls.fit(cfg.head, data)
         kind = info.kind
         store = Path(cfg.store) if cfg.store else default_store(db)
@@ -157,7 +159,7 @@ def run_evaluate(db: str | None, ref: str, split: str = "test") -> tuple[ModelRo
     catalog = Catalog(db or default_db_path())
     row = resolve_model(catalog, ref)
     head = load_head(row.weights_path, row.weights_sha256, default_store(db or default_db_path()))
-    seqs, labels = split_data(catalog, row.feature_set_id, head.needs_flow, (split,))[split]
+    seqs, labels = split_data(catalog, row.feature_set_id, get_head(row.name).needs_flow, (split,))[split]
     if not len(seqs):
         raise ValueError(f"no labelled clips with features in the {split} split for feature set {row.feature_set_id}")
     metrics = evaluate(head.predict(seqs), labels)

@@ -28,8 +28,8 @@ from models.cues.riders import RiderSpec
 from models.cues.tracks import clip_tracks
 from models.events import EventSpec, extract_events, smooth
 from models.head_registry import register_head
-from models.outputs import ClipPrediction
-from models.sequences import BACKGROUND, CLASS_INDEX, MOTION_SCALARS, ClipObjects, Sequences
+from contracts.predictions import ClipPrediction
+from contracts.sequences import BACKGROUND, CLASS_INDEX, MOTION_SCALARS, ClipObjects, Sequences
 
 CUES = ("ego_ttc", "pair", "abrupt", "ego_response")
 
@@ -127,14 +127,11 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
     return ClipCues(o.step_t_s, scores, parties, classes)
 
 
-@register_head("conflict", kind="conflict", needs=("objects",), trainable=False,
+@register_head("conflict", kind="conflict", needs=("objects",), trainable=False, report_rank=0,
                summary="no training: ego time-to-collision from robust track kinematics, conflicts between "
                        "other road users, abrupt dynamics (falls, sudden stops) and the ego's response (braking, "
                        "swerve, shock), fused; the alarm level from a false-alarm budget on normal driving")
 class ConflictHead:
-    kind = "conflict"
-    needs_flow = False
-
     def __init__(self, cfg: ConflictConfig = ConflictConfig(), events: EventSpec | None = None,
                  calibration: dict | None = None):
         self.cfg = cfg

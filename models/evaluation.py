@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from models import metrics as M
-from models.outputs import ClipPrediction
-from models.sequences import CLASS_INDEX, ClipLabel
-from pipeline.taxonomy import CLASSES
+from contracts.predictions import ClipPrediction
+from contracts.sequences import CLASS_INDEX, ClipLabel
+from contracts.taxonomy import CLASSES
 
 
 def _events(preds: list[ClipPrediction]) -> list[M.Event]:

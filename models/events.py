@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.outputs import Incident
-from pipeline.taxonomy import CLASSES
+from contracts.predictions import Incident
+from contracts.taxonomy import CLASSES
 
 
 @dataclass(frozen=True)

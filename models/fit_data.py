@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.sequences import ClipLabel, Sequences
+from contracts.sequences import ClipLabel, Sequences
 
 
 @dataclass

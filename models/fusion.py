@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from models.head_registry import head_from_payload, register_head
-from models.outputs import ClipPrediction
-from models.sequences import BACKGROUND, Sequences
+from contracts.predictions import ClipPrediction
+from contracts.sequences import BACKGROUND, ClipLabel, Sequences
+from models.evaluation import evaluate
+from models.training import TrainResult, class_targets
 
 
 def mix(p_a: np.ndarray, p_b: np.ndarray, alpha: float) -> np.ndarray:
@@ -21,9 +23,6 @@ def mix(p_a: np.ndarray, p_b: np.ndarray, alpha: float) -> np.ndarray:
 @register_head("fusion", kind="fusion", needs=("embeddings", "flow", "labels"), parts=("recognition", "motion3d"),
                summary="late fusion of the newest recognition and motion3d versions")
 class FusionHead:
-    kind = "fusion"
-    needs_flow = True
-
     def __init__(self, temporal, motion3d, alpha: float):
         self.temporal, self.motion3d, self.alpha = temporal, motion3d, float(alpha)
 
@@ -42,8 +41,6 @@ class FusionHead:
     @classmethod
     def fit(cls, name: str, data) -> tuple:
         """Only the mixing weight is learnt, on the validation split, over the newest parts."""
-        from models.training import fit_fusion
-
         (ref_t, temporal), (ref_m, motion3d) = data.parts["recognition"], data.parts["motion3d"]
         result = fit_fusion(temporal, motion3d, data.val, data.val_labels)
         return result, {"parts": [ref_t, ref_m], "alpha": result.head.alpha}
@@ -51,3 +48,17 @@ class FusionHead:
     @classmethod
     def from_payload(cls, p: dict) -> "FusionHead":
         return cls(head_from_payload(p["temporal"]), head_from_payload(p["motion3d"]), p["alpha"])
+
+
+def fit_fusion(temporal, motion3d, val: Sequences,
+               val_labels: list[ClipLabel]) -> TrainResult:
+    """The mixing weight with the best validation accuracy (ties: closer to an even mix)."""
+    y = class_targets(val_labels)
+    p_a = np.stack([p.probs for p in temporal.predict(val)])
+    p_b = motion3d.class_probs(val)
+    alphas = np.round(np.arange(0.0, 1.01, 0.1), 2)
+    accs = [float(np.mean(mix(p_a, p_b, a).argmax(1) == y)) for a in alphas]
+    best = max(range(len(alphas)), key=lambda i: (accs[i], -abs(alphas[i] - 0.5)))
+    head = FusionHead(temporal, motion3d, float(alphas[best]))
+    history = [{"alpha": float(a), "val_accuracy": acc} for a, acc in zip(alphas, accs)]
+    return TrainResult(head, 0, evaluate(head.predict(val), val_labels), history)

@@ -1,6 +1,14 @@
-"""Every head module, imported once so that each registers itself; then ask the registry.
+"""Every head module, found and imported once so that each registers itself; then ask the registry.
 
-Import order is registration order, which is the order heads are trained in: fusion combines
-the newest recognition and motion3d versions, so it comes after them."""
-from models import temporal, motion3d, fusion, zeroshot, ttc, conflict  # noqa: F401,E401  (registration)
-from models.head_registry import HeadInfo, get_head, head_from_payload, list_heads  # noqa: F401
+A head is one module in models/ with a class under `@register_head(...)`: head_modules() finds it by
+that decorator in its source, so adding a head touches no list. The registry orders heads so that a
+head that combines others (fusion) comes after them."""
+from __future__ import annotations
+
+import importlib
+
+from models.head_registry import (HeadInfo, default_report_head, get_head, head_from_payload,  # noqa: F401
+                                  head_modules, list_heads)
+
+for _module in head_modules():
+    importlib.import_module(_module)

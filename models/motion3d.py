@@ -8,7 +8,9 @@ small (width and depth factor 1): the stacks are tiny next to RGB video.
 from __future__ import annotations
 
 import warnings
+import copy
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,8 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.head_registry import register_head
-from models.outputs import ClipPrediction
-from models.sequences import BACKGROUND, Sequences
+from contracts.predictions import ClipPrediction
+from contracts.sequences import BACKGROUND, ClipLabel, Sequences
+from models.evaluation import evaluate
+from models.training import TrainResult, TrainSpec, class_targets, seeded
 
 with warnings.catch_warnings():  # pytorchvideo uses torch.jit.script, which warns on import
     warnings.simplefilter("ignore", FutureWarning)
@@ -67,9 +71,6 @@ def resample_stacks(seqs: Sequences, idx, cfg: Motion3DConfig) -> torch.Tensor:
 @register_head("motion3d", kind="motion3d", needs=("flow", "labels"),
                summary="X3D (pytorchvideo) over the foreground/background flow stacks, trained from scratch")
 class Motion3DHead:
-    kind = "motion3d"
-    needs_flow = True
-
     def __init__(self, net: Motion3DNet):
         self.net = net.eval()
 
@@ -90,8 +91,6 @@ class Motion3DHead:
 
     @classmethod
     def fit(cls, name: str, data) -> tuple:
-        from models.training import train_motion3d
-
         cfg = Motion3DConfig()
         result = train_motion3d(cfg, data.train, data.train_labels, data.val, data.val_labels, data.spec, data.log)
         return result, {"config": asdict(cfg)}
@@ -102,3 +101,44 @@ class Motion3DHead:
         net = Motion3DNet(cfg)
         net.load_state_dict(p["state_dict"])
         return cls(net)
+
+
+def train_motion3d(cfg: Motion3DConfig, train: Sequences, train_labels: list[ClipLabel], val: Sequences,
+                   val_labels: list[ClipLabel], spec: TrainSpec = TrainSpec(),
+                   log: Callable[[str], None] | None = None) -> TrainResult:
+    rng = seeded(spec.seed)
+    net = Motion3DNet(cfg)
+    x_train = resample_stacks(train, range(len(train)), cfg)
+    net.fit_normalisers(x_train)
+    y = torch.from_numpy(class_targets(train_labels))
+    opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.epochs)
+    head = Motion3DHead(net)
+    best = (-np.inf, None, 0)
+    history = []
+    for epoch in range(spec.epochs):
+        net.train()
+        order = rng.permutation(len(train))
+        total = 0.0
+        for start in range(0, len(order), spec.batch_size):
+            idx = order[start:start + spec.batch_size]
+            if len(idx) < 2:  # BatchNorm needs more than one sample
+                continue
+            loss = F.cross_entropy(net(x_train[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        probs = head.class_probs(val)
+        acc = float(np.mean(probs.argmax(1) == class_targets(val_labels)))
+        history.append({"epoch": epoch, "train_loss": total / len(train), "val_accuracy": acc})
+        if log:
+            log(f"epoch {epoch:3d} loss {total / len(train):.4f} val acc {acc:.3f}")
+        if acc > best[0] + 1e-6:
+            best = (acc, copy.deepcopy(net.state_dict()), epoch)
+        elif epoch - best[2] >= spec.patience:
+            break
+    net.load_state_dict(best[1])
+    head = Motion3DHead(net)
+    return TrainResult(head, best[2], evaluate(head.predict(val), val_labels), history)

@@ -12,15 +12,8 @@ import torch
 import models.heads  # noqa: F401  (every head registers its class)
 from models.head_registry import head_from_payload
 from pipeline.hashing import sha256_file
-from pipeline.settings import settings
-
-
-class WeightsMismatch(RuntimeError):
-    pass
-
-
-class WeightsMissing(FileNotFoundError):
-    pass
+from contracts.errors import WeightsMismatch, WeightsMissing
+from contracts.settings import settings
 
 
 def default_store(db_path: str) -> Path:

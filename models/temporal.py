@@ -12,7 +12,9 @@ mainly on the first, the detection head mainly on the second.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,8 +23,10 @@ import torch.nn.functional as F
 
 from models.head_registry import register_head
 from models.events import EventSpec, extract_events
-from models.outputs import ClipPrediction
-from models.sequences import BACKGROUND, Sequences
+from contracts.predictions import ClipPrediction
+from contracts.sequences import BACKGROUND, ClipLabel, Sequences, step_targets
+from models.evaluation import evaluate
+from models.training import TrainResult, TrainSpec, class_targets, seeded, tune_events
 
 N_CLASSES = 4
 GRID_CELLS = 49  # EmbCLIP grids are 7 x 7
@@ -170,8 +174,6 @@ def clip_probs_from_steps(step_probs: np.ndarray) -> np.ndarray:
                summary="the same network led by its per-step near-miss output; events when it happens")
 class TemporalHead:
     """A trained FusedTemporalNet plus how to turn its outputs into predictions."""
-    kind = "temporal"
-    needs_flow = False
 
     def __init__(self, net: FusedTemporalNet, events: EventSpec = EventSpec()):
         self.net = net.eval()
@@ -226,8 +228,6 @@ class TemporalHead:
     @classmethod
     def fit(cls, name: str, data) -> tuple:
         """recognition or detection: the same network, trained for that task."""
-        from models.training import train_temporal
-
         cfg = TemporalConfig(task=name)
         result = train_temporal(cfg, data.train, data.train_labels, data.val, data.val_labels, data.spec, data.log)
         return result, {"config": asdict(cfg), "events": asdict(result.head.events)}
@@ -239,3 +239,59 @@ class TemporalHead:
         net = FusedTemporalNet(cfg, p["dims"]["clip_dim"], p["dims"]["embclip_dim"] or None, p["dims"]["motion_dim"])
         net.load_state_dict(p["state_dict"])
         return cls(net, EventSpec(**p["events"]))
+
+
+def train_temporal(cfg: TemporalConfig, train: Sequences, train_labels: list[ClipLabel], val: Sequences,
+                   val_labels: list[ClipLabel], spec: TrainSpec = TrainSpec(),
+                   log: Callable[[str], None] | None = None) -> TrainResult:
+    rng = seeded(spec.seed)
+    net = FusedTemporalNet(cfg, train.clip.shape[1], train.embclip.shape[1] if train.embclip is not None else None,
+                           train.motion.shape[1])
+    net.fit_normalisers(train)
+    opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.epochs)
+    y = torch.from_numpy(class_targets(train_labels))
+    step_y, step_known = step_targets(train, train_labels)
+    step_weight = torch.ones(4)
+    step_weight[[i for i in range(4) if i != BACKGROUND]] = spec.positive_weight
+    clip_w, step_w = (1.0, spec.aux_weight) if cfg.task == "recognition" else (spec.aux_weight, 1.0)
+    head = TemporalHead(net)
+    best = (-np.inf, None, 0, {})
+    history = []
+    for epoch in range(spec.epochs):
+        net.train()
+        order = rng.permutation(len(train))
+        total, count = 0.0, 0
+        for start in range(0, len(order), spec.batch_size):
+            idx = order[start:start + spec.batch_size]
+            clip, emb, motion, mask = batch_tensors(train, idx)
+            sy, _ = train.padded(idx, step_y)
+            sk, _ = train.padded(idx, step_known)
+            clip_logits, step_logits = net(clip, emb, motion, mask)
+            known = torch.from_numpy(sk) & mask
+            step_loss = F.cross_entropy(step_logits[known], torch.from_numpy(sy)[known], weight=step_weight) \
+                if known.any() else step_logits.sum() * 0
+            loss = clip_w * F.cross_entropy(clip_logits, y[idx]) + step_w * step_loss
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        sched.step()
+        head.events = EventSpec()
+        preds = head.predict(val)
+        head.events, f1 = tune_events(preds, val_labels)
+        acc = float(np.mean([p.predicted_class == lab.cls for p, lab in zip(preds, val_labels)]))
+        score = acc if cfg.task == "recognition" else f1 + 0.01 * acc
+        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_accuracy": acc,
+                        "val_event_f1": f1, "threshold": head.events.threshold})
+        if log:
+            log(f"epoch {epoch:3d} loss {total / max(count, 1):.4f} val acc {acc:.3f} event F1@0.5 {f1:.3f}")
+        if score > best[0] + 1e-6:
+            best = (score, copy.deepcopy(net.state_dict()), epoch, head.events)
+        elif epoch - best[2] >= spec.patience:
+            break
+    net.load_state_dict(best[1])
+    head = TemporalHead(net, best[3])
+    return TrainResult(head, best[2], evaluate(head.predict(val), val_labels), history)

@@ -1,23 +1,19 @@
-"""Training the heads: seeded, early-stopped on the validation split, CPU-friendly."""
+"""What training every head shares: the spec, the result, seeding, targets and the event threshold.
+
+Each trainable head's loop lives in its own module (temporal.py, motion3d.py, fusion.py), which imports this one;
+this one imports no head, so there is no import circle."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from contracts.predictions import ClipPrediction
+from contracts.sequences import CLASS_INDEX, ClipLabel
 from models.calibration import DEFAULT_ALARMS_PER_HOUR
-from models.evaluation import evaluate
 from models.events import EventSpec, extract_events
-from models.fusion import FusionHead, mix
 from models.metrics import Event, event_f1
-from models.motion3d import Motion3DConfig, Motion3DHead, Motion3DNet, resample_stacks
-from models.outputs import ClipPrediction
-from models.sequences import BACKGROUND, CLASS_INDEX, ClipLabel, Sequences, step_targets
-from models.temporal import FusedTemporalNet, TemporalConfig, TemporalHead, batch_tensors
 
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))
 
@@ -51,7 +47,7 @@ class TrainResult:
         return min(h["train_loss"] for h in self.history)
 
 
-def _seed(seed: int) -> np.random.Generator:
+def seeded(seed: int) -> np.random.Generator:
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
@@ -74,114 +70,3 @@ def tune_events(preds: list[ClipPrediction], labels: list[ClipLabel], base: Even
         if f1 > best_f1 + 1e-9:
             best, best_f1 = spec, f1
     return best, best_f1
-
-
-def train_temporal(cfg: TemporalConfig, train: Sequences, train_labels: list[ClipLabel], val: Sequences,
-                   val_labels: list[ClipLabel], spec: TrainSpec = TrainSpec(),
-                   log: Callable[[str], None] | None = None) -> TrainResult:
-    rng = _seed(spec.seed)
-    net = FusedTemporalNet(cfg, train.clip.shape[1], train.embclip.shape[1] if train.embclip is not None else None,
-                           train.motion.shape[1])
-    net.fit_normalisers(train)
-    opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.epochs)
-    y = torch.from_numpy(class_targets(train_labels))
-    step_y, step_known = step_targets(train, train_labels)
-    step_weight = torch.ones(4)
-    step_weight[[i for i in range(4) if i != BACKGROUND]] = spec.positive_weight
-    clip_w, step_w = (1.0, spec.aux_weight) if cfg.task == "recognition" else (spec.aux_weight, 1.0)
-    head = TemporalHead(net)
-    best = (-np.inf, None, 0, {})
-    history = []
-    for epoch in range(spec.epochs):
-        net.train()
-        order = rng.permutation(len(train))
-        total, count = 0.0, 0
-        for start in range(0, len(order), spec.batch_size):
-            idx = order[start:start + spec.batch_size]
-            clip, emb, motion, mask = batch_tensors(train, idx)
-            sy, _ = train.padded(idx, step_y)
-            sk, _ = train.padded(idx, step_known)
-            clip_logits, step_logits = net(clip, emb, motion, mask)
-            known = torch.from_numpy(sk) & mask
-            step_loss = F.cross_entropy(step_logits[known], torch.from_numpy(sy)[known], weight=step_weight) \
-                if known.any() else step_logits.sum() * 0
-            loss = clip_w * F.cross_entropy(clip_logits, y[idx]) + step_w * step_loss
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        sched.step()
-        head.events = EventSpec()
-        preds = head.predict(val)
-        head.events, f1 = tune_events(preds, val_labels)
-        acc = float(np.mean([p.predicted_class == lab.cls for p, lab in zip(preds, val_labels)]))
-        score = acc if cfg.task == "recognition" else f1 + 0.01 * acc
-        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_accuracy": acc,
-                        "val_event_f1": f1, "threshold": head.events.threshold})
-        if log:
-            log(f"epoch {epoch:3d} loss {total / max(count, 1):.4f} val acc {acc:.3f} event F1@0.5 {f1:.3f}")
-        if score > best[0] + 1e-6:
-            best = (score, copy.deepcopy(net.state_dict()), epoch, head.events)
-        elif epoch - best[2] >= spec.patience:
-            break
-    net.load_state_dict(best[1])
-    head = TemporalHead(net, best[3])
-    return TrainResult(head, best[2], evaluate(head.predict(val), val_labels), history)
-
-
-def train_motion3d(cfg: Motion3DConfig, train: Sequences, train_labels: list[ClipLabel], val: Sequences,
-                   val_labels: list[ClipLabel], spec: TrainSpec = TrainSpec(),
-                   log: Callable[[str], None] | None = None) -> TrainResult:
-    rng = _seed(spec.seed)
-    net = Motion3DNet(cfg)
-    x_train = resample_stacks(train, range(len(train)), cfg)
-    net.fit_normalisers(x_train)
-    y = torch.from_numpy(class_targets(train_labels))
-    opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.epochs)
-    head = Motion3DHead(net)
-    best = (-np.inf, None, 0)
-    history = []
-    for epoch in range(spec.epochs):
-        net.train()
-        order = rng.permutation(len(train))
-        total = 0.0
-        for start in range(0, len(order), spec.batch_size):
-            idx = order[start:start + spec.batch_size]
-            if len(idx) < 2:  # BatchNorm needs more than one sample
-                continue
-            loss = F.cross_entropy(net(x_train[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        sched.step()
-        probs = head.class_probs(val)
-        acc = float(np.mean(probs.argmax(1) == class_targets(val_labels)))
-        history.append({"epoch": epoch, "train_loss": total / len(train), "val_accuracy": acc})
-        if log:
-            log(f"epoch {epoch:3d} loss {total / len(train):.4f} val acc {acc:.3f}")
-        if acc > best[0] + 1e-6:
-            best = (acc, copy.deepcopy(net.state_dict()), epoch)
-        elif epoch - best[2] >= spec.patience:
-            break
-    net.load_state_dict(best[1])
-    head = Motion3DHead(net)
-    return TrainResult(head, best[2], evaluate(head.predict(val), val_labels), history)
-
-
-def fit_fusion(temporal: TemporalHead, motion3d: Motion3DHead, val: Sequences,
-               val_labels: list[ClipLabel]) -> TrainResult:
-    """The mixing weight with the best validation accuracy (ties: closer to an even mix)."""
-    y = class_targets(val_labels)
-    p_a = np.stack([p.probs for p in temporal.predict(val)])
-    p_b = motion3d.class_probs(val)
-    alphas = np.round(np.arange(0.0, 1.01, 0.1), 2)
-    accs = [float(np.mean(mix(p_a, p_b, a).argmax(1) == y)) for a in alphas]
-    best = max(range(len(alphas)), key=lambda i: (accs[i], -abs(alphas[i] - 0.5)))
-    head = FusionHead(temporal, motion3d, float(alphas[best]))
-    history = [{"alpha": float(a), "val_accuracy": acc} for a, acc in zip(alphas, accs)]
-    return TrainResult(head, 0, evaluate(head.predict(val), val_labels), history)

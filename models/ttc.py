@@ -20,8 +20,8 @@ import numpy as np
 from models.cues import ramp
 from models.events import EventSpec, extract_events, smooth
 from models.head_registry import register_head
-from models.outputs import ClipPrediction
-from models.sequences import BACKGROUND, CLASS_INDEX, ClipObjects, Sequences
+from contracts.predictions import ClipPrediction
+from contracts.sequences import BACKGROUND, CLASS_INDEX, ClipObjects, Sequences
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,10 @@ def step_scores(o: ClipObjects, cfg: TTCConfig) -> tuple[np.ndarray, np.ndarray,
     return score, probs, critical
 
 
-@register_head("ttc", kind="ttc", needs=("objects",), trainable=False,
+@register_head("ttc", kind="ttc", needs=("objects",), trainable=False, report_rank=1,
                summary="no training: the most critical tracked road user (low time-to-collision, in or "
                        "entering the ego path, near, confidently detected); its class is the answer")
 class TTCHead:
-    kind = "ttc"
-    needs_flow = False
-
     def __init__(self, cfg: TTCConfig = TTCConfig(), events: EventSpec = EventSpec(min_duration_s=0.2)):
         self.cfg, self.events = cfg, events
 

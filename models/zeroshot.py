@@ -12,9 +12,9 @@ import numpy as np
 
 from models.head_registry import register_head
 from models.events import EventSpec, extract_events
-from models.outputs import ClipPrediction
-from models.sequences import BACKGROUND, Sequences
-from pipeline.taxonomy import CLASSES
+from contracts.predictions import ClipPrediction
+from contracts.sequences import BACKGROUND, Sequences
+from contracts.taxonomy import CLASSES
 
 DEFAULT_PROMPTS: dict[str, tuple[str, ...]] = {
     "bicycle": ("a dashcam photo of a cyclist suddenly crossing in front of the car",
@@ -53,9 +53,6 @@ def class_embeddings(text_embeddings: dict[str, np.ndarray]) -> np.ndarray:
 @register_head("zeroshot", kind="zeroshot", needs=("embeddings",), trainable=False,
                summary="class prompts against the CLIP frame embeddings; meaningful only with real CLIP weights")
 class ZeroShotHead:
-    kind = "zeroshot"
-    needs_flow = False
-
     def __init__(self, classes: np.ndarray, cfg: ZeroShotConfig = ZeroShotConfig(), events: EventSpec = EventSpec()):
         self.classes = np.asarray(classes, np.float32)
         self.cfg = cfg

@@ -232,8 +232,8 @@ def cmd_search(args) -> int:
         found = feature_set(con, args.feature_set)
     if found is None:
         raise ValueError("no feature set in the catalog: run `nearmiss featurize` first")
-    fs_id, config = found
-    spec = clip_spec_of_feature_set(config)
+    fs_id = found.id
+    spec = clip_spec_of_feature_set(found)
     if spec.untrained and not args.allow_untrained:
         raise ValueError(f"feature set {fs_id} was featurized with random CLIP weights (--untrained): text search "
                          "over it ranks noise. Featurize with real weights (--pretrained PATH), or pass "

@@ -17,9 +17,9 @@ import numpy as np
 
 from catalog import Catalog
 from catalog.readonly import check_predicate
-from catalog.report_data import (ReportIncident, TrackView, critical_track, latest_evaluations, missed_events,
-                                 motion_near, top_incidents)
-from models.heads import get_head
+from catalog.report_data import (ReportIncident, TrackView, critical_track, heads_with_incidents, latest_evaluations,
+                                 missed_events, motion_near, top_incidents)
+from models.head_registry import declared_heads, default_report_head
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
 from pipeline.overlay import draw_box, encode_png, frame_strip, overlay_motion
 
@@ -215,7 +215,7 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
     if where:
         check_predicate(where)
     with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
-        incidents = top_incidents(con, head, where, limit)
+        incidents = top_incidents(con, head or default_report_head(heads_with_incidents(con)), where, limit)
         evaluations = latest_evaluations(con)
         missed = missed_events(con, incidents[0].model) if incidents else []
     cards = incident_cards(catalog, incidents, out_dir)
@@ -234,7 +234,7 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
         evals.append({"ref": ref, "split": split, "clips": clips, "line": line, "image": image})
     page = out_dir / "index.html"
     untrained = bool(incidents) and incidents[0].untrained_features and \
-        "embeddings" in get_head(incidents[0].model.split("@")[0]).needs
+        "embeddings" in declared_heads()[incidents[0].model.split("@")[0]].needs
     page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where, missed=missed,
                                 head=incidents[0].model if incidents else None, untrained=untrained))
     return page

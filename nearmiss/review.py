@@ -19,9 +19,10 @@ from pathlib import Path
 import jinja2
 
 from catalog import Catalog
-from catalog.report_data import top_incidents
+from catalog.report_data import heads_with_incidents, top_incidents
 from catalog.reviews import Verdict, latest_verdicts, record_verdict
-from pipeline.taxonomy import CLASSES
+from contracts.taxonomy import CLASSES
+from models.head_registry import default_report_head
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def build_app(cfg: ReviewConfig):
     catalog = Catalog(cfg.db)
     out = Path(cfg.out)
     with catalog.read() as con:
-        incidents = top_incidents(con, cfg.head, None, cfg.limit)
+        incidents = top_incidents(con, cfg.head or default_report_head(heads_with_incidents(con)), None, cfg.limit)
     cards = incident_cards(catalog, incidents, out)
     reviewer = cfg.reviewer or getpass.getuser()
     by_clip = {i.clip_id: i.path for i in incidents}

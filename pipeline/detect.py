@@ -7,7 +7,7 @@ Backends:
   (fasterrcnn_mobilenet_v3_large_fpn, retinanet_resnet50_fpn_v2, ssdlite320_mobilenet_v3_large, ...).
   torchvision downloads their weights; offline, point at a local file.
 
-Only road users are kept: the COCO classes that pipeline/taxonomy.py maps onto the near-miss taxonomy.
+Only road users are kept: the COCO classes that contracts/taxonomy.py maps onto the near-miss taxonomy.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.hashing import sha256_file
-from pipeline.taxonomy import COCO_TO_CLASS
+from contracts.errors import DetectorUnavailable  # noqa: F401  (raised here)
+from contracts.taxonomy import COCO_TO_CLASS
 
 # The 80 COCO classes in the order Darknet and torchvision's category ids use (torchvision skips ids).
 COCO80 = ("person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
@@ -44,10 +45,6 @@ class Detections:
     @staticmethod
     def empty() -> "Detections":
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
-
-
-class DetectorUnavailable(RuntimeError):
-    """The detector's weights cannot be had here; the message says how to point at local files."""
 
 
 class Detector(Protocol):

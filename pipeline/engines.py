@@ -67,7 +67,7 @@ def weights_hash(module: torch.nn.Module) -> str:
 
 
 def default_cache_dir() -> Path:
-    from pipeline.settings import settings
+    from contracts.settings import settings
     return Path(settings().engine_cache_dir).expanduser()
 
 

@@ -11,28 +11,12 @@ import errno
 import os
 import stat
 import time
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from contracts.clips import ClipRow
 from pipeline.discover import Candidate
 from pipeline.hashing import sha256_file, sha256_text
 from pipeline.probe import VideoInfo
-
-
-@dataclass(frozen=True)
-class ClipRow:
-    """A clip as the catalog records it (catalog/clips.py stores it)."""
-    id: str
-    path: str
-    status: str  # 'ok' | 'failed'
-    size_bytes: int | None = None
-    duration_s: float | None = None
-    fps: float | None = None
-    n_frames: int | None = None
-    width: int | None = None
-    height: int | None = None
-    codec: str | None = None
-    error: str | None = None
 
 
 class ExamineRules(Protocol):

@@ -25,7 +25,7 @@ from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_proj
 from pipeline.featurize_config import FeaturizeConfig, object_detector
 from pipeline.motion import MotionFeatures, motion_in_batches
 from pipeline.objects import ObjectStage, frame_summary
-from pipeline.settings import settings
+from contracts.settings import settings
 
 
 class ClipSource(Protocol):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+from contracts.feature_set import FeatureSetInfo
 from pipeline.decode import DecodeSpec
 from pipeline.detect import make_detector
 from pipeline.embed import ClipSpec, LoadedClip, WeightsUnavailable, load_clip, resolve_device, with_engine
@@ -110,11 +111,6 @@ def with_available_clip(cfg: FeaturizeConfig) -> tuple[FeaturizeConfig, str | No
     return cfg, None
 
 
-def has_clip(config: dict) -> bool:
-    """Whether a stored feature set's config has CLIP embeddings."""
-    return "clip" in config.get("stages", ("clip",))
-
-
 @lru_cache(maxsize=2)
 def detector(spec: str, device: str, min_score: float = 0.25, input_size: int = 320, engine: str = "torch"):
     """The detector a spec names, loaded (and compiled for its engine) once per process."""
@@ -126,18 +122,18 @@ def object_detector(spec: ObjectsSpec, device: str, engine: str = "torch"):
     return detector(spec.detector, device, spec.min_score, spec.input_size, engine)
 
 
-def clip_spec_of_feature_set(config: dict, pretrained: str | None = None) -> ClipSpec:
+def clip_spec_of_feature_set(fs: FeatureSetInfo, pretrained: str | None = None) -> ClipSpec:
     """The CLIP model a feature set was computed with, to embed text the same way (search, zero-shot).
 
     A local checkpoint is recorded by its hash, not its path, so the caller passes the file again.
     """
-    weights = config["weights"]
-    if not has_clip(config):
-        raise ValueError("this feature set has no CLIP embeddings (stages " + ",".join(config["stages"]) + "): "
+    weights = fs.weights
+    if not fs.has_clip:
+        raise ValueError("this feature set has no CLIP embeddings (stages " + ",".join(fs.stages) + "): "
                          "featurize with CLIP weights (--pretrained) for text search and zero-shot heads")
     if pretrained:
-        return ClipSpec(model=config["model"], pretrained=pretrained)
+        return ClipSpec(model=fs.clip_model, pretrained=pretrained)
     if weights and weights.startswith("file:"):
         raise ValueError("this feature set used a local checkpoint; pass the same file again with --pretrained PATH")
-    return ClipSpec(model=config["model"], pretrained=None if weights == "untrained" else weights,
+    return ClipSpec(model=fs.clip_model, pretrained=None if weights == "untrained" else weights,
                     untrained=weights == "untrained")

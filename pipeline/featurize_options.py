@@ -64,7 +64,7 @@ class FeaturizeOptions(BaseModel):
         from pipeline.featurize_config import FeaturizeConfig
         from pipeline.featurize_config import STAGES
         from pipeline.objects import ObjectsSpec
-        from pipeline.settings import settings
+        from contracts.settings import settings
 
         detector = self.detector or settings().detector
         wanted = [s.strip() for s in (self.stages or "").split(",") if s.strip()]

@@ -13,13 +13,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.errors import LabelsError  # noqa: F401  (raised here)
 from pipeline.discover import display_path
-from pipeline.taxonomy import CLASSES  # noqa: E402  (re-exported: the sidecar validates against it)
+from contracts.taxonomy import CLASSES  # noqa: E402  (re-exported: the sidecar validates against it)
 LABEL_COLUMNS = ("path", "class", "event_start_s", "event_end_s", "event_peak_s")
-
-
-class LabelsError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contracts.columns import EGO_COLUMNS
+
 
 @dataclass(frozen=True)
 class MotionSpec:
@@ -42,7 +44,14 @@ class MotionFeatures:
     flow_stack: np.ndarray        # (N, 4, sh, sw) background u, v then foreground u, v (widths / s)
     epipole: np.ndarray | None = None  # (N, 2) focus of expansion (x, y) in fractions of the frame; not stored
 
-    EGO_COLUMNS = ("ego_speed", "ego_yaw", "ego_pitch", "residual_rms")
+    @property
+    def looming(self) -> np.ndarray:
+        """(N,) the strongest foreground expansion of each frame, weighted by how much of its cell moves (1/s)."""
+        return (self.fg_expansion * self.fg_area).max(axis=1).astype(np.float32)
+
+    def scalars(self) -> dict[str, np.ndarray]:
+        """The per-frame scalar columns (contracts/columns.py: MOTION_SCALARS), by name."""
+        return {**{name: self.ego[:, i] for i, name in enumerate(EGO_COLUMNS)}, "looming": self.looming}
 
 
 def concat_motion(parts: list[MotionFeatures]) -> MotionFeatures:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.detect import Detections
-from pipeline.taxonomy import COCO_TO_CLASS, RIDDEN, ROAD_USERS
+from contracts.taxonomy import COCO_TO_CLASS, RIDDEN, ROAD_USERS
 
 SUMMARY_SIZE = 8
 

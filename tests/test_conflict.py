@@ -13,7 +13,7 @@ from models.cues.pairwise import pair_conflicts
 from models.cues.riders import RiderSpec, rider_class
 from models.cues.tracks import clip_tracks
 from models.head_registry import head_from_payload
-from models.sequences import MOTION_GRIDS, MOTION_SCALARS, ClipLabel, ClipObjects, Sequences
+from contracts.sequences import MOTION_GRIDS, MOTION_SCALARS, ClipLabel, ClipObjects, Sequences
 from pipeline.motion import ego_motion
 from pipeline.objects import ObjectsSpec, corridor_gap
 

@@ -7,7 +7,9 @@ import torch
 from models.fusion import FusionHead
 from models.heads import get_head, list_heads
 from models.motion3d import Motion3DConfig, Motion3DHead, Motion3DNet
-from models.sequences import ClipObjects, Sequences
+from contracts.feature_set import FeatureSetInfo
+from contracts.sequences import ClipObjects, Sequences
+from contracts.taxonomy import CLASSES
 from models.store import load_head, save_head
 from models.temporal import FusedTemporalNet, TemporalConfig, TemporalHead
 from models.conflict import ConflictHead
@@ -83,15 +85,12 @@ def extra_head():
     """A head added the way a newcomer adds one: one registered class in one module, nothing else."""
     from models import head_registry
     from models.head_registry import register_head
-    from models.outputs import ClipPrediction
-    from models.sequences import CLASS_INDEX
+    from contracts.predictions import ClipPrediction
+    from contracts.sequences import CLASS_INDEX
 
     @register_head("always-vehicle", kind="always-vehicle", needs=("embeddings",), trainable=False,
                    summary="a fixed guess, for this test")
     class AlwaysVehicle:
-        kind = "always-vehicle"
-        needs_flow = False
-
         def predict(self, seqs):
             probs = np.zeros(4, np.float32)
             probs[CLASS_INDEX["vehicle"]] = 1.0
@@ -130,12 +129,57 @@ def test_a_newly_registered_head_trains_scores_and_reloads_with_no_other_change(
                            [extra_head]).fetchall() == [("vehicle",)]
     finally:
         con.close()
+    assert get_head(extra_head).cls.kind == extra_head   # declared once, on the registration
+
+
+def test_a_newly_registered_head_is_evaluated_and_reported_with_no_other_change(extra_head, catalog_copy, tmp_path):
+    from flows.score import run_score
+    from flows.train import TrainConfig, run_evaluate, run_train
+    from nearmiss.report import build_report
+
+    run_train(catalog_copy, TrainConfig(extra_head, allow_untrained=True), log=None)
+    row, metrics = run_evaluate(catalog_copy, extra_head, "val")
+    assert row.name == extra_head and metrics["clips"] > 0
+    cm = metrics["confusion_matrix"]["rows_true_cols_predicted"]
+    predicted = [sum(row[k] for row in cm) for k in range(len(CLASSES))]
+    assert predicted[CLASSES.index("vehicle")] == metrics["clips"]   # it says vehicle for every clip
+    assert metrics["recognition_accuracy"] < 1.0                     # and only some are
+    run_score(catalog_copy, [extra_head])
+    page = build_report(catalog_copy, str(tmp_path / "report"), head=None, limit=3).read_text()
+    assert f"{extra_head}@1" in page     # the only head with incidents: the registry's default for the report
+
+
+def test_heads_are_found_by_their_declaration_and_read_without_importing_them():
+    """The CLI, the report and the review page read the declarations from the source; they agree with
+    what registration recorded, field by field, for every head."""
+    import dataclasses
+    from models.head_registry import declared_heads, head_modules
+
+    declared = declared_heads()
+    assert set(declared) == set(list_heads())
+    for name in list_heads():
+        assert dataclasses.replace(get_head(name), cls=None) == declared[name]
+        assert get_head(name).cls.__module__ in head_modules()
+
+
+def test_the_report_prefers_the_ranked_heads_then_meaningful_scores_then_the_most_incidents():
+    from models.head_registry import default_report_head
+
+    assert default_report_head([]) is None
+    assert default_report_head([("recognition", False, 50), ("ttc", False, 2), ("conflict", False, 1)]) == "conflict"
+    assert default_report_head([("recognition", False, 50), ("ttc", False, 2)]) == "ttc"
+    assert default_report_head([("zeroshot", True, 90), ("recognition", True, 5)]) == "recognition"
+    assert default_report_head([("detection", False, 9), ("recognition", False, 5)]) == "detection"
 
 
 def test_which_heads_mean_something_for_a_feature_set():
-    untrained_with_objects = {"weights": "untrained", "objects": {"detector": "darknet:..."}}
-    real_without_objects = {"weights": "openai"}
+    untrained_with_objects = FeatureSetInfo("a", {"weights": "untrained", "objects": {"detector": "darknet:..."}})
+    real_without_objects = FeatureSetInfo("b", {"weights": "openai"})
+    motion_only = FeatureSetInfo("c", {"weights": None, "stages": ["motion"]})
     assert get_head("ttc").meaningful_for(untrained_with_objects)
     assert not get_head("ttc").meaningful_for(real_without_objects)
     assert get_head("zeroshot").meaningful_for(real_without_objects)
     assert not get_head("zeroshot").meaningful_for(untrained_with_objects)
+    assert not get_head("zeroshot").meaningful_for(motion_only)
+    assert "has none (stages motion)" in get_head("zeroshot").unusable_reason(motion_only)
+    assert "needs tracked road users" in get_head("ttc").unusable_reason(real_without_objects)

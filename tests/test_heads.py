@@ -10,9 +10,11 @@ from flows.score import run_rescore, run_score, score_flow
 from flows.train import TrainConfig, run_evaluate, run_train
 from models.motion3d import Motion3DConfig
 from models.store import WeightsMismatch, default_store, load_head
-from models.sequences import ClipLabel, Sequences
+from contracts.sequences import ClipLabel, Sequences
 from models.temporal import TemporalConfig
-from models.training import TrainSpec, train_motion3d, train_temporal
+from models.motion3d import train_motion3d
+from models.temporal import train_temporal
+from models.training import TrainSpec
 from nearmiss.cli import main
 from pipeline.labels import CLASSES
 

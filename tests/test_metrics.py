@@ -5,8 +5,8 @@ import pytest
 from models import metrics as M
 from models.evaluation import evaluate
 from models.events import EventSpec, extract_events, nms, smooth, tiou
-from models.outputs import ClipPrediction, Incident
-from models.sequences import ClipLabel
+from contracts.predictions import ClipPrediction, Incident
+from contracts.sequences import ClipLabel
 
 
 def test_confusion_matrix_and_per_class_scores():

@@ -5,7 +5,7 @@ import pytest
 from models.head_registry import head_from_payload
 from models.heads import get_head, list_heads
 from models.metrics import roc_auc
-from models.sequences import ClipObjects, Sequences
+from contracts.sequences import ClipObjects, Sequences
 from models.ttc import TTCHead
 from pipeline.detect import Detections
 from pipeline.objects import ObjectsSpec, frame_summary, track_objects

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.taxonomy import RIDDEN
+from contracts.taxonomy import RIDDEN
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from models.cues.kinematics import KinematicsSpec, TrackKinematics, track_kinematics
 from models.cues.riders import RiderSpec, rider_class
-from models.sequences import ClipObjects
+from contracts.sequences import ClipObjects
 
 
 _COCO_OF = {"pedestrian": "person", "bicycle": "bicycle", "vehicle": "car"}  # objects rows without the label

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.taxonomy import CLASSES
+from contracts.columns import MOTION_GRIDS, MOTION_SCALARS  # noqa: F401  (the heads' view of the motion columns)
+from contracts.taxonomy import CLASSES
 
 CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 BACKGROUND = CLASS_INDEX["background"]
-MOTION_SCALARS = ("ego_speed", "ego_yaw", "ego_pitch", "residual_rms", "looming")
-MOTION_GRIDS = ("fg_energy", "fg_area", "fg_expansion")
 
 
 @dataclass

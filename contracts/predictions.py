@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.taxonomy import CLASSES
+from contracts.taxonomy import CLASSES
 
 
 @dataclass
