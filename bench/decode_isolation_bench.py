@@ -21,8 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def featurize_once(clips: str, db: str, in_process: bool) -> dict:
-    from flows.featurize import FeaturizeConfig, run_featurize
-    from flows.ingest import run_ingest
+    from pipeline.featurize_config import FeaturizeConfig
+    from steps.featurize import run_featurize
+    from steps.ingest import run_ingest
     from pipeline.embed import ClipSpec
 
     run_ingest([clips], db=db)

@@ -37,9 +37,10 @@ def _gpu_peak_mib() -> float | None:
 
 def run_ours(clips: Path, device: str, decoder: str, batch: int) -> dict:
     from catalog import Catalog
-    from flows.featurize import FeaturizeConfig, run_featurize
-    from pipeline.featurize_config import clip_model
-    from flows.ingest import run_ingest
+    from pipeline.featurize_config import FeaturizeConfig
+    from steps.featurize import run_featurize
+    from pipeline.featurize_models import clip_model
+    from steps.ingest import run_ingest
     from pipeline.embed import ClipSpec
 
     db = str(Path(tempfile.mkdtemp()) / "bench.duckdb")

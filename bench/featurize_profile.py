@@ -36,7 +36,8 @@ def profile(paths: list[Path], engine: str) -> tuple[dict[str, float], float]:
     from catalog.spill import SpillFolder
     from pipeline.decode import make_decoder
     from pipeline.embed import embed_frames, to_model_input
-    from pipeline.featurize_config import FeaturizeConfig, clip_model, feature_set_identity, object_detector
+    from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
+    from pipeline.featurize_models import clip_model, object_detector
     from pipeline.featurize_options import FeaturizeOptions
     from pipeline.motion import motion_in_batches
     from pipeline.objects import ObjectStage, frame_summary

@@ -32,7 +32,7 @@ from bench.featurize_profile import CLIPS  # noqa: E402
 
 def nearmiss(engine: str, stages: str | None = None):
     def cmd(db: str, paths: list[str]) -> list[str]:
-        return [NEARMISS, "--db", db, "featurize", "--direct", "--untrained", "--device", "cpu", "--engine", engine,
+        return [NEARMISS, "--db", db, "featurize", "--untrained", "--device", "cpu", "--engine", engine,
                 "--detector", f"darknet:{YOLO}"] + (["--stages", stages] if stages else [])
     return cmd
 
@@ -52,7 +52,7 @@ def main() -> None:
         sys.exit("needs ../shared/data/real_dashcam and ../shared/models/yolo_fastest")
     work = Path(tempfile.mkdtemp(prefix="nm-vs-script-"))
     template = work / "ingested.duckdb"
-    subprocess.run([NEARMISS, "--db", str(template), "ingest", *paths, "--direct"], check=True,
+    subprocess.run([NEARMISS, "--db", str(template), "ingest", *paths], check=True,
                    capture_output=True, env={**__import__("os").environ, "CI": "1"})
     from catalog import Catalog
     with Catalog(str(template)).read() as con:

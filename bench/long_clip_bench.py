@@ -87,8 +87,8 @@ class TreePeak:
 
 
 def featurize_one(clip: str, fps: float, window_s: float) -> dict:
-    from flows.featurize import FeaturizeConfig, run_featurize
-    from flows.ingest import run_ingest
+    from steps.featurize import FeaturizeConfig, run_featurize
+    from steps.ingest import run_ingest
     from pipeline.decode import DecodeSpec
     from pipeline.embed import ClipSpec
 

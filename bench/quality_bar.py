@@ -4,8 +4,8 @@ Prints a markdown table (the numbers the heads issue asks for). Build the catalo
 
     nearmiss synth qbar/clips --n 500 --seed 90210 --width 480 --height 270 --fps 15 \
         --min-duration 5 --max-duration 6
-    nearmiss --db qbar/qbar.duckdb ingest qbar/clips --labels qbar/clips/labels.csv --direct
-    nearmiss --db qbar/qbar.duckdb featurize --untrained --direct
+    nearmiss --db qbar/qbar.duckdb ingest qbar/clips --labels qbar/clips/labels.csv
+    nearmiss --db qbar/qbar.duckdb featurize --untrained
     python bench/quality_bar.py --db qbar/qbar.duckdb
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.train import TrainConfig, run_evaluate, run_train  # noqa: E402
+from steps.train import TrainConfig, run_evaluate, run_train  # noqa: E402
 from models.evaluation import summary_line  # noqa: E402
-from models.training import TrainSpec  # noqa: E402
+from models.train_spec import TrainSpec  # noqa: E402
 
 ORDER = ("recognition", "detection", "motion3d", "fusion", "zeroshot")
 

@@ -35,8 +35,9 @@ SHARED = ROOT.parent / "shared"
 
 from catalog import Catalog  # noqa: E402
 from catalog.head_inputs import load_sequences  # noqa: E402
-from flows.featurize import FeaturizeConfig, run_featurize  # noqa: E402
-from flows.ingest import run_ingest  # noqa: E402
+from pipeline.featurize_config import FeaturizeConfig  # noqa: E402
+from steps.featurize import run_featurize  # noqa: E402
+from steps.ingest import run_ingest  # noqa: E402
 from models.calibration import DEFAULT_ALARMS_PER_HOUR, calibrate, poisson_interval  # noqa: E402
 from models.heads import get_head  # noqa: E402
 from models.metrics import roc_auc  # noqa: E402

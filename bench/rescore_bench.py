@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from catalog import Catalog  # noqa: E402
 from catalog.features import float_lists, register_feature_set  # noqa: E402
 from catalog.head_inputs import load_sequences  # noqa: E402
-from flows.score import run_rescore, run_score  # noqa: E402
-from flows.train import TrainConfig, run_train  # noqa: E402
-from models.training import TrainSpec  # noqa: E402
+from steps.score import run_rescore, run_score  # noqa: E402
+from steps.train import TrainConfig, run_train  # noqa: E402
+from models.train_spec import TrainSpec  # noqa: E402
 from pipeline.labels import CLASSES  # noqa: E402
 
 FS = "bench0000000000"

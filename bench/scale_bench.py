@@ -59,7 +59,7 @@ def main() -> None:
         db, workers, threads, device = a.one
         print(json.dumps(run_one(db, int(workers), threads == "1", device, a.chunk_clips)))
         return
-    from flows.ingest import run_ingest
+    from steps.ingest import run_ingest
 
     work = Path(tempfile.mkdtemp(prefix="scale_bench_"))
     clips = a.clips or _synth(work / "clips", a.n)

@@ -24,12 +24,16 @@ from prefect import flow, task
 from catalog import Catalog, default_db_path
 from catalog.features import features_stored
 from catalog.heads import predictions_stored
-from flows.featurize import FeaturizeConfig, featurize_batch, run_featurize
-from flows.ingest import IngestConfig, run_ingest
-from flows.lineage import tracked_run
 from flows.orchestration import catalog_identity, chunk_key, ensure_gpu_limit, gpu_slot, retry_transient
-from flows.score import _score_chunk, run_score
+from pipeline.featurize_config import FeaturizeConfig
 from pipeline.featurize_options import FeaturizeOptions, Spread
+from pipeline.specs import IngestConfig
+from steps.executor import PrefectTasks
+from steps.featurize import featurize_batch, run_featurize
+from steps.ingest import run_ingest
+from steps.lineage import tracked_run
+from steps.options import IngestOptions
+from steps.score import run_score, score_chunk
 
 CACHE_FOR = timedelta(days=30)
 
@@ -68,9 +72,9 @@ def featurize_chunk(db: str, clips: list, cfg: FeaturizeConfig, fs_id: str, cata
 
 @task(name="score-chunk", cache_key_fn=_score_key, cache_expiration=CACHE_FOR, persist_result=True,
       retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def score_chunk(db: str, row, head, clip_ids: list[str], run_id: str | None, catalog_id: str) -> tuple[int, int]:
+def score_chunk_cached(db: str, row, head, clip_ids: list[str], run_id: str | None, catalog_id: str) -> tuple[int, int]:
     with gpu_slot():
-        return _score_chunk(db, row, head, clip_ids, run_id)
+        return score_chunk(db, row, head, clip_ids, run_id)
 
 
 def featurize_cached(db: str, clips: list, cfg: FeaturizeConfig, fs_id: str, catalog_id: str) -> list:
@@ -84,12 +88,28 @@ def featurize_cached(db: str, clips: list, cfg: FeaturizeConfig, fs_id: str, cat
 
 
 def score_cached(db: str, row, head, ids: list[str], run_id: str | None, catalog_id: str) -> tuple[int, int]:
-    out = score_chunk(db, row, head, ids, run_id, catalog_id)
+    out = score_chunk_cached(db, row, head, ids, run_id, catalog_id)
     with Catalog(db).read() as con:
         stored = predictions_stored(con, row.name, row.version, ids)
     if stored < len(ids):
-        out = score_chunk.with_options(refresh_cache=True)(db, row, head, ids, run_id, catalog_id)
+        out = score_chunk_cached.with_options(refresh_cache=True)(db, row, head, ids, run_id, catalog_id)
     return out
+
+
+class PipelineTasks(PrefectTasks):
+    """Prefect tasks, with featurize and score chunks cached by the catalog's identity and content and
+    holding the GPU slot."""
+
+    def __init__(self, catalog_id: str):
+        super().__init__()
+        self.catalog_id = catalog_id
+
+    def run(self, fn, *args, **kwargs):
+        if fn is featurize_batch:   # (db, clips, cfg, fs_id, progress)
+            return featurize_cached(*args[:4], self.catalog_id)
+        if fn is score_chunk:       # (db, row, head, clip_ids, run_id)
+            return score_cached(*args, self.catalog_id)
+        return super().run(fn, *args, **kwargs)
 
 
 def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = None,
@@ -101,17 +121,14 @@ def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = N
     params = {"paths": paths, "labels": labels, "heads": heads, "features": asdict(features)}
     with tracked_run(catalog, "pipeline", params) as run:
         s = PipelineSummary(run_id=run.id)
-        ing = run_ingest(paths, db=db, labels=labels, cfg=ingest, use_prefect=True)
+        ing = run_ingest(paths, db=db, labels=labels, cfg=ingest, executor=PrefectTasks())
         s.files, s.new, s.failed = ing.files, ing.new, ing.failed + ing.known_failed
         s.skipped = ing.unchanged + ing.duplicate
         s.still_writing = ing.still_writing
-        catalog_id = catalog_identity(db)
-        fz = run_featurize(db, features, use_prefect=True, chunk=chunk, spread=spread,
-                           run_chunk=lambda db, clips, cfg, fs_id: featurize_cached(db, clips, cfg, fs_id, catalog_id))
+        tasks = PipelineTasks(catalog_identity(db))
+        fz = run_featurize(db, features, executor=tasks, chunk=chunk, spread=spread)
         s.featurized, s.featurize_failed = fz.done, fz.failed
-        scored = run_score(db, heads, require_heads=False,
-                           run_chunk=lambda db, row, head, ids, run_id: score_cached(db, row, head, ids, run_id,
-                                                                                    catalog_id))
+        scored = run_score(db, heads, require_heads=False, executor=tasks)
         s.scored = {r.model: r.clips for r in scored}
         s.incidents = sum(r.incidents for r in scored)
         run.counts = s.counts()
@@ -125,11 +142,9 @@ def run_pipeline(paths: list[str], db: str | None = None, labels: str | None = N
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(paths: list[str], db: str | None = None, labels: str | None = None,
-                  featurize: FeaturizeOptions = FeaturizeOptions(), heads: list[str] | None = None,
-                  settle_s: float = 0.0) -> dict:
-    """Ingest new clips from `paths`, featurize what lacks features, score with the newest heads.
-
-    settle_s: files modified more recently are still being copied in and wait for the next run."""
-    s = run_pipeline(paths, db, labels, ingest=IngestConfig(settle_s=settle_s), features=featurize.config(),
+                  ingest: IngestOptions = IngestOptions(), featurize: FeaturizeOptions = FeaturizeOptions(),
+                  heads: list[str] | None = None) -> dict:
+    """Ingest new clips from `paths`, featurize what lacks features, score with the newest heads."""
+    s = run_pipeline(paths, db, labels, ingest=ingest.config(), features=featurize.config(),
                      heads=heads, spread=featurize.spread())
     return {**s.counts(), "run_id": s.run_id}

@@ -103,7 +103,7 @@ def default_report_head(candidates: list[tuple[str, bool, int]]) -> str | None:
     to learn that compares random CLIP embeddings, like zero-shot prompts); then the most incidents."""
     def order(c: tuple[str, bool, int]):
         name, untrained, count = c
-        info = _HEADS.get(name)
+        info = head_info(name)
         rank = info.report_rank if info and info.report_rank is not None else float("inf")
         meaningless = bool(info and "embeddings" in info.needs and not info.trainable and untrained)
         return rank, meaningless, -count, name
@@ -122,6 +122,11 @@ def head_from_payload(payload: dict):
     if kind not in _KINDS:
         raise ValueError(f"unknown head kind {kind!r} in weights file; known: {', '.join(_KINDS)}")
     return _KINDS[kind].from_payload(payload)
+
+
+def head_info(name: str) -> HeadInfo | None:
+    """A head as registered (its module imported), else as its module declares it (read without importing)."""
+    return _HEADS.get(name) or declared_heads().get(name)
 
 
 def head_modules() -> dict[str, list[str]]:

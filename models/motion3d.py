@@ -21,7 +21,8 @@ from models.head_registry import register_head
 from contracts.predictions import ClipPrediction
 from contracts.sequences import BACKGROUND, ClipLabel, Sequences
 from models.evaluation import evaluate
-from models.training import TrainResult, TrainSpec, class_targets, seeded
+from models.training import TrainResult, class_targets, seeded
+from models.train_spec import TrainSpec
 
 with warnings.catch_warnings():  # pytorchvideo uses torch.jit.script, which warns on import
     warnings.simplefilter("ignore", FutureWarning)

@@ -26,7 +26,8 @@ from models.events import EventSpec, extract_events
 from contracts.predictions import ClipPrediction
 from contracts.sequences import BACKGROUND, ClipLabel, Sequences, step_targets
 from models.evaluation import evaluate
-from models.training import TrainResult, TrainSpec, class_targets, seeded, tune_events
+from models.training import TrainResult, class_targets, seeded, tune_events
+from models.train_spec import TrainSpec
 
 N_CLASSES = 4
 GRID_CELLS = 49  # EmbCLIP grids are 7 x 7

@@ -11,24 +11,10 @@ import torch
 
 from contracts.predictions import ClipPrediction
 from contracts.sequences import CLASS_INDEX, ClipLabel
-from models.calibration import DEFAULT_ALARMS_PER_HOUR
 from models.events import EventSpec, extract_events
 from models.metrics import Event, event_f1
 
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    epochs: int = 80
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.02
-    patience: int = 15            # epochs without a better validation score before stopping
-    seed: int = 0
-    aux_weight: float = 0.5       # the other output's loss, as a multi-task regulariser
-    positive_weight: float = 2.0  # per-step loss weight of near-miss steps (they are the minority)
-    alarms_per_hour: float = DEFAULT_ALARMS_PER_HOUR  # false-alarm budget of heads calibrated on normal driving
 
 
 @dataclass

@@ -20,132 +20,171 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when i
     signal.signal(signal.SIGINT, _quiet_interrupt)
 
 from catalog import default_db_path
-from models.calibration import DEFAULT_ALARMS_PER_HOUR
-from pipeline.featurize_options import add_arguments as add_featurize_arguments
-from pipeline.featurize_options import from_arguments as featurize_options
+from contracts.options import add_arguments, from_arguments
+from models.head_registry import declared_heads
+from steps.options import FeaturizeOptions, IngestOptions, TrainOptions
+
+EXAMPLES = {
+    "synth": "nearmiss synth clips/ --n 24",
+    "ingest": "nearmiss ingest ~/clips --labels ~/clips/labels.csv",
+    "featurize": "nearmiss featurize --stages motion,objects --detector darknet:~/models/yolo_fastest",
+    "search": "nearmiss search 'a cyclist crossing' --k 5",
+    "train": "nearmiss train --head recognition",
+    "evaluate": "nearmiss evaluate --head recognition@2 --format json",
+    "score": "nearmiss score --head conflict",
+    "rescore": "nearmiss rescore --head conflict --where \"c.path LIKE '%night%'\"",
+    "report": "nearmiss report --out report/",
+    "review": "nearmiss review --limit 20",
+    "snapshot": "nearmiss snapshot",
+    "check": "nearmiss check",
+    "query": "nearmiss query \"SELECT model_name, count(*) FROM latest_incidents GROUP BY 1\"",
+    "demo": "nearmiss demo --n 40",
+}
 
 
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=argparse.SUPPRESS,
-                   help="catalog file (default: $NEARMISS_DB or ./nearmiss.duckdb)")
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default after its help (when it has one worth saying), and the epilog as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or "default" in text or default in (None, False, argparse.SUPPRESS) \
+                or action.option_strings == [] or isinstance(action, argparse._HelpAction):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _common(with_prefect: bool = False) -> argparse.ArgumentParser:
+    """The flags every command takes, after its name too (`nearmiss ingest --db x.duckdb ...`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--db", default=argparse.SUPPRESS, help="catalog file (default: $NEARMISS_DB or ./nearmiss.duckdb)")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bar, notes or Prefect logs below WARNING; errors still say what went wrong")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="more detail: every training epoch, Prefect's DEBUG logs")
+    if with_prefect:
+        p.add_argument("--prefect", action="store_true", default=argparse.SUPPRESS,
+                       help="run as a Prefect flow (a temporary Prefect server when PREFECT_API_URL is not set; "
+                            "with it set, runs are always recorded there)")
+    return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("nearmiss")
+    except PackageNotFoundError:   # run from a checkout that was not installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nearmiss", description=__doc__)
+    parser = argparse.ArgumentParser(prog="nearmiss", description=__doc__, formatter_class=_Help,
+                                     epilog="examples:\n  " + "\n  ".join(EXAMPLES[c] for c in
+                                                                          ("ingest", "featurize", "score", "report")))
     parser.add_argument("--db", default=None, help="catalog file (default: $NEARMISS_DB or ./nearmiss.duckdb)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an expected error")
+    parser.add_argument("--version", action="version", version=f"nearmiss {_version()}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, notes or Prefect logs below "
+                        "WARNING")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more detail: every training epoch, Prefect's "
+                        "DEBUG logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    heads = " | ".join(declared_heads())
 
-    p = sub.add_parser("synth", help="render labelled synthetic dashcam clips")
+    def command(name: str, help: str, prefect: bool = False) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[_common(prefect)], formatter_class=_Help,
+                              epilog=f"example:\n  {EXAMPLES[name]}")
+
+    p = command("synth", "render labelled synthetic dashcam clips")
     p.add_argument("out_dir")
     p.add_argument("--n", type=int, default=8, help="number of clips (classes dealt in balance)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=360)
-    p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--min-duration", type=float, default=5.0)
-    p.add_argument("--max-duration", type=float, default=15.0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the scenes")
+    p.add_argument("--width", type=int, default=640, help="frame width in pixels")
+    p.add_argument("--height", type=int, default=360, help="frame height in pixels")
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second")
+    p.add_argument("--min-duration", type=float, default=5.0, help="shortest clip, seconds")
+    p.add_argument("--max-duration", type=float, default=15.0, help="longest clip, seconds")
     p.add_argument("--jobs", type=int, default=None, help="parallel renderers (default: all cores)")
 
-    p = sub.add_parser("ingest", help="add video files, folders or globs to the catalog")
-    _add_db(p)
+    p = command("ingest", "add video files, folders or globs to the catalog", prefect=True)
     p.add_argument("paths", nargs="+")
     p.add_argument("--labels", help="labels CSV: path (or file), class, event_start_s, event_end_s")
-    p.add_argument("--workers", type=int, default=2, help="files probed at once")
-    p.add_argument("--probe-timeout", type=float, default=120.0, help="seconds before a decoder counts as hung")
-    p.add_argument("--retry-failed", action="store_true", help="probe again files that failed before")
-    p.add_argument("--settle-s", type=float, default=0.0,
-                   help="skip files modified less than this many seconds ago (still being copied in); "
-                        "a later run takes them")
-    p.add_argument("--direct", action="store_true", help="run the same steps without Prefect (no server start)")
+    add_arguments(p, IngestOptions)
 
-    p = sub.add_parser("featurize", help="motion, CLIP/EmbCLIP and (with --detector) road-user features "
-                       "for clips that lack them")
-    _add_db(p)
-    add_featurize_arguments(p)
-    p.add_argument("--direct", action="store_true", help="run the same steps without Prefect")
+    p = command("featurize", "motion, CLIP/EmbCLIP and (with --detector) road-user features for clips that lack "
+                "them", prefect=True)
+    add_arguments(p, FeaturizeOptions)
 
-    p = sub.add_parser("search", help="find frames by text with the feature set's CLIP model")
-    _add_db(p)
+    p = command("search", "find frames by text with the feature set's CLIP model")
     p.add_argument("text")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=10, help="frames returned")
     p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     p.add_argument("--allow-untrained", action="store_true", help="search random CLIP embeddings anyway: every "
                    "row then says the similarity means nothing")
 
-    p = sub.add_parser("train", help="train a near-miss head on the catalog's labels and register a version")
-    _add_db(p)
-    p.add_argument("--head", required=True, help="recognition | detection | motion3d | zeroshot | fusion | ttc | "
-                   "conflict (heads that need no training only register their configuration)")
+    p = command("train", "train a near-miss head on the catalog's labels and register a version")
+    p.add_argument("--head", required=True, help=f"{heads} (heads that need no training only register their "
+                   "configuration)")
     p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
-    p.add_argument("--epochs", type=int, default=80, help="upper bound; early stopping on the val split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR,
-                   help="conflict: the false-alarm budget on the normal-driving clips labelled in the catalog; "
-                        f"the alarm level is set from them (default {DEFAULT_ALARMS_PER_HOUR:g})")
+    add_arguments(p, TrainOptions)
     p.add_argument("--store", default=None, help="model store folder (default: $NEARMISS_MODEL_STORE or "
                    "model_store/ beside the catalog)")
     p.add_argument("--pretrained", default=None, help="zeroshot: CLIP checkpoint file, when the feature set used one")
     p.add_argument("--allow-untrained", action="store_true", help="zeroshot on random CLIP weights anyway (tests, "
                    "benchmarks): every prediction says its scores mean nothing")
-    p.add_argument("--verbose", action="store_true", help="print every epoch")
 
-    p = sub.add_parser("evaluate", help="every evaluation measure of a head on the test split")
-    _add_db(p)
-    p.add_argument("--head", required=True, help="NAME or NAME@VERSION (default version: the newest)")
-    p.add_argument("--split", choices=["test", "val", "train"], default="test")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = command("evaluate", "every evaluation measure of a head on the test split")
+    p.add_argument("--head", required=True, help=f"NAME or NAME@VERSION (default version: the newest); NAME: {heads}")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split's clips")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
 
-    p = sub.add_parser("score", help="run heads over every clip with features and no prediction from them")
-    _add_db(p)
+    p = command("score", "run heads over every clip with features and no prediction from them", prefect=True)
     p.add_argument("--head", action="append", default=None,
-                   help="NAME[@VERSION], repeatable (default: the newest version of every trained head)")
+                   help=f"NAME[@VERSION], repeatable (default: the newest version of every trained head); NAME: {heads}")
     p.add_argument("--where", default=None, help="SQL predicate on clips, e.g. \"duration_s > 10\"")
-    p.add_argument("--direct", action="store_true", help="run the same steps without Prefect")
 
-    p = sub.add_parser("rescore", help="re-score clips with a head version from stored features (no decoding)")
-    _add_db(p)
-    p.add_argument("--head", required=True, help="NAME or NAME@VERSION (default version: the newest)")
+    p = command("rescore", "re-score clips with a head version from stored features (no decoding)")
+    p.add_argument("--head", required=True, help=f"NAME or NAME@VERSION (default version: the newest); NAME: {heads}")
     p.add_argument("--where", default=None, help="SQL predicate on clips (alias c), e.g. \"c.path LIKE '%%night%%'\"")
 
-    p = sub.add_parser("report", help="static HTML page of the top incidents and the evaluation")
-    _add_db(p)
+    p = command("report", "static HTML page of the top incidents and the evaluation")
     p.add_argument("--out", default="report", help="folder to write index.html and its images into")
     p.add_argument("--where", default=None, help="SQL predicate on clips (alias c) or incidents (alias i)")
-    p.add_argument("--head", default=None, help="head whose incidents to show (default: the one with most)")
+    p.add_argument("--head", default=None, help="head whose incidents to show (default: conflict, then ttc, when they "
+                   "have incidents; else the one with most)")
     p.add_argument("--limit", type=int, default=20, help="incidents shown")
 
-    p = sub.add_parser("review", help="review incidents in a local web page; verdicts become labels")
-    _add_db(p)
+    p = command("review", "review incidents in a local web page; verdicts become labels")
     p.add_argument("--out", default="review", help="folder for the page's frame strips and plots")
     p.add_argument("--head", default=None, help="head whose incidents to review (default: as the report)")
     p.add_argument("--limit", type=int, default=50, help="incidents on the page")
     p.add_argument("--reviewer", default="", help="name stored with each verdict (default: the login name)")
     p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1")
 
-    p = sub.add_parser("snapshot", help="publish NAME.snapshot.duckdb for the stock DuckDB CLI (flows do it too)")
-    _add_db(p)
+    p = command("snapshot", "publish NAME.snapshot.duckdb for the stock DuckDB CLI (flows do it too)")
     p.add_argument("--full", action="store_true", help="include the per-frame feature tables (large)")
 
-    p = sub.add_parser("check", help="read the whole catalog and verify every block's checksum")
-    _add_db(p)
+    command("check", "read the whole catalog and verify every block's checksum")
 
-    p = sub.add_parser("query", help="run read-only SQL against the catalog")
-    _add_db(p)
+    p = command("query", "run read-only SQL against the catalog")
     p.add_argument("sql")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     p.add_argument("--max-rows", type=int, default=200, help="table format only")
     p.add_argument("--timeout-s", type=float, default=None, help="stop the query after this many seconds "
                    "(default: NEARMISS_QUERY_TIMEOUT_S, 60); Ctrl-C stops it at once")
 
-    p = sub.add_parser("demo", help="the main job end to end on embedded defaults")
-    _add_db(p)
+    p = command("demo", "the main job end to end on embedded defaults, through Prefect's flows")
     p.add_argument("--out", default="demo_out", help="folder for the clips, the model store and the report")
     p.add_argument("--n", type=int, default=120, help="synthetic clips (classes dealt in balance)")
-    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--seed", type=int, default=2026, help="seeds the clips and the training")
     p.add_argument("--pretrained", default=None, help="CLIP RN50 checkpoint file; without it random weights")
     return parser
+
+
+def _use_prefect(args) -> bool:
+    """Run as Prefect flows: when asked, or when a Prefect server is configured (so runs are recorded there)."""
+    return bool(getattr(args, "prefect", False) or os.environ.get("PREFECT_API_URL"))
 
 
 def _db(args) -> str:
@@ -182,34 +221,31 @@ def _print_ingest(summary) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from flows.ingest import IngestConfig, ingest_flow, run_ingest
+    from steps.ingest import IngestSummary, run_ingest
 
-    cfg = IngestConfig(workers=args.workers, probe_timeout_s=args.probe_timeout, retry_failed=args.retry_failed,
-                       settle_s=args.settle_s)
-    if args.direct:
-        summary = run_ingest(args.paths, db=_db(args), labels=args.labels, cfg=cfg, show_progress=True)
-    else:
-        state = ingest_flow(args.paths, db=_db(args), labels=args.labels, workers=cfg.workers,
-                            probe_timeout_s=cfg.probe_timeout_s, retry_failed=cfg.retry_failed,
-                            settle_s=cfg.settle_s, progress=True)
-        from flows.ingest import IngestSummary
+    options = from_arguments(args, IngestOptions)
+    if _use_prefect(args):
+        from flows.ingest import ingest_flow
+        state = ingest_flow(args.paths, db=_db(args), labels=args.labels, options=options, progress=_progress(args))
         failures = [tuple(f) for f in state.pop("failures")]
-        run_id = state.pop("run_id")
-        summary = IngestSummary(run_id=run_id, failures=failures, **state)
+        summary = IngestSummary(run_id=state.pop("run_id"), failures=failures, **state)
+    else:
+        summary = run_ingest(args.paths, db=_db(args), labels=args.labels, cfg=options.config(),
+                             show_progress=_progress(args))
     return _print_ingest(summary)
 
 
 def cmd_featurize(args) -> int:
-    from flows.featurize import featurize_flow, run_featurize
-
-    options = featurize_options(args)
-    if args.direct:
-        s = run_featurize(_db(args), options.config(), show_progress=True, spread=options.spread(),
-                          chunk=options.chunk_clips)
-        counts, failures = s.counts(), s.failures
-    else:
-        counts = featurize_flow(_db(args), options, progress=True)
+    options = from_arguments(args, FeaturizeOptions)
+    if _use_prefect(args):
+        from flows.featurize import featurize_flow
+        counts = featurize_flow(_db(args), options, progress=_progress(args))
         failures = counts.pop("failures")
+    else:
+        from steps.featurize import run_featurize
+        s = run_featurize(_db(args), options.config(), show_progress=_progress(args), spread=options.spread(),
+                          chunk=options.chunk_clips, log=None if getattr(args, "quiet", False) else _note)
+        counts, failures = s.counts(), s.failures
     print(f"featurize: feature set {counts['feature_set_id']}: {counts['done']} clips done, {counts['failed']} failed, "
           f"{counts['frames']} frames in {counts['seconds']:.1f}s")
     if c := counts.get("cluster"):
@@ -224,7 +260,7 @@ def cmd_search(args) -> int:
     from catalog import Catalog
     from catalog.features import feature_set, search_frames
     from nearmiss.formatting import format_rows
-    from pipeline.featurize_config import clip_spec_of_feature_set
+    from pipeline.featurize_models import clip_spec_of_feature_set
     from pipeline.embed import embed_text, load_clip, resolve_device
 
     catalog = Catalog(_db(args))
@@ -250,14 +286,12 @@ def cmd_search(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from flows.train import TrainConfig, run_train
     from models.evaluation import summary_line
-    from models.training import TrainSpec
+    from steps.train import TrainConfig, run_train
 
-    cfg = TrainConfig(args.head, args.feature_set, TrainSpec(epochs=args.epochs, seed=args.seed,
-                                                             alarms_per_hour=args.alarms_per_hour),
-                      args.store, args.pretrained, args.allow_untrained)
-    report = run_train(_db(args), cfg, log=print if args.verbose else None)
+    cfg = TrainConfig(args.head, args.feature_set, from_arguments(args, TrainOptions).spec(), args.store,
+                      args.pretrained, args.allow_untrained)
+    report = run_train(_db(args), cfg, log=print if getattr(args, "verbose", False) else None)
     m = report.model
     print(f"trained {m.ref} ({m.kind}) on feature set {m.feature_set_id}: {report.splits['train']} train / "
           f"{report.splits['val']} val clips")
@@ -278,7 +312,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     import json
-    from flows.train import run_evaluate
+    from steps.train import run_evaluate
     from nearmiss.formatting import format_evaluation
 
     row, metrics = run_evaluate(_db(args), args.head, args.split)
@@ -296,13 +330,14 @@ def _print_score(r) -> None:
 
 
 def cmd_score(args) -> int:
-    from flows.score import HeadScore, run_score, score_flow
+    from steps.score import HeadScore, run_score
 
-    if args.direct:
-        results = run_score(_db(args), args.head, args.where, show_progress=True)
+    if _use_prefect(args):
+        from flows.score import score_flow
+        results = [HeadScore(d["model"], d["clips"], d["incidents"], d["seconds"], warning=d.get("warning"))
+                   for d in score_flow(_db(args), args.head, args.where, progress=_progress(args))]
     else:
-        results = [HeadScore(d["model"], d["clips"], d["incidents"], d["seconds"])
-                   for d in score_flow(_db(args), args.head, args.where, progress=True)]
+        results = run_score(_db(args), args.head, args.where, show_progress=_progress(args))
     for r in results:
         _print_score(r)
     return 0
@@ -311,8 +346,8 @@ def cmd_score(args) -> int:
 def cmd_rescore(args) -> int:
     from nearmiss.formatting import format_rows
 
-    from flows.score import run_rescore
-    r = run_rescore(_db(args), args.head, args.where, show_progress=True)
+    from steps.score import run_rescore
+    r = run_rescore(_db(args), args.head, args.where, show_progress=_progress(args))
     _print_score(r)
     rows = [(c, r.before.get(c, 0), r.after.get(c, 0), r.after.get(c, 0) - r.before.get(c, 0)) for c in r.after]
     sys.stdout.write(format_rows(["class", "before", "after", "change"], rows, "table"))
@@ -377,14 +412,24 @@ COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "featurize": cmd_featurize
             "query": cmd_query, "demo": cmd_demo}
 
 
-PREFECT_COMMANDS = {"ingest", "featurize", "score", "demo"}  # these run Prefect flows unless --direct
+def _progress(args) -> bool:
+    return not getattr(args, "quiet", False)
 
 
-def _prefect_defaults() -> None:
-    """Prefect's state beside the project (not ~/.prefect), and no telemetry from offline machines."""
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _prefect_defaults(args) -> None:
+    """Prefect's state beside the project (not ~/.prefect), no telemetry from offline machines, and its log
+    level from --quiet / --verbose (read when Prefect is first imported, so set before)."""
     os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    if getattr(args, "quiet", False):
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    elif getattr(args, "verbose", False):
+        os.environ["PREFECT_LOGGING_LEVEL"] = "DEBUG"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,18 +444,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    _prefect_defaults()
+    _prefect_defaults(args)
     import duckdb
     from catalog import CatalogDamaged, CatalogLocked, CatalogMissing, NotACatalog, SchemaTooNew
     from catalog.connection import damaged, is_damage
     from catalog.readonly import WriteRefused
-    from models.store import WeightsMismatch, WeightsMissing
-    from pipeline.detect import DetectorUnavailable
-    from pipeline.embed import WeightsUnavailable
-    from pipeline.labels import LabelsError
+    from contracts.errors import EXPECTED
 
-    expected = (WriteRefused, LabelsError, SchemaTooNew, NotACatalog, CatalogMissing, CatalogLocked, CatalogDamaged,
-                WeightsUnavailable, DetectorUnavailable, WeightsMismatch, WeightsMissing, ValueError)
+    expected = (WriteRefused, SchemaTooNew, NotACatalog, CatalogMissing, CatalogLocked, CatalogDamaged,
+                *EXPECTED, ValueError)
 
     def fail(message: str) -> int:
         if args.debug:
@@ -421,12 +463,14 @@ def _main(argv: list[str] | None) -> int:
         print(f"nearmiss {args.command}: {message}", file=sys.stderr)
         return 2
 
-    if not args.debug:
-        _quiet_prefect_tracebacks(expected)
     try:
-        if args.command in PREFECT_COMMANDS and not getattr(args, "direct", False):
+        if _use_prefect(args) or args.command == "demo":
             from flows.ephemeral import tie_temporary_server_to_this_process
             tie_temporary_server_to_this_process()
+            if not args.debug:
+                _quiet_prefect_tracebacks(expected)
+            with _logs_above_the_progress_bar():
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except expected as exc:
         return fail(str(exc))
@@ -442,6 +486,15 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, re-run to complete", file=sys.stderr)
         return 130
+
+
+def _logs_above_the_progress_bar():
+    """Prefect's console log lines printed through tqdm, so a line never lands in the middle of the bar."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    import prefect  # noqa: F401  (configures its loggers, whose console handlers are redirected)
+    names = ("prefect", "prefect.flow_runs", "prefect.task_runs")
+    return logging_redirect_tqdm([logging.getLogger(n) for n in names])
 
 
 def _quiet_prefect_tracebacks(expected: tuple) -> None:

@@ -19,10 +19,10 @@ from catalog import Catalog
 from catalog.readonly import run_query
 from flows.end_to_end import pipeline_flow
 from flows.score import score_flow
-from flows.train import TrainConfig, run_evaluate, run_train
+from steps.train import TrainConfig, run_evaluate, run_train
 from models.evaluation import summary_line
 from models.heads import get_head, list_heads
-from models.training import TrainSpec
+from models.train_spec import TrainSpec
 from nearmiss.formatting import format_rows
 from nearmiss.report import build_report
 from pipeline.featurize_options import FeaturizeOptions

@@ -19,7 +19,7 @@ from catalog import Catalog
 from catalog.readonly import check_predicate
 from catalog.report_data import (ReportIncident, TrackView, critical_track, heads_with_incidents, latest_evaluations,
                                  missed_events, motion_near, top_incidents)
-from models.head_registry import declared_heads, default_report_head
+from models.head_registry import default_report_head, head_info
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
 from pipeline.overlay import draw_box, encode_png, frame_strip, overlay_motion
 
@@ -234,7 +234,7 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
         evals.append({"ref": ref, "split": split, "clips": clips, "line": line, "image": image})
     page = out_dir / "index.html"
     untrained = bool(incidents) and incidents[0].untrained_features and \
-        "embeddings" in declared_heads()[incidents[0].model.split("@")[0]].needs
+        "embeddings" in head_info(incidents[0].model.split("@")[0]).needs
     page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where, missed=missed,
                                 head=incidents[0].model if incidents else None, untrained=untrained))
     return page

@@ -14,12 +14,7 @@ import numpy as np
 
 from pipeline.probe import (Timeline, backwards, main_video_stream, overlap_problem, packet_timeline,
                             timing_problem, untimed_rate)
-
-
-@dataclass(frozen=True)
-class DecodeSpec:
-    sample_fps: float = 4.0       # frames kept per second of video
-    height: int = 224             # decoded frame height; width keeps the aspect ratio (even)
+from pipeline.specs import DecodeSpec  # noqa: F401  (its stage's configuration, declared there)
 
 
 @dataclass

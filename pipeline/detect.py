@@ -79,15 +79,11 @@ class DarknetDetector:
                  input_size: int = 320, batch_size: int = 16, engine: str = "torch", device: str = "cpu"):
         import cv2
         self.cfg, self.weights = Path(cfg), Path(weights)
-        for p in (self.cfg, self.weights):
-            if not p.is_file():
-                raise DetectorUnavailable(f"Darknet detector file {p} is missing: pass --detector darknet:DIR "
-                                          "(a folder with one .cfg and its .weights) or darknet:CFG,WEIGHTS")
+        self.identity = darknet_identity(self.cfg, self.weights)
         names = self.cfg.parent / "coco.names"
         self.classes = [c.strip().replace(" ", "_") for c in names.read_text().splitlines() if c.strip()] \
             if names.is_file() else list(COCO80)
         self.min_score, self.nms_iou, self.input_size, self.batch_size = min_score, nms_iou, input_size, batch_size
-        self.identity = f"darknet:{self.cfg.stem}:{sha256_file(self.weights)[:16]}"
         self._cv2 = cv2
         self._local = threading.local()  # an OpenCV Net is not safe to share across threads
         self.engine, self._runner, self._heads = self._compile(engine, device)
@@ -219,6 +215,24 @@ def _darknet_files(arg: str) -> tuple[Path, Path]:
     # Several models in one folder: prefer the larger (xl) variant, the more accurate one.
     cfg = next((c for c in cfgs if c.stem.endswith("-xl")), cfgs[0])
     return cfg, cfg.with_suffix(".weights")
+
+
+def darknet_identity(cfg: Path, weights: Path) -> str:
+    """What a feature set records for a Darknet detector: its model and a hash of its weights."""
+    for p in (cfg, weights):
+        if not p.is_file():
+            raise DetectorUnavailable(f"Darknet detector file {p} is missing: pass --detector darknet:DIR "
+                                      "(a folder with one .cfg and its .weights) or darknet:CFG,WEIGHTS")
+    return f"darknet:{cfg.stem}:{sha256_file(weights)[:16]}"
+
+
+def detector_identity(spec: str) -> str:
+    """A detector's identity without building it (a Darknet one: no OpenCV, no torch); a torchvision one
+    is loaded to learn which weights its name stands for."""
+    backend, _, arg = spec.partition(":")
+    if backend == "darknet" and arg:
+        return darknet_identity(*_darknet_files(arg))
+    return make_detector(spec).identity
 
 
 def make_detector(spec: str, device: str = "cpu", min_score: float = 0.25, input_size: int = 320,

@@ -19,14 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from contracts.errors import WeightsUnavailable  # noqa: F401  (raised here; declared with the other expected errors)
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    model: str = "RN50"
-    pretrained: str | None = "openai"   # open_clip tag, or a local checkpoint path
-    untrained: bool = False             # random weights: only for tests and benchmarks, recorded in the feature set
-    embclip_channels: int = 32          # stored EmbCLIP channels after the fitted projection
+from contracts.projection import ChannelProjection
+from pipeline.specs import ClipSpec  # noqa: F401  (its stage's configuration, declared there)
 
 
 @dataclass
@@ -194,20 +188,6 @@ class _null:
 
     def __exit__(self, *a):
         return False
-
-
-@dataclass
-class ChannelProjection:
-    """PCA of grid channels: x (C) -> (x - mean) @ matrix (C, K)."""
-    mean: np.ndarray      # (C,)
-    matrix: np.ndarray    # (C, K)
-    fitted_on_frames: int
-
-    def apply(self, grids: np.ndarray) -> np.ndarray:
-        """(B, C, h, w) -> (B, K * h * w) float32, channel-major like the EmbCLIP compressor's output."""
-        b, c, h, w = grids.shape
-        x = grids.transpose(0, 2, 3, 1).reshape(-1, c) - self.mean
-        return (x @ self.matrix).reshape(b, h, w, -1).transpose(0, 3, 1, 2).reshape(b, -1).astype(np.float32)
 
 
 def fit_projection(grids: np.ndarray, k: int) -> ChannelProjection:

@@ -22,7 +22,8 @@ import numpy as np
 from pipeline.decode import make_decoder
 from pipeline.decode_child import ChildDecodeError, ChildDecoders, can_start_children
 from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_projection, resolve_device, to_model_input
-from pipeline.featurize_config import FeaturizeConfig, object_detector
+from pipeline.featurize_config import FeaturizeConfig
+from pipeline.featurize_models import object_detector
 from pipeline.motion import MotionFeatures, motion_in_batches
 from pipeline.objects import ObjectStage, frame_summary
 from contracts.settings import settings

@@ -21,18 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from contracts.columns import EGO_COLUMNS
-
-
-@dataclass(frozen=True)
-class MotionSpec:
-    width: int = 256              # flow is computed at this width (aspect kept)
-    grid: tuple[int, int] = (8, 12)  # rows, cols of the descriptor grid
-    stack: tuple[int, int] = (18, 32)  # rows, cols of the stored flow stacks
-    flow: str = "dis"             # dis (OpenCV, CPU) | torch (CUDA or CPU)
-    noise_px: float = 0.5         # flow error floor (pixels)
-    noise_rel: float = 0.25       # flow error that grows with the motion (fraction of background flow)
-    along_weight: float = 0.2     # how much residual along epipolar lines (static parallax, or looming) counts
-    fg_threshold: float = 1.0     # normalised residual counted as foreground
+from pipeline.specs import MotionSpec  # noqa: F401  (its stage's configuration, declared there)
 
 
 @dataclass

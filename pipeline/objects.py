@@ -18,26 +18,9 @@ import numpy as np
 
 from pipeline.detect import Detections
 from contracts.taxonomy import COCO_TO_CLASS, RIDDEN, ROAD_USERS
+from pipeline.specs import ObjectsSpec  # noqa: F401  (its stage's configuration, declared there)
 
 SUMMARY_SIZE = 8
-
-
-@dataclass(frozen=True)
-class ObjectsSpec:
-    """Everything that changes the stored objects; recorded in the feature set."""
-    detector: str                     # darknet:DIR | torchvision:NAME[:WEIGHTS]
-    fps: float = 10.0                 # detection rate (tracking needs more than the 4 fps of CLIP)
-    min_score: float = 0.25           # detections below this confidence are dropped by the detector
-    input_size: int = 320             # Darknet input (pixels, square); bench/detector_sizes.py measures others
-    track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
-    track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
-    lost_s: float = 0.7               # a track survives this long unseen
-    ttc_window_s: float = 0.8         # log-scale slope fitted over this window, centred
-    ttc_min_points: int = 4
-    min_rate: float = 0.05            # 1/s: slower growth counts as none (TTC infinite, 20 s and more)
-    corridor_half_width: float = 0.22  # of the frame width, at the bottom row
-    entering_horizon_s: float = 1.5
-    default_foe: tuple[float, float] = (0.5, 0.45)
 
 
 @dataclass

@@ -7,6 +7,23 @@ import pytest
 from pipeline.synth.dataset import make_dataset
 from pipeline.synth.scenario import SynthConfig
 
+# The default tier (`bash scripts/test.sh`) answers in about 3 minutes on 2 cores; the slow tier
+# (`bash scripts/test.sh -m slow`, which .ci/run runs too) holds every test that needs a featurized
+# catalog, a Prefect server, a Dask cluster, several processes of the CLI, the real clips or training.
+# Declared here once, by what a test uses, rather than remembered test by test.
+SLOW_FIXTURES = {"featurized", "catalog_copy", "prefect_server", "real_catalog"}
+SLOW_MODULES = {"test_deployments", "test_concurrency", "test_claims", "test_distributed", "test_real_dashcam",
+                "test_real_footage", "test_objects_real", "test_long_clips", "test_identity", "test_engines",
+                "test_heads"}
+
+
+@pytest.hookimpl(tryfirst=True)   # before `-m 'not slow'` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 REAL_DASHCAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_dashcam"
 # Small and short so the suite stays fast; the renderer is the same as the full-size default.
 TEST_SYNTH = SynthConfig(width=320, height=180, fps=15.0, min_duration_s=2.0, max_duration_s=3.0)
@@ -57,8 +74,9 @@ def isolated_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def featurized(tmp_path_factory):
     """24 labelled synthetic clips, ingested and featurized once (untrained CLIP); tests work on copies."""
-    from flows.featurize import FeaturizeConfig, run_featurize
-    from flows.ingest import run_ingest
+    from pipeline.featurize_config import FeaturizeConfig
+    from steps.featurize import run_featurize
+    from steps.ingest import run_ingest
     from pipeline.decode import DecodeSpec
     from pipeline.embed import ClipSpec
 

@@ -15,10 +15,11 @@ import pytest
 
 import pipeline.featurize_batch as featurize_batch
 from catalog import Catalog
-from flows.featurize import FeaturizeConfig, run_featurize
-from flows.ingest import run_ingest
-from flows.score import run_score
-from flows.train import TrainConfig, run_train
+from pipeline.featurize_config import FeaturizeConfig
+from steps.featurize import run_featurize
+from steps.ingest import run_ingest
+from steps.score import run_score
+from steps.train import TrainConfig, run_train
 from pipeline.decode import DecodeError, DecodeSpec, DecordDecoder, make_decoder
 from pipeline.embed import ClipSpec
 from pipeline.probe import timing_problem
@@ -244,7 +245,7 @@ def test_a_clip_too_short_to_judge_gets_no_incident_and_says_why(tmp_path, db, m
 
 
 def test_a_file_still_being_written_waits_for_the_next_run(clips, db):
-    from flows.ingest import IngestConfig
+    from pipeline.specs import IngestConfig
 
     fresh = sorted(clips.glob("*.mp4"))[0]
     old = time.time() - 600

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from catalog import Catalog
 from catalog.claims import ClaimOwner, claim_clips
-from flows.ingest import run_ingest
+from steps.ingest import run_ingest
 
 NEARMISS = str(Path(sys.executable).with_name("nearmiss"))
 
@@ -52,7 +52,7 @@ def test_claims_go_to_one_owner_and_lapse_when_it_is_gone(db):
 def test_two_featurize_processes_share_the_clips(clips, db):
     run_ingest([str(clips)], db=db)
     env = {**os.environ, "CI": "1"}
-    cmd = [NEARMISS, "--db", db, "featurize", "--untrained", "--fps", "4", "--device", "cpu", "--direct",
+    cmd = [NEARMISS, "--db", db, "featurize", "--untrained", "--fps", "4", "--device", "cpu",
            "--chunk-clips", "1", "--decode-in-process"]
     # A first run fits the feature set's projection (its first chunk covers those frames), so the two
     # below share clip by clip.

@@ -31,8 +31,8 @@ def test_readers_and_a_writer_at_the_same_time(clips, db, capsys):
     publish_snapshot(Catalog(db))
     env = {**os.environ, "CI": "1"}
     writer = subprocess.Popen(
-        ["bash", "-c", f"'{NEARMISS}' --db '{db}' ingest '{clips}' --direct --labels '{clips}/labels.csv' && "
-                       f"'{NEARMISS}' --db '{db}' featurize --untrained --fps 2 --device cpu --direct"],
+        ["bash", "-c", f"'{NEARMISS}' --db '{db}' ingest '{clips}' --labels '{clips}/labels.csv' && "
+                       f"'{NEARMISS}' --db '{db}' featurize --untrained --fps 2 --device cpu"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ours, theirs, failures = [], [], []
     while writer.poll() is None:
@@ -58,7 +58,7 @@ def test_a_cli_session_on_the_live_file_makes_the_writer_wait(clips, db):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
     t0 = time.monotonic()
-    assert main(["--db", db, "ingest", str(clips), "--direct"]) == 0
+    assert main(["--db", db, "ingest", str(clips)]) == 0
     out, err = holder.communicate(timeout=30)
     assert holder.returncode == 0, err
     assert time.monotonic() - t0 > 1.0   # it waited for the reader rather than failing

@@ -90,7 +90,7 @@ def test_deploy_all_and_a_worker_runs_the_pipeline(clips, tmp_path):
         procs.start("worker", "worker", "start", "--pool", "nearmiss-process", "--type", "process")
         params = {"paths": [str(clips)], "db": db, "labels": str(clips / "labels.csv"),
                   "featurize": {"untrained": True, "fps": 2.0, "device": "cpu"},
-                  "settle_s": 0}   # the clips were written a moment ago
+                  "ingest": {"settle_s": 0}}   # the clips were written a moment ago
         out = procs.run("deployment", "run", "pipeline/pipeline-nightly", "--params", json.dumps(params))
         assert "pipeline-nightly" in out
 

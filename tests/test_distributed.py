@@ -11,14 +11,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from prefect import flow
 
 from catalog import Catalog
 from catalog.merge import merge_staged
 from catalog.staging import MANIFEST, Staging
-from flows.featurize import FeaturizeConfig, feature_set_identity, run_featurize
-from flows.featurize_cluster import featurize_shard
-from flows.ingest import run_ingest
+from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
+from steps.featurize import run_featurize
+from steps.featurize_cluster import featurize_shard
+from steps.ingest import run_ingest
 from pipeline.decode import DecodeSpec
 from pipeline.embed import ClipSpec
 from pipeline.featurize_options import FeaturizeOptions, Spread
@@ -30,9 +30,9 @@ CFG = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fp
 THREADS = Spread(workers=2, cluster=None, threads=True, chunk_clips=2)
 
 
-@flow(name="featurize-test")
 def spread_featurize(db: str, spread: Spread) -> dict:
-    return run_featurize(db, CFG, use_prefect=True, spread=spread).__dict__
+    """Through Dask's own client: no Prefect server is needed (nor started) to spread the work."""
+    return run_featurize(db, CFG, spread=spread).__dict__
 
 
 def ingested(clips: Path, db: str) -> str:
@@ -67,7 +67,7 @@ def same_rows(a: list[tuple], b: list[tuple], atol: float = 1e-4) -> bool:
     return True
 
 
-def test_two_workers_store_what_one_process_stores(prefect_server, synth_dir, tmp_path):
+def test_two_workers_store_what_one_process_stores(synth_dir, tmp_path):
     one = ingested(synth_dir, str(tmp_path / "one.duckdb"))
     two = ingested(synth_dir, str(tmp_path / "two.duckdb"))
     single = run_featurize(one, CFG)
@@ -85,13 +85,13 @@ def _one_shard(synth_dir: Path, tmp_path: Path) -> tuple[str, Staging, str, str]
     db = ingested(synth_dir, str(tmp_path / "catalog.duckdb"))
     run_featurize(db, FeaturizeConfig(**{**CFG.__dict__, "limit": 2}))  # fits and stores the projection
     from catalog.features import clips_needing_features, load_projection
-    from pipeline.embed import ChannelProjection
+    from contracts.projection import ChannelProjection
     fs_id = feature_set_identity(CFG)[0]
     with Catalog(db).read() as con:
         pending = clips_needing_features(con, fs_id)[:2]
         projection = ChannelProjection(*load_projection(con, fs_id))
     staging = Staging(str(tmp_path / "staging"))
-    shard = featurize_shard.fn(staging, fs_id, pending, CFG, projection).path
+    shard = featurize_shard(staging, fs_id, pending, CFG, projection).path
     return db, staging, shard, fs_id
 
 
@@ -119,7 +119,7 @@ def test_a_half_written_shard_is_never_read(synth_dir, tmp_path):
 
 
 @pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
-def test_queries_work_while_workers_run(prefect_server, synth_dir, tmp_path):
+def test_queries_work_while_workers_run(synth_dir, tmp_path):
     db = ingested(synth_dir, str(tmp_path / "catalog.duckdb"))
     result = {}
     run = threading.Thread(target=lambda: result.update(spread_featurize(db, THREADS)))
@@ -135,7 +135,7 @@ def test_queries_work_while_workers_run(prefect_server, synth_dir, tmp_path):
 
 
 @pytest.mark.slow   # minutes on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
-def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(prefect_server, synth_dir, tmp_path):
+def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(synth_dir, tmp_path):
     """Worker processes (the point here): one is killed while it holds a chunk; Dask gives the chunk
     to another, and a re-run finds nothing left to do."""
     from distributed import Client, LocalCluster
@@ -174,8 +174,3 @@ def test_the_switch_is_one_option_and_stays_out_of_the_feature_set():
     assert spread.spread() == Spread(workers=4, cluster=None, threads=False, staging="s3://bucket/staging",
                                      chunk_clips=8)
     assert spread.config() == plain.config()  # where the work runs never changes the stored numbers
-
-
-def test_direct_mode_refuses_the_cluster_switch(db):
-    with pytest.raises(ValueError, match="drop --direct"):
-        run_featurize(db, CFG, spread=THREADS)

@@ -35,7 +35,7 @@ def test_another_applications_duckdb_file_is_refused_untouched(tmp_path, capsys,
     con.execute("CREATE TABLE accounts (id INT, owner VARCHAR)")
     con.close()
     before = _digest(other)
-    assert main(["--db", str(other), "ingest", str(clips), "--direct"]) == 2
+    assert main(["--db", str(other), "ingest", str(clips)]) == 2
     assert "another application" in _one_line(capsys, "ingest")
     assert main(["--db", str(other), "check"]) == 2
     assert _digest(other) == before
@@ -57,7 +57,7 @@ def test_a_damaged_catalog_is_named_before_anything_is_written(catalog_copy, cap
     assert "is damaged" in _one_line(capsys, "check")
     garbage = Path(catalog_copy).with_name("garbage.duckdb")
     garbage.write_bytes(b"not a database" * 100)
-    for argv in (["query", "SELECT count(*) FROM clips"], ["score", "--direct"], ["ingest", str(garbage), "--direct"]):
+    for argv in (["query", "SELECT count(*) FROM clips"], ["score"], ["ingest", str(garbage)]):
         assert main(["--db", str(garbage), *argv]) == 2
         assert "is damaged" in _one_line(capsys, argv[0])
     assert _digest(catalog_copy) == before
@@ -73,7 +73,7 @@ def test_a_truncated_catalog_is_one_line_for_every_command(catalog_copy, tmp_pat
         cut = tmp_path / f"cut_{keep}.duckdb"
         shutil.copy(catalog_copy, cut)
         os.truncate(cut, keep)
-        for argv in (["check"], ["query", "SELECT count(*) FROM clips"], ["score", "--direct"]):
+        for argv in (["check"], ["query", "SELECT count(*) FROM clips"], ["score"]):
             assert main(["--db", str(cut), *argv]) == 2, (keep, argv)
             assert "is damaged" in _one_line(capsys, argv[0])
         assert cut.stat().st_size == keep
@@ -82,12 +82,12 @@ def test_a_truncated_catalog_is_one_line_for_every_command(catalog_copy, tmp_pat
 def test_labels_pointed_at_another_file_do_not_echo_it(tmp_path, clips, db, capsys):
     secret = tmp_path / "secret.txt"
     secret.write_text("root:$6$s3cr3t-hash:19000:0:99999:7:::\nline two\n")
-    assert main(["--db", db, "ingest", str(clips), "--labels", str(secret), "--direct"]) == 2
+    assert main(["--db", db, "ingest", str(clips), "--labels", str(secret)]) == 2
     err = _one_line(capsys, "ingest")
     assert "s3cr3t" not in err and "19000" not in err and "not a labels CSV" in err
     binary = tmp_path / "x.bin"
     binary.write_bytes(bytes(range(256)) * 4)
-    assert main(["--db", db, "ingest", str(clips), "--labels", str(binary), "--direct"]) == 2
+    assert main(["--db", db, "ingest", str(clips), "--labels", str(binary)]) == 2
     _one_line(capsys, "ingest")
 
 
@@ -103,7 +103,7 @@ def test_a_moved_catalog_still_scores(catalog_copy, tmp_path, monkeypatch, capsy
     shutil.move(str(here / "model_store"), str(tmp_path / "elsewhere" / "model_store"))
     moved.mkdir()
     monkeypatch.chdir(moved)                       # a different working directory too
-    assert main(["--db", "../catalog.duckdb", "score", "--direct"]) == 0
+    assert main(["--db", "../catalog.duckdb", "score"]) == 0
     assert "zeroshot@1: 24 clips scored" in capsys.readouterr().out
     # NEARMISS_MODEL_STORE points elsewhere: honoured.
     shutil.move(str(tmp_path / "elsewhere" / "model_store"), str(tmp_path / "store2"))
@@ -119,12 +119,12 @@ def test_changed_weights_are_one_line(catalog_copy, tmp_path, capsys):
     capsys.readouterr()
     weights = tmp_path / "store" / "zeroshot" / "v1.pt"
     weights.write_bytes(weights.read_bytes() + b"x")
-    assert main(["--db", catalog_copy, "score", "--direct"]) == 2
+    assert main(["--db", catalog_copy, "score"]) == 2
     assert "does not match the SHA-256" in _one_line(capsys, "score")
 
 
 def test_score_with_no_heads_and_no_detector_says_how(catalog_copy, capsys):
-    assert main(["--db", catalog_copy, "score", "--direct"]) == 2
+    assert main(["--db", catalog_copy, "score"]) == 2
     err = _one_line(capsys, "score")
     assert "--detector" in err and "ttc" in err
 
@@ -158,7 +158,7 @@ def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypa
             pytest.fail(f"the duckdb CLI never took the catalog's lock: {holder.communicate()}")
         time.sleep(0.05)
     monkeypatch.setenv("NEARMISS_LOCK_TIMEOUT_S", "1")
-    assert main(["--db", db, "ingest", str(clips), "--direct"]) == 2
+    assert main(["--db", db, "ingest", str(clips)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("nearmiss: waiting for PID") and "Traceback" not in "".join(lines)
     err = lines[-1]
@@ -167,7 +167,7 @@ def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypa
     assert "stayed locked by PID" in err and "(duckdb)" in err and "NEARMISS_LOCK_TIMEOUT_S" in err
     monkeypatch.setenv("NEARMISS_LOCK_TIMEOUT_S", "60")
     threading.Timer(3.0, holder.stdin.close).start()   # the session ends a few seconds into the next run
-    assert main(["--db", db, "ingest", str(clips), "--direct"]) == 0   # waits, then completes
+    assert main(["--db", db, "ingest", str(clips)]) == 0   # waits, then completes
     assert "waiting for PID" in capsys.readouterr().err
     assert holder.wait(timeout=30) == 0
 
@@ -185,8 +185,8 @@ def test_full_disk_says_so_and_the_next_run_completes(tmp_path, clips):
         env = {**os.environ, "CI": "1"}
         run = lambda *a: subprocess.run([*NEARMISS, "--db", db, *a], capture_output=True, text=True, env=env,  # noqa: E731
                                         cwd=ROOT, timeout=600)
-        assert run("ingest", str(clips), "--direct").returncode == 0
-        full = run("featurize", "--untrained", "--fps", "4", "--direct")
+        assert run("ingest", str(clips)).returncode == 0
+        full = run("featurize", "--untrained", "--fps", "4")
         assert full.returncode == 2, full.stderr
         last = full.stderr.strip().splitlines()[-1]
         assert "disk is full" in last and "Traceback" not in full.stderr
@@ -196,7 +196,7 @@ def test_full_disk_says_so_and_the_next_run_completes(tmp_path, clips):
         # No temporary files; the catalog's own write-ahead log may hold committed work until a checkpoint.
         assert set(p.name for p in mnt.iterdir()) <= {"catalog.duckdb", "catalog.duckdb.wal", "catalog.snapshot.duckdb"}
         subprocess.run(["mount", "-o", "remount,size=200m", str(mnt)], check=True)
-        again = run("featurize", "--untrained", "--fps", "4", "--direct")
+        again = run("featurize", "--untrained", "--fps", "4")
         assert again.returncode == 0, again.stderr
         done = run("query", "SELECT count(*) FROM clip_features WHERE status = 'ok'", "--format", "csv")
         assert done.stdout.split() == ["count_star()", "8"]
@@ -205,11 +205,29 @@ def test_full_disk_says_so_and_the_next_run_completes(tmp_path, clips):
         subprocess.run(["umount", "-l", str(mnt)])
 
 
+def test_a_command_starts_no_prefect_server_unless_asked(clips, tmp_path):
+    """Plain commands run their steps in this process: no temporary server is started, and Prefect (and
+    torch, for the commands that read the catalog only) is never imported."""
+    db = str(tmp_path / "c.duckdb")
+    env = {**os.environ, "CI": "1"}
+    env.pop("PREFECT_API_URL", None)
+    probe = ("import sys; from nearmiss.cli import main; rc = main(sys.argv[1:]); "
+             "print('IMPORTED', sorted(m for m in ('prefect', 'torch', 'cv2') if m in sys.modules)); sys.exit(rc)")
+    run = lambda *a: subprocess.run([sys.executable, "-c", probe, "--db", db, *a], cwd=ROOT, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run("ingest", str(clips))
+    assert r.returncode == 0, r.stderr
+    assert "prefect" not in r.stdout.split("IMPORTED")[1]
+    for argv in (["query", "SELECT count(*) FROM clips"], ["check"], ["score", "--quiet"]):
+        r = run(*argv)
+        assert r.stdout.split("IMPORTED")[1].strip() == "[]", (argv, r.stdout, r.stderr)
+
+
 def test_killing_a_command_leaves_no_prefect_server(clips, tmp_path):
     db = str(tmp_path / "c.duckdb")
     env = {**os.environ, "CI": "1"}
     env.pop("PREFECT_API_URL", None)
-    cmd = subprocess.Popen([*NEARMISS, "--db", db, "ingest", str(clips)], cwd=ROOT, env=env,
+    cmd = subprocess.Popen([*NEARMISS, "--db", db, "ingest", str(clips), "--prefect"], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = None
     deadline = time.monotonic() + 90
@@ -248,10 +266,10 @@ def test_prefect_state_stays_in_the_project(db, monkeypatch):
 
 @pytest.mark.slow   # in the slow tier (bash scripts/test.sh -m slow)
 def test_an_expected_error_inside_a_prefect_flow_is_one_line_too(catalog_copy):
-    """Through a real flow run (not --direct): no Prefect traceback, no nanobind leak report at exit."""
+    """Through a real flow run (--prefect): no Prefect traceback, no nanobind leak report at exit."""
     env = {**os.environ, "CI": "1"}
     env.pop("PREFECT_API_URL", None)
-    r = subprocess.run([*NEARMISS, "--db", catalog_copy, "score"], cwd=ROOT, env=env, capture_output=True,
+    r = subprocess.run([*NEARMISS, "--db", catalog_copy, "score", "--prefect"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "nanobind" not in r.stderr, r.stderr[-2000:]

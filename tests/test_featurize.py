@@ -4,11 +4,13 @@ import shutil
 import numpy as np
 import pytest
 
-import flows.featurize as fz
+import steps.featurize as fz
 from catalog import Catalog
-from flows.featurize import FeaturizeConfig, featurize_flow, feature_set_identity, run_featurize
+from flows.featurize import featurize_flow
+from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
+from steps.featurize import run_featurize
 from pipeline.featurize_options import FeaturizeOptions
-from flows.ingest import run_ingest
+from steps.ingest import run_ingest
 from nearmiss.cli import main
 from pipeline.decode import DecodeSpec
 from pipeline.embed import ClipSpec, WeightsUnavailable, load_clip
@@ -115,13 +117,14 @@ def test_search_by_text_ranks_frames(clips, db, capsys):
     assert sims == sorted(sims, reverse=True) and all(-1 <= x <= 1 for x in sims)
 
 
-def test_missing_weights_is_a_clear_error_not_a_random_model(db, capsys, monkeypatch):
+def test_missing_weights_is_a_clear_error_not_a_random_model(db, clips, capsys, monkeypatch):
     import pipeline.embed as embed
     monkeypatch.setattr(embed, "_hub_reachable", lambda host="huggingface.co": False)  # as offline here
     with pytest.raises(WeightsUnavailable, match="--pretrained.*local checkpoint.*--untrained") as err:
         load_clip(ClipSpec(model="RN50", pretrained="openai"), device=__import__("torch").device("cpu"))
     assert "Tags open_clip knows for RN50: openai, yfcc15m, cc12m" in str(err.value)
-    assert main(["--db", db, "featurize", "--direct", "--device", "cpu"]) == 2
+    run_ingest([str(clips)], db=db)   # clips to featurize: the weights are needed (and missing)
+    assert main(["--db", db, "featurize", "--device", "cpu"]) == 2
     assert "no network" in capsys.readouterr().err
 
 

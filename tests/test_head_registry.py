@@ -114,8 +114,8 @@ def extra_head():
 
 
 def test_a_newly_registered_head_trains_scores_and_reloads_with_no_other_change(extra_head, catalog_copy):
-    from flows.score import run_score
-    from flows.train import TrainConfig, run_train
+    from steps.score import run_score
+    from steps.train import TrainConfig, run_train
 
     # it reads CLIP embeddings, and this catalog's are random: asked for explicitly (and said in every prediction)
     report = run_train(catalog_copy, TrainConfig(extra_head, allow_untrained=True), log=None)
@@ -133,8 +133,8 @@ def test_a_newly_registered_head_trains_scores_and_reloads_with_no_other_change(
 
 
 def test_a_newly_registered_head_is_evaluated_and_reported_with_no_other_change(extra_head, catalog_copy, tmp_path):
-    from flows.score import run_score
-    from flows.train import TrainConfig, run_evaluate, run_train
+    from steps.score import run_score
+    from steps.train import TrainConfig, run_evaluate, run_train
     from nearmiss.report import build_report
 
     run_train(catalog_copy, TrainConfig(extra_head, allow_untrained=True), log=None)

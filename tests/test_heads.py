@@ -6,15 +6,16 @@ import pytest
 
 from catalog import Catalog
 from catalog.splits import assign_splits, split_of
-from flows.score import run_rescore, run_score, score_flow
-from flows.train import TrainConfig, run_evaluate, run_train
+from flows.score import score_flow
+from steps.score import run_rescore, run_score
+from steps.train import TrainConfig, run_evaluate, run_train
 from models.motion3d import Motion3DConfig
 from models.store import WeightsMismatch, default_store, load_head
 from contracts.sequences import ClipLabel, Sequences
 from models.temporal import TemporalConfig
 from models.motion3d import train_motion3d
 from models.temporal import train_temporal
-from models.training import TrainSpec
+from models.train_spec import TrainSpec
 from nearmiss.cli import main
 from pipeline.labels import CLASSES
 
@@ -180,7 +181,7 @@ def test_zeroshot_motion3d_and_fusion_heads_score(catalog_copy, capsys):
     assert "trained zeroshot@1" in out and "trained fusion@1" in out
     (params,), = rows(db, "SELECT params FROM models WHERE name = 'fusion'")
     assert json.loads(params)["parts"] == ["recognition@1", "motion3d@1"]
-    assert main(["--db", db, "score", "--direct"]) == 0
+    assert main(["--db", db, "score"]) == 0
     assert "fusion@1: 24 clips scored" in capsys.readouterr().out
     assert rows(db, "SELECT model_name, count(*) FROM latest_predictions GROUP BY 1 ORDER BY 1") == [
         ("fusion", 24), ("motion3d", 24), ("recognition", 24), ("zeroshot", 24)]

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 import crashers
-import flows.ingest as ingest_mod
+import steps.ingest as ingest_mod
 import pipeline.examine as examine_mod
 from catalog import Catalog
-from flows.ingest import IngestConfig, ingest_batch, ingest_flow, run_ingest
+from flows.ingest import ingest_flow
+from pipeline.specs import IngestConfig
+from steps.ingest import ingest_batch, run_ingest
 from nearmiss.cli import main
 from pipeline.discover import discover
 from pipeline.labels import read_labels
@@ -178,7 +180,7 @@ def test_labels_naming_a_missing_clip_or_an_event_past_the_end(clips, db, capsys
         "synth_s11_00000.mp4,vehicle,0.5,1.0\n"
         "synth_s11_00001.mp4,vehicle,1.0,99.0\n"
         "not_there.mp4,pedestrian,1.0,2.0\n")
-    assert main(["--db", db, "ingest", "--direct", str(clips), "--labels", str(clips / LABELS_FILE)]) == 1
+    assert main(["--db", db, "ingest", str(clips), "--labels", str(clips / LABELS_FILE)]) == 1
     err = capsys.readouterr().out
     assert "labels.csv line 3 (synth_s11_00001.mp4): event ends at 99s, past the clip's end" in err
     assert "labels.csv line 4 (not_there.mp4): no ingested clip has this path or file name" in err
@@ -187,13 +189,13 @@ def test_labels_naming_a_missing_clip_or_an_event_past_the_end(clips, db, capsys
 
 def test_bad_labels_file_is_refused_before_anything_is_written(clips, db, capsys):
     (clips / "bad.csv").write_text("path,class,event_start_s,event_end_s\nsynth_s11_00000.mp4,truck,1,2\n")
-    assert main(["--db", db, "ingest", "--direct", str(clips), "--labels", str(clips / "bad.csv")]) == 2
+    assert main(["--db", db, "ingest", str(clips), "--labels", str(clips / "bad.csv")]) == 2
     assert "unknown class 'truck'" in capsys.readouterr().err
     assert not os.path.exists(db)
 
 
 RESUMABLE = """
-import sys, crashers, flows.ingest as m
+import sys, crashers, steps.ingest as m
 m.probe_video = crashers.slow_probe
 m.run_ingest([sys.argv[1]], db=sys.argv[2], cfg=m.IngestConfig(workers=1))
 """

@@ -9,8 +9,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from flows.featurize import FeaturizeConfig, run_featurize
-from flows.ingest import run_ingest
+from pipeline.featurize_config import FeaturizeConfig
+from steps.featurize import run_featurize
+from steps.ingest import run_ingest
 from pipeline.decode import DecodeSpec
 from pipeline.embed import ClipSpec
 
@@ -63,8 +64,9 @@ def _featurize_in_a_child(clip: Path, tmp_path: Path, budget_gb: float) -> dict:
     script = f"""
 import json, resource, sys
 sys.path.insert(0, {str(ROOT)!r})
-from flows.featurize import FeaturizeConfig, run_featurize
-from flows.ingest import run_ingest
+from pipeline.featurize_config import FeaturizeConfig
+from steps.featurize import run_featurize
+from steps.ingest import run_ingest
 from pipeline.decode import DecodeSpec
 from pipeline.embed import ClipSpec
 from bench.long_clip_bench import TreePeak

@@ -8,9 +8,10 @@ import pipeline.decode as decode_mod
 from catalog import Catalog
 from conftest import REAL_DASHCAM
 from flows import featurize as fz
-from flows.featurize import FeaturizeConfig, run_featurize
-from flows.ingest import run_ingest
-from flows.score import run_rescore, run_score
+from pipeline.featurize_config import FeaturizeConfig
+from steps.featurize import run_featurize
+from steps.ingest import run_ingest
+from steps.score import run_rescore, run_score
 from catalog.heads import ModelRow, register_model
 from models.store import save_head
 from models.ttc import TTCConfig, TTCHead

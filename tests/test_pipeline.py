@@ -6,8 +6,8 @@ from catalog import Catalog
 from flows.orchestration import GPU_LIMIT
 from flows.end_to_end import featurize_chunk, pipeline_flow
 from pipeline.featurize_options import FeaturizeOptions
-from flows.train import TrainConfig, run_train
-from models.training import TrainSpec
+from steps.train import TrainConfig, run_train
+from models.train_spec import TrainSpec
 
 ARGS = dict(featurize=FeaturizeOptions(untrained=True, fps=3.0, device="cpu", batch_size=32))
 
@@ -47,9 +47,9 @@ def test_featurize_chunks_are_cached_and_take_the_gpu_slot(prefect_server, clips
     from prefect.client.orchestration import get_client
 
     from catalog.features import clips_needing_features, register_feature_set
-    from flows.featurize import FeaturizeConfig, feature_set_identity
+    from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
     from flows.orchestration import ensure_gpu_limit
-    from flows.ingest import run_ingest
+    from steps.ingest import run_ingest
     from pipeline.decode import DecodeSpec
     from pipeline.embed import ClipSpec
 

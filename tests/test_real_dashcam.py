@@ -5,7 +5,7 @@ import pytest
 
 from catalog import Catalog
 from conftest import REAL_DASHCAM
-from flows.ingest import run_ingest
+from steps.ingest import run_ingest
 
 pytestmark = [pytest.mark.real_data,
               pytest.mark.skipif(not REAL_DASHCAM.is_dir(), reason="../shared/data/real_dashcam is absent")]
@@ -27,7 +27,8 @@ def test_real_clips_ingest_with_plausible_metadata(db):
 
 
 def test_real_clips_featurize(db):
-    from flows.featurize import FeaturizeConfig, run_featurize
+    from pipeline.featurize_config import FeaturizeConfig
+    from steps.featurize import run_featurize
     from pipeline.decode import DecodeSpec
 
     files = [r["file"] for r in csv.DictReader((REAL_DASHCAM / "labels.csv").open())]

@@ -25,9 +25,8 @@ def real_catalog(tmp_path_factory):
     db = str(root / "catalog.duckdb")
     labels = root / "labels.csv"
     labels.write_text(f"path,class,event_start_s,event_end_s,event_peak_s\n{NORMAL},background,,,\n")
-    assert main(["--db", db, "ingest", str(CRASH), str(NORMAL), "--labels", str(labels), "--direct"]) == 0
-    assert main(["--db", db, "featurize", "--stages", "motion,objects", "--detector", f"darknet:{YOLO}",
-                 "--direct"]) == 0
+    assert main(["--db", db, "ingest", str(CRASH), str(NORMAL), "--labels", str(labels)]) == 0
+    assert main(["--db", db, "featurize", "--stages", "motion,objects", "--detector", f"darknet:{YOLO}"]) == 0
     return db
 
 
@@ -44,7 +43,7 @@ def test_featurize_needs_no_clip_weights_and_records_its_stages(real_catalog):
 
 def test_heads_that_need_no_training_register_on_first_use(real_catalog, capsys):
     for head in ("ttc", "conflict"):
-        assert main(["--db", real_catalog, "score", "--head", head, "--direct"]) == 0
+        assert main(["--db", real_catalog, "score", "--head", head]) == 0
     with Catalog(real_catalog).read() as con:
         models = dict(con.execute("SELECT name, params FROM models").fetchall())
         preds = con.execute("SELECT model_name, count(*) FROM predictions GROUP BY ALL ORDER BY 1").fetchall()
@@ -58,7 +57,7 @@ def test_heads_that_need_no_training_register_on_first_use(real_catalog, capsys)
 
 
 def test_the_conflict_head_flags_the_real_crash_naming_who_and_not_normal_driving(real_catalog):
-    main(["--db", real_catalog, "score", "--head", "conflict", "--direct"])
+    main(["--db", real_catalog, "score", "--head", "conflict"])
     with Catalog(real_catalog).read() as con:
         rows = con.execute("SELECT regexp_extract(p.path, '[^/]+$'), p.predicted_class, i.peak_s, i.parties"
                            " FROM latest_predictions p LEFT JOIN latest_incidents i ON i.clip_id = p.clip_id"
@@ -84,7 +83,7 @@ def test_review_of_the_real_footage_turns_a_verdict_into_a_label(real_catalog, t
 
     from nearmiss.review import ReviewConfig, build_app
 
-    main(["--db", real_catalog, "score", "--head", "conflict", "--direct"])
+    main(["--db", real_catalog, "score", "--head", "conflict"])
     client = TestClient(build_app(ReviewConfig(real_catalog, str(tmp_path / "review"), reviewer="tester")))
     page = client.get("/")
     assert page.status_code == 200 and CRASH.name in page.text and "conflict@" in page.text
@@ -111,8 +110,8 @@ def test_default_options_with_a_detector_setting_leave_clip_out_offline(tmp_path
     monkeypatch.setattr(embed, "_hub_reachable", lambda host="huggingface.co": False)   # as offline here
     monkeypatch.setenv("NEARMISS_DETECTOR", f"darknet:{YOLO}")
     db = str(tmp_path / "catalog.duckdb")
-    assert main(["--db", db, "ingest", str(REAL_DASHCAM / "dad_000478.mp4"), "--direct"]) == 0
-    assert main(["--db", db, "featurize", "--direct"]) == 0
+    assert main(["--db", db, "ingest", str(REAL_DASHCAM / "dad_000478.mp4")]) == 0
+    assert main(["--db", db, "featurize"]) == 0
     assert "featurizing without CLIP (stages motion,objects)" in capsys.readouterr().err
     with Catalog(db).read() as con:
         (config,), = con.execute("SELECT config FROM feature_sets").fetchall()

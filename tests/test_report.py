@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from flows.score import run_score
-from flows.train import TrainConfig, run_evaluate, run_train
-from models.training import TrainSpec
+from steps.score import run_score
+from steps.train import TrainConfig, run_evaluate, run_train
+from models.train_spec import TrainSpec
 from nearmiss.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from catalog import Catalog
-from flows.score import run_score
-from flows.train import TrainConfig, run_train
-from models.training import TrainSpec
+from steps.score import run_score
+from steps.train import TrainConfig, run_train
+from models.train_spec import TrainSpec
 from nearmiss.review import ReviewConfig, build_app
 
 from cdp import CHROMIUM, Browser

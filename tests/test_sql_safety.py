@@ -90,7 +90,7 @@ def test_where_cannot_read_a_file(catalog_copy, capsys):
     """The deployment `where` oracle: a predicate over a file's contents must fail, not answer."""
     assert main(["--db", catalog_copy, "train", "--head", "zeroshot", "--allow-untrained"]) == 0
     leak = "starts_with((SELECT content FROM read_text('/etc/passwd')), 'root')"
-    assert main(["--db", catalog_copy, "score", "--direct", "--where", leak]) == 2
+    assert main(["--db", catalog_copy, "score", "--where", leak]) == 2
     err = capsys.readouterr().err
     assert "/etc/passwd" in err and "Traceback" not in err
     with Catalog(catalog_copy).read() as con:
@@ -98,7 +98,7 @@ def test_where_cannot_read_a_file(catalog_copy, capsys):
         # refused before it began: no run recorded for it
         assert con.execute("SELECT count(*) FROM runs WHERE flow = 'score'").fetchone()[0] == 0
     # An ordinary predicate still works.
-    assert main(["--db", catalog_copy, "score", "--direct", "--where", "c.duration_s > 0"]) == 0
+    assert main(["--db", catalog_copy, "score", "--where", "c.duration_s > 0"]) == 0
     assert main(["--db", catalog_copy, "rescore", "--head", "zeroshot", "--where", leak]) == 2
     assert main(["--db", catalog_copy, "report", "--out", str(Path(catalog_copy).parent / "r"),
                  "--where", leak]) == 2

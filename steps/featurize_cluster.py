@@ -1,6 +1,6 @@
-"""Featurize spread over a Dask cluster through Prefect's Dask task runner.
+"""Featurize spread over a Dask cluster (distributed's own client: no Prefect needed, none started).
 
-Each chunk of clips is one Prefect task on a Dask worker. The worker keeps its models loaded between
+Each chunk of clips is one Dask task on a worker. The worker keeps its models loaded between
 tasks, featurizes the chunk with the same batch featurizer as a single process, and writes the rows
 as one Parquet shard in the staging area; it never opens the catalog. This process (the driver)
 merges each shard as its task finishes: it is the only writer, so users' SQL keeps working while
@@ -12,66 +12,25 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
-import torch
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect_dask import DaskTaskRunner
+from distributed import Client, LocalCluster, as_completed
 
 from catalog import Catalog
-from catalog.features import PendingClip, clip_rows, failure_rows
+from catalog.features import PendingClip
 from catalog.merge import MergeCount, merge_or_reject
-from catalog.spill import ClipSpill, SpillFolder
+from catalog.sinks import FeatureSink
+from catalog.spill import SpillFolder
 from catalog.staging import ShardWriter, Staging, new_shard_id
-from pipeline.embed import ChannelProjection, resolve_device
-from pipeline.featurize_batch import BatchFeaturizer, ClipWork, FramePart, first_line
-from pipeline.featurize_config import FeaturizeConfig, clip_model, device_name
+from contracts.projection import ChannelProjection
+from pipeline.embed import resolve_device
+from pipeline.featurize_batch import BatchFeaturizer, first_line
+from pipeline.featurize_config import FeaturizeConfig
+from pipeline.featurize_models import clip_model, device_name
 from pipeline.featurize_options import Spread
-
-
-@dataclass
-class ShardSink:
-    """A worker's sink: each window's rows spilled to the worker's scratch disk, each finished clip
-    appended to the chunk's shard; never the catalog, and never a chunk's rows in memory."""
-    projection: ChannelProjection | None
-    fs_id: str
-    meta: dict
-    shard: ShardWriter
-    spill: SpillFolder
-    _clips: dict[str, ClipSpill] = field(default_factory=dict)
-
-    def stored_projection(self) -> ChannelProjection | None:
-        return self.projection
-
-    def keep_projection(self, fitted: ChannelProjection) -> ChannelProjection:
-        raise RuntimeError("a worker was sent clips before the feature set's EmbCLIP projection was fitted")
-
-    def window(self, work: ClipWork, part: FramePart) -> None:
-        clip = self._clips.get(work.clip.clip_id) or self._clips.setdefault(
-            work.clip.clip_id, self.spill.clip(work.clip.clip_id, self.fs_id))
-        clip.add(part.start, part.times, part.embedding, part.embclip, part.motion)
-
-    def done(self, work: ClipWork) -> None:
-        """The clip's rows as one process stores them, the status row last."""
-        spill = self._clips.pop(work.clip.clip_id)
-        for table, rows in spill.rows(work.object_summary):
-            self.shard.append(table, rows)
-        spill.remove()
-        for table, rows in clip_rows(work.clip.clip_id, self.fs_id, len(work.times),
-                                     {**self.meta, "decoder": work.decoder, "seconds": work.seconds},
-                                     work.objects).items():
-            self.shard.append(table, rows)
-
-    def failed(self, work: ClipWork) -> None:
-        if spill := self._clips.pop(work.clip.clip_id, None):
-            spill.remove()
-        for table, rows in failure_rows(work.clip.clip_id, self.fs_id, work.error, self.meta).items():
-            self.shard.append(table, rows)
 
 
 @dataclass(frozen=True)
@@ -82,7 +41,9 @@ class ShardDone:
     write_s: float       # on the worker: the Parquet shard
 
 
-@task(name="featurize-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+SHARD_RETRIES = 1   # a chunk whose worker died runs once more elsewhere; then it stays pending for the next run
+
+
 def featurize_shard(staging: Staging, fs_id: str, clips: list[PendingClip], cfg: FeaturizeConfig,
                     projection: ChannelProjection | None, torch_threads: int | None = None) -> ShardDone:
     """On a worker: featurize a chunk and leave it as one shard.
@@ -90,11 +51,13 @@ def featurize_shard(staging: Staging, fs_id: str, clips: list[PendingClip], cfg:
     torch_threads: Dask starts worker processes with one OpenMP thread; local workers share the cores."""
     started_at, t0 = time.time(), time.perf_counter()
     if torch_threads:
+        import torch
         torch.set_num_threads(torch_threads)
     model = clip_model(cfg.clip, cfg.device, cfg.engine)  # loaded once per worker process
     shard, spill = ShardWriter(staging, fs_id, new_shard_id()), SpillFolder(_scratch() / "nearmiss-spill")
     try:
-        sink = ShardSink(projection, fs_id, {"decoder": cfg.decoder, "device": device_name(cfg, model)}, shard, spill)
+        sink = FeatureSink(fs_id, {"decoder": cfg.decoder, "device": device_name(cfg, model)}, spill, shard=shard,
+                           projection=projection)
         BatchFeaturizer(cfg, model, sink).run(clips)
         t1 = time.perf_counter()
         path = shard.finish()
@@ -115,29 +78,28 @@ def _scratch() -> Path:
         return Path(tempfile.gettempdir())
 
 
-def task_runner(spread: Spread, cfg: FeaturizeConfig) -> DaskTaskRunner:
-    """An existing scheduler when given one; else a LocalCluster of `spread.workers` workers."""
+def dask_client(spread: Spread, cfg: FeaturizeConfig) -> Client:
+    """A client of an existing scheduler when given one; else of a LocalCluster of `spread.workers` workers."""
     if spread.cluster:
-        return DaskTaskRunner(address=spread.cluster)
-    kwargs = {"n_workers": spread.workers, "processes": not spread.threads, "threads_per_worker": 1,
-              "dashboard_address": None}
+        return Client(spread.cluster)
     if not spread.threads:  # worker processes start decode children: they may not be daemonic
         dask.config.set({"distributed.worker.daemon": False})
-    if not spread.threads and (api := _this_process_api_url()):
-        kwargs["env"] = {"PREFECT_API_URL": api}  # report to this run's server, not one temporary server each
-    if _on_gpu(cfg):
-        kwargs["resources"] = {"GPU": 1}
-    return DaskTaskRunner(cluster_kwargs=kwargs)
+    cluster = LocalCluster(n_workers=spread.workers, processes=not spread.threads, threads_per_worker=1,
+                           dashboard_address=None, resources={"GPU": 1} if _on_gpu(cfg) else None)
+    client = Client(cluster)
+    client.nearmiss_cluster = cluster   # closed with the client (dask_session)
+    return client
 
 
-def _this_process_api_url() -> str | None:
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
-
-    if url := get_current_settings().api.url:
-        return url
-    server = SubprocessASGIServer()  # the temporary server Prefect started for this process, if it did
-    return server.api_url if server.running else None
+@contextmanager
+def dask_session(spread: Spread, cfg: FeaturizeConfig):
+    client = dask_client(spread, cfg)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster := getattr(client, "nearmiss_cluster", None):
+            cluster.close()
 
 
 def _on_gpu(cfg: FeaturizeConfig) -> bool:
@@ -173,11 +135,10 @@ def featurize_on_cluster(catalog: Catalog, staging: Staging, fs_id: str, clips: 
     annotate = dask.annotate(resources={"GPU": 1}) if _on_gpu(cfg) else nullcontext()
     t0, submitted_at = time.perf_counter(), time.time()
     first_start = None
-    with task_runner(spread, cfg) as runner:
+    with dask_session(spread, cfg) as client:
         with annotate:
-            futures = {runner.submit(featurize_shard, {"staging": staging, "fs_id": fs_id, "clips": chunk,
-                                                       "cfg": cfg, "projection": projection,
-                                                       "torch_threads": threads}): chunk
+            futures = {client.submit(featurize_shard, staging, fs_id, chunk, cfg, projection, threads,
+                                     retries=SHARD_RETRIES, pure=False): chunk
                        for chunk in chunks}
         for future in as_completed(list(futures)):
             try:

@@ -6,6 +6,7 @@ snapshot (catalog/snapshot.py) so the stock DuckDB CLI sees the new rows.
 from __future__ import annotations
 
 import contextvars
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -24,6 +25,8 @@ class RunHandle:
 
 
 def _prefect_flow_run_id() -> str | None:
+    if "prefect" not in sys.modules:   # not in a flow run (and importing Prefect to learn that takes seconds)
+        return None
     try:
         from prefect.runtime import flow_run
         return str(flow_run.id) if flow_run.id else None

@@ -14,6 +14,9 @@ class Progress:
         self._bar = tqdm(total=total, desc=what, unit=unit, disable=not show, dynamic_ncols=True,
                          smoothing=0.1)
 
+    def clip_ended(self, clip_id: str, error: str | None, frames: int) -> None:
+        self.advance(1, **({"frames": frames} if frames else {}))
+
     def advance(self, n: int = 1, **postfix) -> None:
         self._bar.update(n)
         if postfix:

@@ -1,0 +1,72 @@
+"""What configures each featurize stage: the one source of its settings and defaults, and of the user
+options among them (contracts/options.py: `option(...)` fields become flags and flow parameters).
+
+Every field here except those marked "not in the identity" changes the stored numbers, so each is
+recorded in the feature set's identity (pipeline/featurize_config.py); tests/test_identity.py proves
+that changing any of them changes what featurize stores. No torch, OpenCV or Prefect here: the CLI
+reads these to build its flags and plan a run before loading any model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.options import option
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    sample_fps: float = option(4.0, "frames sampled per second of video (motion, CLIP)", name="fps", gt=0)
+    height: int = 224             # decoded frame height; width keeps the aspect ratio (even)
+
+
+@dataclass(frozen=True)
+class MotionSpec:
+    width: int = 256              # flow is computed at this width (aspect kept)
+    grid: tuple[int, int] = (8, 12)  # rows, cols of the descriptor grid
+    stack: tuple[int, int] = (18, 32)  # rows, cols of the stored flow stacks
+    flow: str = "dis"             # dis (OpenCV, CPU) | torch (CUDA or CPU)
+    noise_px: float = 0.5         # flow error floor (pixels)
+    noise_rel: float = 0.25       # flow error that grows with the motion (fraction of background flow)
+    along_weight: float = 0.2     # how much residual along epipolar lines (static parallax, or looming) counts
+    fg_threshold: float = 1.0     # normalised residual counted as foreground
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    model: str = option("RN50", "open_clip model name (a ResNet gives EmbCLIP grids too)")
+    pretrained: str | None = option("openai", "open_clip pretrained tag, or a local checkpoint path")
+    untrained: bool = option(False, "random CLIP weights: tests and benchmarks only (recorded in the feature set)")
+    embclip_channels: int = 32          # stored EmbCLIP channels after the fitted projection
+
+
+@dataclass(frozen=True)
+class ObjectsSpec:
+    """Everything that changes the stored objects; recorded in the feature set."""
+    detector: str                     # darknet:DIR | torchvision:NAME[:WEIGHTS]
+    fps: float = option(10.0, "detector frames per second (tracking needs more than fps)", name="object_fps", gt=0)
+    min_score: float = option(0.25, "detections less confident than this are dropped (0-1)",
+                              name="object_min_score", gt=0, lt=1)
+    input_size: int = option(320, "Darknet detector input size in pixels (416 finds more small road users and "
+                             "riders for about 1.7x the detector's time; bench/detector_sizes.py)",
+                             name="object_input", ge=128, multiple_of=32)
+    track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
+    track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
+    lost_s: float = 0.7               # a track survives this long unseen
+    ttc_window_s: float = 0.8         # log-scale slope fitted over this window, centred
+    ttc_min_points: int = 4
+    min_rate: float = 0.05            # 1/s: slower growth counts as none (TTC infinite, 20 s and more)
+    corridor_half_width: float = 0.22  # of the frame width, at the bottom row
+    entering_horizon_s: float = 1.5
+    default_foe: tuple[float, float] = (0.5, 0.45)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How ingest examines files (pipeline/examine.py) and batches them."""
+    workers: int = option(2, "files probed at once (each in its own decoder process)", ge=1)
+    probe_timeout_s: float = option(120.0, "seconds before a decoder counts as hung", gt=0)
+    max_file_bytes: int = 64 << 30     # larger files are refused, not read
+    retry_failed: bool = option(False, "probe again files whose bytes failed before")
+    batch_size: int = 256              # files per unit of work (a Prefect task in the flow)
+    settle_s: float = option(0.0, "skip files modified less than this many seconds ago (still being copied in); "
+                             "a later run takes them", ge=0)
