@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
-import pyarrow as pa
 
 from catalog.schema import migrate
 from contracts.settings import settings
@@ -34,6 +33,7 @@ STORAGE_COMPATIBILITY = "v1.5.0"
 @contextmanager
 def clip_id_table(con: duckdb.DuckDBPyConnection, ids: list[str], name: str = "_ids") -> Iterator[str]:
     """Register `ids` as a one-column table (clip_id) for a semi-join; unregistered on exit."""
+    import pyarrow as pa   # here, not at the top: `query` and `check` never need it (bench/cli_latency.py)
     con.register(name, pa.table({"clip_id": pa.array(ids, pa.string())}))
     try:
         yield name

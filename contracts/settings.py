@@ -14,13 +14,19 @@
 """
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import dataclasses
+import os
+import typing
+
+_TRUE = {"1", "true", "yes", "on"}
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NEARMISS_", extra="ignore")
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Read from the environment (NEARMISS_<NAME>, and CI) each time settings() is called.
 
+    A plain dataclass, not pydantic-settings: importing that costs about 0.3 s, paid by every command,
+    and the CLI answers a query in about half a second (bench/cli_latency.py)."""
     db: str = "nearmiss.duckdb"
     model_store: str | None = None
     lock_timeout_s: float = 600.0
@@ -29,14 +35,30 @@ class Settings(BaseSettings):
     query_timeout_s: float = 60.0
     claim_lease_s: float = 300.0
     engine_cache: str | None = None
+    ci: bool = False                  # from CI, the variable CI services set
 
     @property
     def engine_cache_dir(self) -> str:
         if self.engine_cache:
             return self.engine_cache
         return f"{self.model_store}/engines" if self.model_store else "~/.cache/nearmiss/engines"
-    ci: bool = Field(False, validation_alias=AliasChoices("CI"))
+
+
+def _parse(name: str, kind, text: str):
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    try:
+        if base is bool:
+            return text.strip().lower() in _TRUE
+        return base(text)
+    except ValueError:
+        raise ValueError(f"setting {name}={text!r} is not a {base.__name__}") from None
 
 
 def settings() -> Settings:
-    return Settings()
+    hints = typing.get_type_hints(Settings)
+    values = {}
+    for f in dataclasses.fields(Settings):
+        var = "CI" if f.name == "ci" else f"NEARMISS_{f.name.upper()}"
+        if (text := os.environ.get(var)) is not None:
+            values[f.name] = _parse(var, hints[f.name], text)
+    return Settings(**values)

@@ -18,6 +18,7 @@ choices, training, scoring, evaluation, the report, the demo and the weights sto
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +143,7 @@ def declared_heads() -> dict[str, HeadInfo]:
     return {info.name: info for infos in _declarations().values() for info in infos}
 
 
+@functools.lru_cache(maxsize=1)   # the modules' source does not change while a process runs
 def _declarations() -> dict[str, list[HeadInfo]]:
     here = Path(__file__).resolve().parent
     out = {}

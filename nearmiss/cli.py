@@ -20,9 +20,6 @@ if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when i
     signal.signal(signal.SIGINT, _quiet_interrupt)
 
 from catalog import default_db_path
-from contracts.options import add_arguments, from_arguments
-from models.head_registry import declared_heads
-from steps.options import FeaturizeOptions, IngestOptions, TrainOptions
 
 EXAMPLES = {
     "synth": "nearmiss synth clips/ --n 24",
@@ -48,7 +45,8 @@ class _Help(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if "%(default)" in text or "default" in text or default in (None, False, argparse.SUPPRESS) \
+        if "%(default)" in text or "default" in text or default is None or default is False \
+                or default == argparse.SUPPRESS \
                 or action.option_strings == [] or isinstance(action, argparse._HelpAction):
             return text
         return f"{text} (default: %(default)s)"
@@ -77,7 +75,22 @@ def _version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: list[str]) -> str | None:
+    """The command argv names (the first word that is not a global flag or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--db":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the flags of the command argv names (all commands' with argv None). Only that
+    command's are built: some come from option models and the head modules' declarations, which take
+    time to import, and `nearmiss query` answers in about half a second."""
+    only = (_command_in(argv) or "") if argv is not None else None   # "": no command named, none built
     parser = argparse.ArgumentParser(prog="nearmiss", description=__doc__, formatter_class=_Help,
                                      epilog="examples:\n  " + "\n  ".join(EXAMPLES[c] for c in
                                                                           ("ingest", "featurize", "score", "report")))
@@ -88,12 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "WARNING")
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail: every training epoch, Prefect's "
                         "DEBUG logs")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    heads = " | ".join(declared_heads())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
+
+    if only in (None, "train", "evaluate", "score", "rescore"):   # read from the head modules' source: 0.1 s
+        from models.head_registry import declared_heads
+        head_names = " | ".join(declared_heads())
+    else:
+        head_names = ""
 
     def command(name: str, help: str, prefect: bool = False) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[_common(prefect)], formatter_class=_Help,
-                              epilog=f"example:\n  {EXAMPLES[name]}")
+        p = sub.add_parser(name, help=help, description=help, parents=[_common(prefect)], formatter_class=_Help,
+                           epilog=f"example:\n  {EXAMPLES[name]}")
+        return p if only in (None, name) else _Unbuilt()
 
     p = command("synth", "render labelled synthetic dashcam clips")
     p.add_argument("out_dir")
@@ -109,11 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ingest", "add video files, folders or globs to the catalog", prefect=True)
     p.add_argument("paths", nargs="+")
     p.add_argument("--labels", help="labels CSV: path (or file), class, event_start_s, event_end_s")
-    add_arguments(p, IngestOptions)
+    p.add_options("IngestOptions")
 
     p = command("featurize", "motion, CLIP/EmbCLIP and (with --detector) road-user features for clips that lack "
                 "them", prefect=True)
-    add_arguments(p, FeaturizeOptions)
+    p.add_options("FeaturizeOptions")
 
     p = command("search", "find frames by text with the feature set's CLIP model")
     p.add_argument("text")
@@ -124,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "row then says the similarity means nothing")
 
     p = command("train", "train a near-miss head on the catalog's labels and register a version")
-    p.add_argument("--head", required=True, help=f"{heads} (heads that need no training only register their "
+    p.add_argument("--head", required=True, help=f"{head_names} (heads that need no training only register their "
                    "configuration)")
     p.add_argument("--feature-set", default=None, help="feature set id (default: the newest)")
-    add_arguments(p, TrainOptions)
+    p.add_options("TrainOptions")
     p.add_argument("--store", default=None, help="model store folder (default: $NEARMISS_MODEL_STORE or "
                    "model_store/ beside the catalog)")
     p.add_argument("--pretrained", default=None, help="zeroshot: CLIP checkpoint file, when the feature set used one")
@@ -135,17 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "benchmarks): every prediction says its scores mean nothing")
 
     p = command("evaluate", "every evaluation measure of a head on the test split")
-    p.add_argument("--head", required=True, help=f"NAME or NAME@VERSION (default version: the newest); NAME: {heads}")
+    p.add_argument("--head", required=True, help=f"NAME or NAME@VERSION (default version: the newest); NAME: {head_names}")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split's clips")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
 
     p = command("score", "run heads over every clip with features and no prediction from them", prefect=True)
     p.add_argument("--head", action="append", default=None,
-                   help=f"NAME[@VERSION], repeatable (default: the newest version of every trained head); NAME: {heads}")
+                   help=f"NAME[@VERSION], repeatable (default: the newest version of every trained head); NAME: {head_names}")
     p.add_argument("--where", default=None, help="SQL predicate on clips, e.g. \"duration_s > 10\"")
 
     p = command("rescore", "re-score clips with a head version from stored features (no decoding)")
-    p.add_argument("--head", required=True, help=f"NAME or NAME@VERSION (default version: the newest); NAME: {heads}")
+    p.add_argument("--head", required=True, help=f"NAME or NAME@VERSION (default version: the newest); NAME: {head_names}")
     p.add_argument("--where", default=None, help="SQL predicate on clips (alias c), e.g. \"c.path LIKE '%%night%%'\"")
 
     p = command("report", "static HTML page of the top incidents and the evaluation")
@@ -180,6 +199,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2026, help="seeds the clips and the training")
     p.add_argument("--pretrained", default=None, help="CLIP RN50 checkpoint file; without it random weights")
     return parser
+
+
+class _Unbuilt:
+    """A command parser left bare: another command was named, so its flags are not built."""
+    def add_argument(self, *a, **k) -> None:
+        pass
+
+    def add_options(self, model: str) -> None:
+        pass
+
+
+class _CommandParser(argparse.ArgumentParser):
+    def add_options(self, model: str) -> None:
+        """One flag per field of an options model of steps/options.py (generated from the specs)."""
+        import steps.options
+        from contracts.options import add_arguments
+        add_arguments(self, getattr(steps.options, model))
+
+
+def _options(args, model: str):
+    import steps.options
+    from contracts.options import from_arguments
+    return from_arguments(args, getattr(steps.options, model))
 
 
 def _use_prefect(args) -> bool:
@@ -223,7 +265,7 @@ def _print_ingest(summary) -> int:
 def cmd_ingest(args) -> int:
     from steps.ingest import IngestSummary, run_ingest
 
-    options = from_arguments(args, IngestOptions)
+    options = _options(args, "IngestOptions")
     if _use_prefect(args):
         from flows.ingest import ingest_flow
         state = ingest_flow(args.paths, db=_db(args), labels=args.labels, options=options, progress=_progress(args))
@@ -236,7 +278,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_featurize(args) -> int:
-    options = from_arguments(args, FeaturizeOptions)
+    options = _options(args, "FeaturizeOptions")
     if _use_prefect(args):
         from flows.featurize import featurize_flow
         counts = featurize_flow(_db(args), options, progress=_progress(args))
@@ -289,7 +331,7 @@ def cmd_train(args) -> int:
     from models.evaluation import summary_line
     from steps.train import TrainConfig, run_train
 
-    cfg = TrainConfig(args.head, args.feature_set, from_arguments(args, TrainOptions).spec(), args.store,
+    cfg = TrainConfig(args.head, args.feature_set, _options(args, "TrainOptions").spec(), args.store,
                       args.pretrained, args.allow_untrained)
     report = run_train(_db(args), cfg, log=print if getattr(args, "verbose", False) else None)
     m = report.model
@@ -443,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     _prefect_defaults(args)
     import duckdb
     from catalog import CatalogDamaged, CatalogLocked, CatalogMissing, NotACatalog, SchemaTooNew

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite, from nothing: venv + pinned packages, then pytest (fast tests; add -m slow for the rest).
+# The test suite, from nothing: venv + pinned packages, then pytest (the fast default tier; -m slow for the
+# slow tier, which .ci/run also runs; -m "" for both).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"

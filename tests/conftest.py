@@ -9,12 +9,12 @@ from pipeline.synth.scenario import SynthConfig
 
 # The default tier (`bash scripts/test.sh`) answers in about 3 minutes on 2 cores; the slow tier
 # (`bash scripts/test.sh -m slow`, which .ci/run runs too) holds every test that needs a featurized
-# catalog, a Prefect server, a Dask cluster, several processes of the CLI, the real clips or training.
-# Declared here once, by what a test uses, rather than remembered test by test.
+# catalog, a Prefect server, a Dask cluster, several processes of the CLI, the real clips or training
+# (declared here once, by what a test uses), and a few others marked where they stand (over 5 s each).
 SLOW_FIXTURES = {"featurized", "catalog_copy", "prefect_server", "real_catalog"}
 SLOW_MODULES = {"test_deployments", "test_concurrency", "test_claims", "test_distributed", "test_real_dashcam",
                 "test_real_footage", "test_objects_real", "test_long_clips", "test_identity", "test_engines",
-                "test_heads"}
+                "test_heads", "test_shard_trust"}
 
 
 @pytest.hookimpl(tryfirst=True)   # before `-m 'not slow'` deselects

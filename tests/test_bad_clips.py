@@ -48,6 +48,7 @@ def _write_clip(path, n: int, codec: str = "libx264", rate: int = 15, fmt=None):
             c.mux(p)
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_a_clip_that_breaks_its_decoder_costs_only_itself(clips, db, monkeypatch):
     """A poison clip (here: the decoder raises what a 139 GiB allocation raised) is failed by name; the
     other clips are saved in the same run, and a re-run skips it."""
@@ -91,6 +92,7 @@ def test_a_decoder_that_crashes_or_hangs_costs_only_its_clip(clips, db, monkeypa
                     " USING (clip_id) WHERE f.status = 'ok' AND f.decoder = 'pyav'") == [(True, "pyav")]
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_a_clip_over_the_memory_budget_fails_before_allocating(clips, db, monkeypatch):
     run_ingest([str(clips)], db=db)
     monkeypatch.setenv("NEARMISS_MEMORY_BUDGET_GB", "0.001")
@@ -179,6 +181,7 @@ def test_a_raw_h264_stream_is_ingested_and_decoded(tmp_path, db):
     assert run_featurize(db, replace(CFG, clip=None)).done == 1   # decord refuses it; PyAV takes over
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_decord_failures_fall_back_to_pyav_and_say_so(clips, db, monkeypatch):
     run_ingest([str(clips)], db=db)
 
@@ -224,6 +227,7 @@ def test_an_image_named_mp4_is_called_an_image(tmp_path, db, kind):
     assert "an image" in summary.failures[0][1] and "not a video" in summary.failures[0][1]
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_a_clip_too_short_to_judge_gets_no_incident_and_says_why(tmp_path, db, monkeypatch):
     monkeypatch.setenv("NEARMISS_MODEL_STORE", str(tmp_path / "store"))
     _write_clip(tmp_path / "one_frame.mp4", 1)
@@ -261,6 +265,7 @@ def test_a_file_still_being_written_waits_for_the_next_run(clips, db):
     assert (s.new, s.unchanged, s.still_writing) == (1, 7, 0)
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_a_path_whose_bytes_changed_shows_only_the_clip_it_holds_now(clips, tmp_path, db, monkeypatch):
     """A partial copy ingested, featurized and scored, then completed: one current clip for the path."""
     import shutil

@@ -39,6 +39,7 @@ def _motion(clip, flow="dis"):
     return s, motion_features(s.frames, s.prev_frames, s.prev_dt_s, MotionSpec(flow=flow))
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_ego_speed_proxy_tracks_rendered_speed_and_shows_braking(isolated_dir):
     corr = []
     for truth_path in sorted((isolated_dir / TRUTH_DIR).glob("*.json")):
@@ -53,6 +54,7 @@ def test_ego_speed_proxy_tracks_rendered_speed_and_shows_braking(isolated_dir):
     assert corr and np.median(corr) > 0.9, corr
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_foreground_energy_concentrates_on_the_moving_road_user(isolated_dir):
     """Cells overlapping the key actor carry more foreground energy than the rest of the frame."""
     ratios, hits, frames = [], 0, 0

@@ -142,6 +142,7 @@ def _write_locked(path) -> bool:
         os.close(fd)
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_a_writer_waits_for_a_held_lock_and_names_the_holder(clips, db, monkeypatch, capsys):
     Catalog(db).ensure()
     cli = shutil.which("duckdb", path=str(Path(sys.executable).parent)) or shutil.which("duckdb")
@@ -223,6 +224,7 @@ def test_a_command_starts_no_prefect_server_unless_asked(clips, tmp_path):
         assert r.stdout.split("IMPORTED")[1].strip() == "[]", (argv, r.stdout, r.stderr)
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_killing_a_command_leaves_no_prefect_server(clips, tmp_path):
     db = str(tmp_path / "c.duckdb")
     env = {**os.environ, "CI": "1"}

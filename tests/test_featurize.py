@@ -93,6 +93,7 @@ def test_interrupted_run_computes_only_what_is_missing(clips, db, monkeypatch):
     assert rows(db, "SELECT count(DISTINCT clip_id), count(*) FROM clip_features") == [(8, 8)]
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_feature_sets_coexist(clips, db):
     run_ingest([str(clips)], db=db)
     run_featurize(db, FeaturizeConfig(**{**UNTRAINED.__dict__, "limit": 2}))
@@ -103,6 +104,7 @@ def test_feature_sets_coexist(clips, db):
     assert rows(db, "SELECT count(DISTINCT feature_set_id) FROM frame_features") == [(2,)]
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_search_by_text_ranks_frames(clips, db, capsys):
     run_ingest([str(clips)], db=db)
     run_featurize(db, FeaturizeConfig(**{**UNTRAINED.__dict__, "limit": 3}))
@@ -128,6 +130,7 @@ def test_missing_weights_is_a_clear_error_not_a_random_model(db, clips, capsys, 
     assert "no network" in capsys.readouterr().err
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_local_checkpoint_path_loads(tmp_path):
     import open_clip
     import torch

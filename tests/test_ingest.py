@@ -167,7 +167,7 @@ def test_decoder_crash_and_hang_cost_one_file_each(clips, db, monkeypatch):
     shutil.copy(clips / "synth_s11_00000.mp4", clips / "crash_me.mp4")
     (clips / "hang_me.mp4").write_bytes(b"\x00" * 1000)
     monkeypatch.setattr(ingest_mod, "probe_video", crashers.probe_or_misbehave)
-    s = run_ingest([str(clips)], db=db, cfg=IngestConfig(probe_timeout_s=3.0))
+    s = run_ingest([str(clips)], db=db, cfg=IngestConfig(probe_timeout_s=6.0))  # a good probe takes < 1 s
     assert (s.new, s.failed) == (8, 2)
     by_name = status_by_name(db)
     assert "crashed" in by_name["crash_me.mp4"][1] and "SIGSEGV" in by_name["crash_me.mp4"][1]
@@ -201,6 +201,7 @@ m.run_ingest([sys.argv[1]], db=sys.argv[2], cfg=m.IngestConfig(workers=1))
 """
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_killed_run_resumes_without_duplicates(clips, db):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     proc = subprocess.Popen([sys.executable, "-c", RESUMABLE, str(clips), db], env=env)

@@ -34,6 +34,7 @@ def test_a_query_past_its_budget_is_stopped_and_says_why(catalog, capsys):
     assert run_query(Catalog(catalog), "SELECT 42").rows == [(42,)]     # the catalog is free again
 
 
+@pytest.mark.slow   # over 5 s on 2 cores: in the slow tier (bash scripts/test.sh -m slow)
 def test_ctrl_c_stops_a_running_query_and_a_waiting_writer_gets_in(catalog, tmp_path):
     env = {**os.environ, "NEARMISS_QUERY_TIMEOUT_S": "600"}
     query = subprocess.Popen([NEARMISS, "--db", catalog, "query", ENDLESS], stderr=subprocess.PIPE, text=True,
