@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-import steps.featurize as fz
+import catalog.sinks as fz   # where a featurized clip is stored
 from catalog import Catalog
 from flows.featurize import featurize_flow
 from pipeline.featurize_config import FeaturizeConfig, feature_set_identity

@@ -7,7 +7,7 @@ import pytest
 import pipeline.decode as decode_mod
 from catalog import Catalog
 from conftest import REAL_DASHCAM
-from flows import featurize as fz
+from catalog import sinks as fz   # where a featurized clip is stored
 from pipeline.featurize_config import FeaturizeConfig
 from steps.featurize import run_featurize
 from steps.ingest import run_ingest
