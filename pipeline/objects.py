@@ -58,7 +58,10 @@ class _Row:
 
 def clip_foe(epipoles: np.ndarray | None, spec: ObjectsSpec) -> tuple[float, float]:
     """The camera is fixed to the car: one focus of expansion per clip, the median of the frames'
-    estimates, kept inside a plausible window (a stationary car gives none worth trusting)."""
+    estimates, kept inside a plausible window. default_foe only when no frame has an estimate (a clip
+    whose frames have no earlier frame). A parked car still gets an estimate: the motion stage's fit
+    returns a point even without parallax, which the window then clamps (found by tests/test_identity.py;
+    judging the fit's support would change the stored objects, so it waits for a measured change)."""
     if epipoles is None or not np.isfinite(epipoles).any():
         return spec.default_foe
     x, y = np.nanmedian(epipoles[:, 0]), np.nanmedian(epipoles[:, 1])
