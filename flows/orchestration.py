@@ -12,18 +12,28 @@ GPU_LIMIT = "nearmiss-gpu"   # a global concurrency limit with one slot: one tas
 
 
 def ensure_gpu_limit(slots: int = 1) -> None:
-    """Create the limit on the Prefect server if it is not there (no-op when it is)."""
+    """Create the limit on the Prefect server if it is not there; on Prefect's temporary server, free the
+    slots a killed run left taken.
+
+    Why: slot leases live in the server's memory, and a temporary server dies with its command. A run
+    killed while holding the slot left the database counting it taken with no lease to expire, and every
+    later pipeline run on this PREFECT_HOME waited for it forever (seen: a demo hung 20 minutes). A
+    temporary server started for this process has no other holders, so its count starts from zero."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.settings import get_current_settings
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+            limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
         except Exception:  # ObjectNotFound: first use on this server
             try:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
             except Exception:  # a parallel flow created it first
                 pass
+            return
+        if limit.active_slots and not get_current_settings().api.url:
+            client.update_global_concurrency_limit(GPU_LIMIT, GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 @contextmanager

@@ -1,6 +1,9 @@
 """The end-to-end pipeline flow through Prefect: stages, caching, the GPU slot, the run summary."""
 import json
 import uuid
+from pathlib import Path
+
+import pytest
 
 from catalog import Catalog
 from flows.orchestration import GPU_LIMIT
@@ -74,3 +77,34 @@ def test_featurize_chunks_are_cached_and_take_the_gpu_slot(prefect_server, clips
     assert b.name == "Cached" and b.result() == a.result()
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit == 1
+
+
+@pytest.mark.slow   # two processes, each with its own temporary Prefect server
+def test_a_gpu_slot_left_by_a_killed_run_does_not_hang_the_next(tmp_path):
+    """A run killed while holding the GPU slot leaves the database counting it taken, with no lease to
+    expire (leases live in the temporary server's memory). The next run on that PREFECT_HOME frees it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}   # a new PREFECT_HOME migrates first
+    env.pop("PREFECT_API_URL", None)
+    leak = ("from prefect.client.orchestration import get_client\n"
+            "from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate\n"
+            "from flows.orchestration import GPU_LIMIT, ensure_gpu_limit\n"
+            "ensure_gpu_limit()\n"
+            "with get_client(sync_client=True) as c:\n"
+            "    c.update_global_concurrency_limit(GPU_LIMIT, GlobalConcurrencyLimitUpdate(active_slots=1))\n")
+    nxt = ("from prefect.client.orchestration import get_client\n"
+           "from flows.orchestration import GPU_LIMIT, ensure_gpu_limit, gpu_slot\n"
+           "ensure_gpu_limit()\n"
+           "with gpu_slot():\n"
+           "    pass\n"
+           "with get_client(sync_client=True) as c:\n"
+           "    print('ACTIVE', c.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", leak], cwd=root, env=env, check=True, capture_output=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", nxt], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ACTIVE 0" in r.stdout
