@@ -69,8 +69,9 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
     log: where a note goes when the CLIP stage is left out for want of weights."""
     db = db or default_db_path()
     catalog = Catalog(db)
-    if not _anything_pending(catalog, cfg):   # say so at once, with no model loaded (the run is recorded)
-        summary = FeaturizeSummary(feature_set_id=feature_set_identity(cfg)[0])
+    anything, fs_id = _pending(catalog, cfg)
+    if not anything:   # say so at once, with no model loaded (the run is recorded)
+        summary = FeaturizeSummary(feature_set_id=fs_id)
         with tracked_run(catalog, "featurize", {"feature_set": summary.feature_set_id, "nothing_to_do": True}) as run:
             summary.run_id, run.counts = run.id, summary.counts()
         return summary
@@ -158,10 +159,13 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
     return summary
 
 
-def _anything_pending(catalog: Catalog, cfg: FeaturizeConfig) -> bool:
-    """Whether a clip lacks features in the feature set this run would make: with CLIP, or without it when
-    the run may leave CLIP out for want of weights (known only once it tries to load them)."""
+def _pending(catalog: Catalog, cfg: FeaturizeConfig) -> tuple[bool, str]:
+    """(whether a clip lacks features in the feature set this run would make, that feature set's id).
+
+    With CLIP, or without it when the run may leave CLIP out for want of weights (known only once it
+    tries to load them)."""
     configs = [cfg] + ([replace(cfg, clip=None)] if cfg.clip is not None and cfg.clip_if_available
                        and cfg.objects is not None else [])
+    ids = [feature_set_identity(c)[0] for c in configs]
     with catalog.read() as con:
-        return any(clips_needing_features(con, feature_set_identity(c)[0], 1, cfg.retry_failed) for c in configs)
+        return any(clips_needing_features(con, fs_id, 1, cfg.retry_failed) for fs_id in ids), ids[0]
