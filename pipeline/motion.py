@@ -198,6 +198,12 @@ def ego_motion(flow: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, ...]
 
 # --- descriptors ----------------------------------------------------------------
 
+def _magnitude(flow: torch.Tensor) -> torch.Tensor:
+    """(N, 2, H, W) -> (N, 1, H, W) length of each flow vector. hypot, not norm(dim=1): torch's CPU norm over
+    a size-2 axis takes about 50x as long (0.49 of a 0.84 s motion batch on real frames), same result to 1 ulp."""
+    return torch.hypot(flow[:, 0:1], flow[:, 1:2])
+
+
 def _divergence(flow: torch.Tensor) -> torch.Tensor:
     du = torch.gradient(flow[:, 0], dim=2)[0]
     dv = torch.gradient(flow[:, 1], dim=1)[0]
@@ -290,14 +296,14 @@ def motion_features(frames: np.ndarray, prev_frames: np.ndarray, prev_dt_s: np.n
         bg, speed, yaw, pitch = ego_motion(flow, dt)
         fg = flow - bg
         scale = 1.0 / (w * dt)                                       # px per step -> widths per second
-        fg_speed = fg.norm(dim=1, keepdim=True) * scale
+        fg_speed = _magnitude(fg) * scale
         # How far the flow departs from the camera's motion, in units of its expected error
         # (which grows with the motion), where there is texture to measure flow at all.
         valid = _texture_weight(gray, device) * _border_mask(h, w, device)
         epipole = fit_epipole(fg, valid)
         along, across = split_residual(fg, epipole)
         residual = torch.sqrt(across ** 2 + (spec.along_weight * along) ** 2)
-        score = residual / (spec.noise_px + spec.noise_rel * bg.norm(dim=1, keepdim=True)) * valid
+        score = residual / (spec.noise_px + spec.noise_rel * _magnitude(bg)) * valid
         energy = F.adaptive_avg_pool2d(score, (gr, gc)).flatten(1)
         fg_mask = (score > spec.fg_threshold).float()
         area = F.adaptive_avg_pool2d(fg_mask, (gr, gc)).flatten(1)

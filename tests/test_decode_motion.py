@@ -95,3 +95,16 @@ def test_windows_together_are_the_whole_clip(synth_dir, name):
         joined = np.concatenate([getattr(p, field) for p in parts])
         assert np.array_equal(joined, getattr(whole, field)), field
     assert all(p.times_s[-1] < q.times_s[0] for p, q in zip(parts, parts[1:]))
+
+
+def test_flow_magnitude_is_the_vector_norm_to_float_precision():
+    """motion's fast flow length (hypot) stands in for torch's norm over the (u, v) axis: the stored
+    descriptors may move by float rounding only (measured on six real clips: 8e-8 relative at most)."""
+    import torch
+
+    from pipeline.motion import _magnitude
+
+    flow = torch.randn(3, 2, 36, 64) * torch.logspace(-3, 2, 64)  # sub-pixel to large displacements
+    want = torch.linalg.vector_norm(flow, dim=1, keepdim=True)
+    assert _magnitude(flow).shape == want.shape
+    assert torch.allclose(_magnitude(flow), want, rtol=1e-6, atol=0)
