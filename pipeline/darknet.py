@@ -4,8 +4,8 @@ OpenCV DNN reads Darknet files directly but runs them one thread pool, one batch
 backend; exported through torch to ONNX the same network runs in ONNX Runtime or OpenVINO
 (pipeline/engines.py). The layers are those Yolo-Fastest and the YOLOv3/v4-tiny family use:
 convolutional (grouped, batch-normalised, leaky or linear), shortcut, route, maxpool, upsample, dropout
-and yolo. The module returns each yolo layer's raw map; `decode_yolo` turns them into the rows OpenCV's
-region layer gives (centre, size, objectness, class scores), so both paths share one parser.
+and yolo. `YoloRows` decodes the yolo layers' raw maps in the network into the rows OpenCV's region layer
+gives (centre, size, objectness, class scores), so both paths share one parser.
 """
 from __future__ import annotations
 
@@ -150,26 +150,33 @@ class DarknetNet(torch.nn.Module):
         return tuple(heads)
 
 
-def decode_yolo(maps: list[np.ndarray], heads: list[YoloHead], input_w: int, input_h: int) -> np.ndarray:
-    """Raw yolo maps -> per image (N, 5 + C) rows as OpenCV's region layer gives them: box centre and size
-    as fractions of the input, objectness, and each class's probability times the objectness."""
-    def sigmoid(v: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):  # exp overflows to inf for very negative logits: 1 / inf is the 0 wanted
-            return 1 / (1 + np.exp(-v))
-    per_head = []
-    for m, head in zip(maps, heads):
-        b, _, h, w = m.shape
-        a, c = len(head.anchors), head.classes
-        m = m.reshape(b, a, 5 + c, h, w).transpose(0, 3, 4, 1, 2)      # (B, H, W, A, 5 + C): OpenCV's order
-        gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        s = head.scale_x_y
-        cx = (gx[None, :, :, None] + sigmoid(m[..., 0]) * s - (s - 1) / 2) / w
-        cy = (gy[None, :, :, None] + sigmoid(m[..., 1]) * s - (s - 1) / 2) / h
-        anchors = np.asarray(head.anchors, np.float32)
-        bw = np.exp(m[..., 2]) * anchors[:, 0] / input_w
-        bh = np.exp(m[..., 3]) * anchors[:, 1] / input_h
-        obj = sigmoid(m[..., 4])
-        cls = sigmoid(m[..., 5:]) * obj[..., None]
-        rows = np.concatenate([np.stack([cx, cy, bw, bh, obj], -1), cls], -1)
-        per_head.append(rows.reshape(b, -1, 5 + c))
-    return np.concatenate(per_head, 1).astype(np.float32)
+class YoloRows(torch.nn.Module):
+    """The network with its yolo layers decoded in the graph: input -> (B, N, 5 + C) rows as OpenCV's region
+    layer gives them (box centre and size as fractions of the input, objectness, each class's probability
+    times the objectness, zero at or below `region_thresh`). Decoding inside the exported network lets the
+    engine do it vectorised: in numpy it took a fifth of the detector's time on real clips."""
+
+    def __init__(self, net: DarknetNet, input_w: int, input_h: int, region_thresh: float):
+        super().__init__()
+        self.net, self.input_w, self.input_h, self.region_thresh = net, input_w, input_h, region_thresh
+        for k, head in enumerate(net.heads):  # not weights: left out of the state dict and its hash
+            self.register_buffer(f"anchors{k}", torch.tensor(head.anchors, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for k, (m, head) in enumerate(zip(self.net(x), self.net.heads)):
+            b, _, h, w = m.shape
+            a, c = len(head.anchors), head.classes
+            m = m.reshape(b, a, 5 + c, h, w).permute(0, 3, 4, 1, 2)     # (B, H, W, A, 5 + C): OpenCV's order
+            gy, gx = torch.meshgrid(torch.arange(h, dtype=m.dtype), torch.arange(w, dtype=m.dtype), indexing="ij")
+            s = head.scale_x_y
+            cx = (gx[None, :, :, None] + torch.sigmoid(m[..., 0]) * s - (s - 1) / 2) / w
+            cy = (gy[None, :, :, None] + torch.sigmoid(m[..., 1]) * s - (s - 1) / 2) / h
+            anchors = getattr(self, f"anchors{k}").to(m.dtype)
+            bw = torch.exp(m[..., 2]) * anchors[:, 0] / self.input_w
+            bh = torch.exp(m[..., 3]) * anchors[:, 1] / self.input_h
+            obj = torch.sigmoid(m[..., 4])
+            cls = torch.sigmoid(m[..., 5:]) * obj[..., None]
+            cls = torch.where(cls > self.region_thresh, cls, torch.zeros_like(cls))
+            rows.append(torch.cat([torch.stack([cx, cy, bw, bh, obj], -1), cls], -1).reshape(b, -1, 5 + c))
+        return torch.cat(rows, 1)

@@ -86,23 +86,22 @@ class DarknetDetector:
         self.min_score, self.nms_iou, self.input_size, self.batch_size = min_score, nms_iou, input_size, batch_size
         self._cv2 = cv2
         self._local = threading.local()  # an OpenCV Net is not safe to share across threads
-        self.engine, self._runner, self._heads = self._compile(engine, device)
+        self.engine, self._runner = self._compile(engine, device)
 
     def _compile(self, engine: str, device: str):
-        """(engine, runner, yolo heads); runner None: OpenCV DNN."""
+        """(engine, runner); runner None: OpenCV DNN."""
         import torch
 
-        from pipeline.darknet import DarknetNet
+        from pipeline.darknet import DarknetNet, YoloRows
         from pipeline.engines import ExportSpec, compile_module, resolve_engine
 
         where = torch.device(device)
         engine = resolve_engine(engine, where)
         if engine == "torch" and where.type == "cpu":
-            return "opencv", None, None
-        net = DarknetNet(self.cfg, self.weights)
-        spec = ExportSpec(f"darknet-{self.cfg.stem}", (3, self.input_size, self.input_size),
-                          tuple(f"yolo{k}" for k in range(len(net.heads))))
-        return engine, compile_module(net, spec, engine, device=where), net.heads
+            return "opencv", None
+        net = YoloRows(DarknetNet(self.cfg, self.weights), self.input_size, self.input_size, _REGION_THRESH)
+        spec = ExportSpec(f"darknet-{self.cfg.stem}", (3, self.input_size, self.input_size), ("rows",))
+        return engine, compile_module(net, spec, engine, device=where)
 
     def _net(self):
         net = getattr(self._local, "net", None)
@@ -119,10 +118,7 @@ class DarknetDetector:
             blob = self._cv2.dnn.blobFromImages(batch, 1 / 255.0, (self.input_size, self.input_size),
                                                 swapRB=False, crop=False)  # frames are RGB already
             if self._runner is not None:
-                from pipeline.darknet import decode_yolo
-                rows = decode_yolo(self._runner(blob), self._heads, self.input_size, self.input_size)
-                classes = rows[..., 5:]
-                classes[classes <= _REGION_THRESH] = 0
+                rows = self._runner(blob)[0]
             else:
                 net.setInput(blob)
                 heads = net.forward(self._local.outputs)
@@ -132,6 +128,9 @@ class DarknetDetector:
         return out
 
     def _parse(self, rows: np.ndarray) -> Detections:
+        # A row's score is its best class's probability times the objectness: only the few rows that can
+        # reach min_score are looked at further (most of the 1,500 per frame are empty sky and road).
+        rows = rows[rows[:, 5:].max(1) * rows[:, 4] >= self.min_score]
         probs = rows[:, 5:] * rows[:, 4:5]
         cls = probs.argmax(1)
         score = probs[np.arange(len(rows)), cls]

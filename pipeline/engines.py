@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
-EXPORT_FORMAT = 1      # bump when the exported graph changes for the same weights
+EXPORT_FORMAT = 2      # bump when the exported graph changes for the same weights
 ENGINE_TOLERANCE = 1e-3  # largest difference to torch's numbers a test allows (outputs are O(1) or smaller)
 
 

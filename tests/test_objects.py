@@ -117,3 +117,34 @@ def test_roc_auc():
     assert roc_auc([0.5, 0.5], [True, False]) == 0.5
     assert roc_auc([0.1, 0.9, 0.8], [True, False, False]) == 0.0
     assert roc_auc([1.0], [True]) is None
+
+
+def test_darknet_parse_keeps_exactly_the_rows_a_full_scan_keeps():
+    """The parser looks only at rows that can reach min_score; that must not change a single detection."""
+    from pathlib import Path
+
+    from pipeline.detect import COCO_TO_CLASS, DarknetDetector, _nms_keep
+
+    yolo = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "yolo_fastest"
+    if not yolo.exists():
+        pytest.skip("needs ../shared/models/yolo_fastest")
+    det = DarknetDetector(yolo / "yolo-fastest-1.1-xl.cfg", yolo / "yolo-fastest-1.1-xl.weights", min_score=0.3)
+    rng = np.random.default_rng(0)
+    rows = np.zeros((1500, 85), np.float32)
+    rows[:, :2], rows[:, 2:4] = rng.uniform(0, 1, (1500, 2)), rng.uniform(0.01, 0.4, (1500, 2))
+    rows[:, 4] = rng.uniform(0, 1, 1500) ** 3
+    rows[:, 5:] = np.where(rng.uniform(0, 1, (1500, 80)) > 0.97, rng.uniform(0.2, 1, (1500, 80)), 0) * rows[:, 4:5]
+
+    probs = rows[:, 5:] * rows[:, 4:5]  # the full scan: every row's best class, then the cuts
+    cls = probs.argmax(1)
+    score = probs[np.arange(len(rows)), cls]
+    names = np.array(det.classes)[cls]
+    ok = (score >= det.min_score) & np.isin(names, list(COCO_TO_CLASS))
+    cx, cy, w, h = rows[ok, :4].T
+    boxes = np.clip(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), 0, 1).astype(np.float32)
+    kept = sorted((tuple(np.round(boxes[i], 6)), names[ok][i]) for c in np.unique(names[ok])
+                  for i in np.flatnonzero(names[ok] == c)[_nms_keep(boxes[names[ok] == c], score[ok][names[ok] == c],
+                                                                     det.nms_iou)])
+    got = det._parse(rows)
+    assert len(got) > 5
+    assert sorted((tuple(np.round(b, 6)), n) for b, n in zip(got.boxes, got.coco)) == kept
