@@ -13,6 +13,7 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -172,24 +173,21 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                 try:
                     for s in _windows(path, name, cfg, budget, children):
                         times = s.times_s  # a window's end may hold detector frames only
-                        try:
-                            if len(times):
+                        if len(times):  # to CLIP before the detector runs, so that CLIP need not wait for it
+                            with _failing_clip(path):
                                 frames = to_model_input(s.frames, input_size) if input_size else None
                                 motion = motion_in_batches(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion,
                                                            device=motion_device)
-                            if stage is not None and len(s.extra_times_s):
-                                work._detections += stage.detect(s.extra_frames)
-                                work._object_times.append(s.extra_times_s)
-                        except Exception as exc:
-                            raise _ClipFailed(f"{Path(path).name}: featurize failed on this clip: "
-                                              f"{first_line(exc)}") from None
-                        del s
-                        if len(times):
                             work._times.append(times)
                             work._epipoles.append(motion.epipole)
                             _put(out, Piece(work, frames, work.frames, times, motion), stop)
                             work.frames += len(times)
                             del frames, motion
+                        if stage is not None and len(s.extra_times_s):
+                            with _failing_clip(path):
+                                work._detections += stage.detect(s.extra_frames)
+                            work._object_times.append(s.extra_times_s)
+                        del s
                 except _DecodeFailed as exc:
                     work.error = str(exc)
                     if work.frames:  # windows already went to CLIP: no second decoder for this clip
@@ -219,6 +217,15 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
 
 class _ClipFailed(Exception):
     pass
+
+
+@contextmanager
+def _failing_clip(path: str):
+    """A stage's failure on this clip's frames fails the clip (named), never the batch."""
+    try:
+        yield
+    except Exception as exc:
+        raise _ClipFailed(f"{Path(path).name}: featurize failed on this clip: {first_line(exc)}") from None
 
 
 class BatchFeaturizer:

@@ -78,7 +78,6 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
     # Only now the networks' libraries (seconds to import): a run with nothing to do never pays for them.
     from pipeline.featurize_batch import projection_lead
     from pipeline.featurize_models import clip_model, object_detector, with_available_clip
-    from steps.featurize_cluster import featurize_on_cluster
 
     call = executor.run
     cfg, note = with_available_clip(cfg)
@@ -146,6 +145,7 @@ def run_featurize(db: str | None = None, cfg: FeaturizeConfig = FeaturizeConfig(
                     tally(call(featurize_batch, db, mine, cfg, fs_id, bar))
             t_local = time.perf_counter() - t_local
             if spread:
+                from steps.featurize_cluster import featurize_on_cluster  # Dask's import: only when spread
                 cluster = featurize_on_cluster(catalog, staging, fs_id, remote, cfg, spread,
                                                stored_projection(catalog, fs_id),
                                                on_merged=lambda r: (tally(r), bar.advance(len(r))))
