@@ -1,17 +1,22 @@
-"""nearmiss featurize against a plain script doing the same work (bench/plain_featurize.py), same real clips.
+"""nearmiss featurize against a plain script doing the same work (bench/plain_featurize.py), same real clips,
+and against nearmiss as it was at earlier commits.
 
 Contenders, each a fresh process timed from start to exit (imports and model loading included for all):
-nearmiss with the torch engine (what featurize ran before the engines), nearmiss with the default engine
-(the fastest installed here), the plain script; and with --no-clip, nearmiss's motion + objects path (no
-CLIP). Runs alternate (the order rotates each round) so that the machine's state is shared; the median of
---rounds is reported as video-seconds per wall-second. A first, untimed round warms the caches (exported
+nearmiss with each of --engines (default: auto, the fastest installed here), the plain script, and for each
+--baseline REF nearmiss as it was at that git commit (exported with `git archive`, run with this venv, its
+default engine, in process); with --no-clip also the motion + objects path (no CLIP) of this tree and of each
+baseline. Runs alternate (the order rotates each round) so that the machine's state is shared; the median of
+--rounds is reported as video-seconds per wall-second, and beside it the seconds featurize itself reports
+(without start-up: what a long batch of clips sees per clip). --warm adds a first, untimed round (exported
 engines, the page cache).
 
-    .venv/bin/python bench/featurize_vs_script.py [--clips 6] [--rounds 3]
+    .venv/bin/python bench/featurize_vs_script.py [--clips 6] [--rounds 3] [--no-clip] [--baseline 0b1f4a5]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -24,17 +29,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 PY = sys.executable
-NEARMISS = str(Path(PY).with_name("nearmiss"))
 YOLO = SHARED / "models" / "yolo_fastest"
 
 from bench.featurize_profile import CLIPS  # noqa: E402
 
 
-def nearmiss(engine: str, stages: str | None = None):
+def nearmiss(tree: Path, engine: str | None, stages: str | None = None):
+    """The featurize command of the nearmiss source at `tree`, run by this venv's Python."""
+    cli = (tree / "nearmiss" / "cli.py").read_text()
+    direct = ["--direct"] if '"--direct"' in cli else []   # before the CLI ran in process by default
+
     def cmd(db: str, paths: list[str]) -> list[str]:
-        return [NEARMISS, "--db", db, "featurize", "--untrained", "--device", "cpu", "--engine", engine,
-                "--detector", f"darknet:{YOLO}"] + (["--stages", stages] if stages else [])
+        return ([PY, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from nearmiss.cli import main; "
+                 "sys.argv[0] = 'nearmiss'; sys.exit(main())", str(tree), "--db", db, "featurize", *direct,
+                 "--untrained", "--device", "cpu", "--detector", f"darknet:{YOLO}"]
+                + (["--engine", engine] if engine else []) + (["--stages", stages] if stages else []))
     return cmd
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The source tree at a commit, outside this checkout (its engine exports have their own cache keys)."""
+    tree = into / f"src-{ref}"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def script(db: str, paths: list[str]) -> list[str]:
@@ -45,50 +64,72 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--no-clip", action="store_true", help="also time nearmiss's motion + objects path")
+    ap.add_argument("--engines", default="auto", help="comma list of this tree's engines to time")
+    ap.add_argument("--baseline", action="append", default=[], help="git commit to time as well (repeatable)")
+    ap.add_argument("--no-clip", action="store_true", help="also time the motion + objects path")
+    ap.add_argument("--warm", action="store_true", help="a first, untimed round")
     args = ap.parse_args()
     paths = [str(SHARED / "data" / "real_dashcam" / c) for c in CLIPS[:args.clips]]
     if not all(Path(p).exists() for p in paths) or not YOLO.exists():
         sys.exit("needs ../shared/data/real_dashcam and ../shared/models/yolo_fastest")
     work = Path(tempfile.mkdtemp(prefix="nm-vs-script-"))
+    env = {**os.environ, "CI": "1"}
     template = work / "ingested.duckdb"
-    subprocess.run([NEARMISS, "--db", str(template), "ingest", *paths], check=True,
-                   capture_output=True, env={**__import__("os").environ, "CI": "1"})
+    subprocess.run([str(Path(PY).with_name("nearmiss")), "--db", str(template), "ingest", *paths], check=True,
+                   capture_output=True, env=env)
     from catalog import Catalog
     with Catalog(str(template)).read() as con:
         video_s = con.execute("SELECT sum(duration_s) FROM clips WHERE status = 'ok'").fetchall()[0][0]
-    contenders = {"nearmiss, engine torch": nearmiss("torch"), "nearmiss, engine auto": nearmiss("auto"),
-                  "plain script": script}
+    contenders = {}
+    for ref in args.baseline:
+        contenders[f"nearmiss at {ref}"] = nearmiss(checkout(ref, work), None)
+    for engine in args.engines.split(","):
+        contenders[f"nearmiss, engine {engine}"] = nearmiss(ROOT, engine)
+    contenders["plain script"] = script
     if args.no_clip:
-        contenders["nearmiss motion+objects, auto"] = nearmiss("auto", "motion,objects")
+        for ref in args.baseline:
+            contenders[f"nearmiss at {ref}, motion+objects"] = nearmiss(work / f"src-{ref}", None, "motion,objects")
+        contenders["nearmiss motion+objects, auto"] = nearmiss(ROOT, "auto", "motion,objects")
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    inner: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
-    for round_ in range(args.rounds + 1):
+    for round_ in range(0 if args.warm else 1, args.rounds + 1):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
             db = work / f"{round_}-{names.index(name)}.duckdb"
             if contenders[name] is not script:
                 shutil.copy(template, db)
             t0 = time.perf_counter()
-            r = subprocess.run(contenders[name](str(db), paths), capture_output=True, text=True,
-                               env={**__import__("os").environ, "CI": "1"})
+            r = subprocess.run(contenders[name](str(db), paths), capture_output=True, text=True, env=env)
             wall = time.perf_counter() - t0
             if r.returncode != 0:
                 sys.exit(f"{name} failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
             if round_:  # round 0 warms the caches
                 times[name].append(wall)
+                own = re.search(r"frames in ([0-9.]+)s", r.stdout + r.stderr)
+                if own:
+                    inner[name].append(float(own.group(1)))
                 print(f"round {round_}: {name}: {wall:.1f} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{len(paths)} real clips, {video_s:.1f} s of video, 2 CPU cores; median of {args.rounds} alternating "
-          "runs, whole processes\n")
-    print("| contender | runs (s) | median (s) | video-s per wall-s |")
-    print("|---|---|---|---|")
+    print(f"\n{len(paths)} real clips, {video_s:.1f} s of video, {os.cpu_count()} CPU cores; median of "
+          f"{args.rounds} alternating runs, whole processes\n")
+    print("| contender | runs (s) | median (s) | video-s per wall-s | featurize's own median (s) | video-s per s |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         med = statistics.median(times[name])
-        print(f"| {name} | {', '.join(f'{t:.1f}' for t in times[name])} | {med:.1f} | {video_s / med:.2f} |")
-    base, fast = (statistics.median(times[n]) for n in ("nearmiss, engine torch", "nearmiss, engine auto"))
-    plain = statistics.median(times["plain script"])
-    print(f"\nnearmiss auto vs torch: {base / fast:.2f}x; nearmiss auto vs the plain script: {plain / fast:.2f}x")
+        own = statistics.median(inner[name]) if inner[name] else None
+        print(f"| {name} | {', '.join(f'{t:.1f}' for t in times[name])} | {med:.1f} | {video_s / med:.2f} | "
+              + (f"{own:.1f} | {video_s / own:.2f} |" if own else "| |"))
+    now = statistics.median(times[f"nearmiss, engine {args.engines.split(',')[0]}"])
+    print()
+    for name in names:
+        if name.startswith("nearmiss at") and "motion" not in name or name == "plain script":
+            print(f"nearmiss ({args.engines.split(',')[0]}) vs {name}: {statistics.median(times[name]) / now:.2f}x")
+    if args.no_clip:
+        fast = statistics.median(times["nearmiss motion+objects, auto"])
+        for ref in args.baseline:
+            print(f"motion+objects vs at {ref}: {statistics.median(times[f'nearmiss at {ref}, motion+objects']) / fast:.2f}x")
+        print(f"motion+objects: {video_s / fast:.2f}x real time")
 
 
 if __name__ == "__main__":
