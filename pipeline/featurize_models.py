@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from contracts.feature_set import FeatureSetInfo
 from pipeline.detect import make_detector
-from pipeline.embed import ClipSpec, LoadedClip, WeightsUnavailable, load_clip, resolve_device, with_engine
+from pipeline.embed import ClipSpec, LoadedClip, WeightsUnavailable, engine_clip, resolve_device
 from pipeline.featurize_config import FeaturizeConfig
 from pipeline.specs import ObjectsSpec
 
@@ -14,10 +14,11 @@ from pipeline.specs import ObjectsSpec
 @lru_cache(maxsize=2)
 def clip_model(spec: ClipSpec | None, device: str, engine: str = "torch") -> LoadedClip | None:
     """The CLIP model a spec names, loaded once per process (a Dask worker keeps it between tasks), its image
-    tower run by `engine` (pipeline/engines.py); None for a feature set without the CLIP stage."""
+    tower run by `engine` (pipeline/engines.py; with an engine's export cached, only the tower is loaded);
+    None for a feature set without the CLIP stage."""
     if spec is None:
         return None
-    return with_engine(load_clip(spec, resolve_device(device)), engine)
+    return engine_clip(spec, resolve_device(device), engine)
 
 
 def device_name(cfg: FeaturizeConfig, model: LoadedClip | None) -> str:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from pipeline.decode import DecodeSpec, make_decoder
-from pipeline.embed import ClipSpec, embed_frames, load_clip, to_model_input, with_engine
-from pipeline.engines import ENGINE_TOLERANCE, ExportSpec, compile_module, engine_version, export_onnx, resolve_engine
+from pipeline.embed import ClipSpec, clip_weights_key, embed_frames, engine_clip, load_clip, to_model_input, with_engine
+from pipeline.engines import (ENGINE_TOLERANCE, ExportSpec, compile_cached, compile_module, engine_version, export_onnx,
+                              resolve_engine)
 from pipeline.featurize_config import FeaturizeConfig, feature_set_identity
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_dashcam"
@@ -64,6 +65,37 @@ def test_the_export_is_cached_by_weights_and_rebuilt_when_they_change(tmp_path):
     out, = compile_module(net, spec, "onnxruntime", tmp_path)(x)
     with torch.no_grad():
         assert np.abs(out - net(torch.from_numpy(x)).numpy()).max() < 1e-5   # the new weights, not the cached ones
+
+
+def test_a_cached_tower_loads_without_building_the_torch_model(clip, real_frames, tmp_path, monkeypatch):
+    """The second process to featurize with the same weights loads only the exported tower (no open_clip model
+    built), and gets the numbers the first got; other weights have another key, so another export."""
+    import pipeline.embed as embed
+
+    first = engine_clip(ClipSpec(untrained=True), CPU, "openvino", cache_dir=tmp_path)
+    assert first.model is not None and first.engine == "openvino"
+
+    def no_building(*a, **k):
+        raise AssertionError("the torch model was built although its export is cached")
+    monkeypatch.setattr(embed, "load_clip", no_building)
+    second = engine_clip(ClipSpec(untrained=True), CPU, "openvino", cache_dir=tmp_path)
+    assert second.model is None and second.tower is not None
+    assert (second.embed_dim, second.has_grid, second.image_size, second.mean, second.std) == \
+        (first.embed_dim, first.has_grid, first.image_size, first.mean, first.std)
+    a, b = embed_frames(first, real_frames), embed_frames(second, real_frames)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    ref, _ = embed_frames(clip, real_frames)   # and they are torch's
+    assert np.abs(b[0] - ref).max() < ENGINE_TOLERANCE
+
+    one, other = tmp_path / "a.pt", tmp_path / "b.pt"
+    one.write_bytes(b"weights one")
+    other.write_bytes(b"weights two")
+    keys = {clip_weights_key(s) for s in (ClipSpec(untrained=True), ClipSpec(pretrained="openai"),
+                                           ClipSpec(pretrained=str(one)), ClipSpec(pretrained=str(other)))}
+    assert len(keys) == 4
+    tower = ExportSpec("clip-RN50", (3, 224, 224), ("pooled", "grid"))
+    assert compile_cached(tower, clip_weights_key(ClipSpec(untrained=True)), "openvino", tmp_path) is not None
+    assert compile_cached(tower, clip_weights_key(ClipSpec(pretrained=str(one))), "openvino", tmp_path) is None
 
 
 def test_auto_picks_an_installed_engine_and_the_feature_set_does_not_name_it():
