@@ -10,7 +10,7 @@ baseline. Runs alternate (the order rotates each round) so that the machine's st
 (without start-up: what a long batch of clips sees per clip). --warm adds a first, untimed round (exported
 engines, the page cache).
 
-    .venv/bin/python bench/featurize_vs_script.py [--clips 6] [--rounds 3] [--no-clip] [--baseline 0b1f4a5]
+    .venv/bin/python bench/featurize_vs_script.py [--clips 6] [--rounds 3] [--no-clip] [--baseline 5d5b072]
 """
 from __future__ import annotations
 
@@ -34,16 +34,19 @@ YOLO = SHARED / "models" / "yolo_fastest"
 from bench.featurize_profile import CLIPS  # noqa: E402
 
 
-def nearmiss(tree: Path, engine: str | None, stages: str | None = None):
-    """The featurize command of the nearmiss source at `tree`, run by this venv's Python."""
-    cli = (tree / "nearmiss" / "cli.py").read_text()
-    direct = ["--direct"] if '"--direct"' in cli else []   # before the CLI ran in process by default
+def nearmiss_cli(tree: Path, command: str, db: str) -> list[str]:
+    """A nearmiss command of the source at `tree`, run in process by this venv's Python."""
+    direct = ["--direct"] if '"--direct"' in (tree / "nearmiss" / "cli.py").read_text() else []  # before in-process
+    return [PY, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from nearmiss.cli import main; "
+            "sys.argv[0] = 'nearmiss'; sys.exit(main())", str(tree), "--db", db, command, *direct]
 
+
+def nearmiss(tree: Path, engine: str | None, stages: str | None = None):
+    """featurize of the nearmiss source at `tree` (the catalog ingested by that same source)."""
     def cmd(db: str, paths: list[str]) -> list[str]:
-        return ([PY, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from nearmiss.cli import main; "
-                 "sys.argv[0] = 'nearmiss'; sys.exit(main())", str(tree), "--db", db, "featurize", *direct,
-                 "--untrained", "--device", "cpu", "--detector", f"darknet:{YOLO}"]
+        return (nearmiss_cli(tree, "featurize", db) + ["--untrained", "--device", "cpu", "--detector", f"darknet:{YOLO}"]
                 + (["--engine", engine] if engine else []) + (["--stages", stages] if stages else []))
+    cmd.tree = tree
     return cmd
 
 
@@ -74,11 +77,18 @@ def main() -> None:
         sys.exit("needs ../shared/data/real_dashcam and ../shared/models/yolo_fastest")
     work = Path(tempfile.mkdtemp(prefix="nm-vs-script-"))
     env = {**os.environ, "CI": "1"}
-    template = work / "ingested.duckdb"
-    subprocess.run([str(Path(PY).with_name("nearmiss")), "--db", str(template), "ingest", *paths], check=True,
-                   capture_output=True, env=env)
+    templates: dict[Path, Path] = {}
+
+    def ingested(tree: Path) -> Path:
+        """A catalog with the clips ingested by that tree's nearmiss (its schema may differ from this one's)."""
+        if tree not in templates:
+            templates[tree] = work / f"ingested-{len(templates)}.duckdb"
+            subprocess.run(nearmiss_cli(tree, "ingest", str(templates[tree])) + paths, check=True,
+                           capture_output=True, env=env)
+        return templates[tree]
+
     from catalog import Catalog
-    with Catalog(str(template)).read() as con:
+    with Catalog(str(ingested(ROOT))).read() as con:
         video_s = con.execute("SELECT sum(duration_s) FROM clips WHERE status = 'ok'").fetchall()[0][0]
     contenders = {}
     for ref in args.baseline:
@@ -98,7 +108,7 @@ def main() -> None:
         for name in order:
             db = work / f"{round_}-{names.index(name)}.duckdb"
             if contenders[name] is not script:
-                shutil.copy(template, db)
+                shutil.copy(ingested(contenders[name].tree), db)
             t0 = time.perf_counter()
             r = subprocess.run(contenders[name](str(db), paths), capture_output=True, text=True, env=env)
             wall = time.perf_counter() - t0
