@@ -13,7 +13,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from contracts.errors import WeightsUnavailable  # noqa: F401  (raised here; declared with the other expected errors)
 from contracts.projection import ChannelProjection
 from pipeline.specs import ClipSpec  # noqa: F401  (its stage's configuration, declared there)
+
+if TYPE_CHECKING:
+    from pipeline.engines import ExportSpec
 
 
 @dataclass
@@ -64,13 +67,13 @@ def with_engine(clip: LoadedClip, engine: str, cache_dir=None, threads: int = 0,
     engine = resolve_engine(engine, clip.device)
     if engine == "torch":
         return replace(clip, engine="torch", tower=None)
-    tower = compile_module(ImageTower(clip.model, clip.has_grid), _tower_export(clip.spec.model, clip.image_size,
-                                                                                 clip.has_grid),
-                           engine, cache_dir, threads, weights_key=weights_key)
+    export = _tower_export(clip.spec.model, clip.image_size, clip.has_grid)
+    tower = compile_module(ImageTower(clip.model, clip.has_grid), export, engine, cache_dir, threads,
+                           weights_key=weights_key)
     return replace(clip, engine=engine, tower=tower)
 
 
-def _tower_export(model: str, image_size: int, has_grid: bool):
+def _tower_export(model: str, image_size: int, has_grid: bool) -> ExportSpec:
     from pipeline.engines import ExportSpec
 
     return ExportSpec(f"clip-{model}", (3, image_size, image_size), ("pooled", "grid") if has_grid else ("pooled",))
