@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.hashing import sha256_file
+from pipeline.hashing import sha256_weights
 from contracts.errors import DetectorUnavailable  # noqa: F401  (raised here)
 from contracts.taxonomy import COCO_TO_CLASS
 
@@ -168,7 +168,7 @@ class TorchvisionDetector:
                 raise DetectorUnavailable(f"detector weights file {path} does not exist")
             net = builder(weights=None, weights_backbone=None)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            self.identity = f"torchvision:{model}:{sha256_file(path)[:16]}"
+            self.identity = f"torchvision:{model}:{sha256_weights(path)[:16]}"
         else:
             enum = torchvision.models.get_model_weights(model).DEFAULT
             try:
@@ -222,7 +222,7 @@ def darknet_identity(cfg: Path, weights: Path) -> str:
         if not p.is_file():
             raise DetectorUnavailable(f"Darknet detector file {p} is missing: pass --detector darknet:DIR "
                                       "(a folder with one .cfg and its .weights) or darknet:CFG,WEIGHTS")
-    return f"darknet:{cfg.stem}:{sha256_file(weights)[:16]}"
+    return f"darknet:{cfg.stem}:{sha256_weights(weights)[:16]}"
 
 
 def detector_identity(spec: str) -> str:

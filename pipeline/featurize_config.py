@@ -12,7 +12,7 @@ from pathlib import Path
 
 from contracts.options import option
 from pipeline.detect import detector_identity
-from pipeline.hashing import sha256_file
+from pipeline.hashing import sha256_weights
 from pipeline.specs import ClipSpec, DecodeSpec, MotionSpec, ObjectsSpec
 
 FEATURE_VERSION = 1  # bump when the extractor's numbers change for the same configuration
@@ -59,7 +59,7 @@ def _weights_identity(spec: ClipSpec | None) -> str | None:
         return "untrained"
     p = Path(spec.pretrained or "").expanduser()
     if spec.pretrained and p.is_file():
-        return f"file:{sha256_file(p)[:16]}"
+        return f"file:{sha256_weights(p)[:16]}"
     return spec.pretrained
 
 

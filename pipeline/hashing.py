@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import lru_cache
 
 _CHUNK = 4 << 20
 
@@ -19,3 +20,15 @@ def sha256_file(path: bytes | str) -> str:
 
 def sha256_text(text: str | bytes) -> str:
     return hashlib.sha256(os.fsencode(text) if isinstance(text, str) else text).hexdigest()
+
+
+def sha256_weights(path: str | os.PathLike) -> str:
+    """sha256_file for a weights file that several identities name in one process (the feature set's, the
+    engine export's key): read once while the file stays the same (inode, size, change times)."""
+    st = os.stat(path)
+    return _sha256_unchanged(os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@lru_cache(maxsize=16)
+def _sha256_unchanged(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    return sha256_file(path)
