@@ -13,7 +13,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,10 +21,9 @@ import torch.nn.functional as F
 
 from contracts.errors import WeightsUnavailable  # noqa: F401  (raised here; declared with the other expected errors)
 from contracts.projection import ChannelProjection
+from pipeline.engines import ExportSpec, compile_cached, compile_module, default_cache_dir, resolve_engine
+from pipeline.hashing import sha256_text, sha256_weights
 from pipeline.specs import ClipSpec  # noqa: F401  (its stage's configuration, declared there)
-
-if TYPE_CHECKING:
-    from pipeline.engines import ExportSpec
 
 
 @dataclass
@@ -62,8 +61,6 @@ def with_engine(clip: LoadedClip, engine: str, cache_dir=None, threads: int = 0,
     """The same model with its image tower run by `engine` ('auto': the fastest here; pipeline/engines.py)."""
     from dataclasses import replace
 
-    from pipeline.engines import compile_module, resolve_engine
-
     engine = resolve_engine(engine, clip.device)
     if engine == "torch":
         return replace(clip, engine="torch", tower=None)
@@ -74,8 +71,6 @@ def with_engine(clip: LoadedClip, engine: str, cache_dir=None, threads: int = 0,
 
 
 def _tower_export(model: str, image_size: int, has_grid: bool) -> ExportSpec:
-    from pipeline.engines import ExportSpec
-
     return ExportSpec(f"clip-{model}", (3, image_size, image_size), ("pooled", "grid") if has_grid else ("pooled",))
 
 
@@ -84,14 +79,12 @@ def clip_weights_key(spec: ClipSpec) -> str:
     hash for a checkpoint, the tag for open_clip's own (each with open_clip's version, which builds them)."""
     from importlib.metadata import version
 
-    from pipeline.hashing import sha256_file
-
     builder = f"open_clip {version('open_clip_torch')}"
     if spec.untrained:
         return f"{spec.model}|untrained, seed 0|{builder}"
     path = Path(spec.pretrained or "").expanduser()
     if spec.pretrained and path.is_file():
-        return f"{spec.model}|file {sha256_file(path)}"
+        return f"{spec.model}|file {sha256_weights(path)}"
     return f"{spec.model}|{spec.pretrained}|{builder}"
 
 
@@ -102,12 +95,9 @@ def engine_clip(spec: ClipSpec, device: torch.device, engine: str, cache_dir=Non
     the export."""
     import json
 
-    from pipeline.engines import compile_cached, default_cache_dir, resolve_engine
-    from pipeline.hashing import sha256_text
-
     engine = resolve_engine(engine, device)
     if engine == "torch":
-        return with_engine(load_clip(spec, device), "torch")
+        return load_clip(spec, device)
     cache = Path(cache_dir or default_cache_dir())
     key = clip_weights_key(spec)
     about = cache / f"clip-{spec.model}-{sha256_text(key)[:16]}.json"
