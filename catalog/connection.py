@@ -51,6 +51,21 @@ def default_db_path() -> str:
 SANDBOX_CONFIG = {"enable_external_access": False, "lock_configuration": True}
 
 
+# One connection to a catalog file at a time in this process, whichever Catalog object or thread opens it.
+# DuckDB shares one database instance per file among a process's connections, and a connection opened or
+# closed on one thread while another thread's transaction runs broke it (a featurize run's clip store
+# failed with "Table Function with name python_arrow_scan does not exist" while the claims heartbeat,
+# another Catalog object on another thread, renewed its lease; or "Unique file handle conflict").
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def file_lock(path: str) -> threading.RLock:
+    key = str(Path(path).resolve())
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.RLock())
+
+
 class CatalogLocked(RuntimeError):
     pass
 
@@ -110,9 +125,9 @@ class Catalog:
         if self.lock_timeout_s is None:
             self.lock_timeout_s = settings().lock_timeout_s
         self._migrated = False
-        # One writer at a time inside this process too: DuckDB shares one
-        # instance per process, and closing it is what frees the file lock.
-        self._write_lock = threading.RLock()
+        # One connection at a time inside this process too (see file_lock): DuckDB shares one instance per
+        # process, and closing it is what frees the file lock for other processes.
+        self._lock = file_lock(self.path)
 
     def _open(self, read_only: bool, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
         if read_only and not Path(self.path).exists():
@@ -158,16 +173,17 @@ class Catalog:
     @contextmanager
     def read(self, sandboxed: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection, closed on exit; sandboxed for SQL text a user or a flow parameter supplied."""
-        con = self._open(read_only=True, sandboxed=sandboxed)
-        try:
-            yield con
-        finally:
-            con.close()
+        with self._lock:
+            con = self._open(read_only=True, sandboxed=sandboxed)
+            try:
+                yield con
+            finally:
+                con.close()
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One short write transaction: committed on success, rolled back on error, file closed after."""
-        with self._write_lock:
+        with self._lock:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             con = self._open(read_only=False)
             try:

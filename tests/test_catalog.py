@@ -83,3 +83,56 @@ def test_nearmiss_db_env_var(tmp_path, monkeypatch, capsys):
 def test_query_on_missing_catalog_is_a_clear_error(tmp_path, capsys):
     assert main(["--db", str(tmp_path / "nope.duckdb"), "query", "SELECT 1"]) == 2
     assert "no catalog at" in capsys.readouterr().err
+
+
+def test_two_catalog_objects_on_one_file_never_open_it_from_two_threads_at_once(tmp_path):
+    """The crash of a long featurize: its clip store (one Catalog, registering an Arrow table) and the claims
+    heartbeat (another Catalog, on its own thread) opened the file at once, and DuckDB's shared instance
+    broke ("python_arrow_scan does not exist", "Unique file handle conflict")."""
+    import threading
+    import time
+
+    from catalog.connection import clip_id_table
+
+    db = str(tmp_path / "c.duckdb")
+    Catalog(db).ensure()
+    inside, spans, errors, stop = threading.Event(), [], [], threading.Event()
+
+    def holder():
+        with Catalog(db).write() as con:
+            inside.set()
+            time.sleep(0.3)
+            con.execute("SELECT count(*) FROM clips").fetchall()
+            spans.append(("holder", time.monotonic()))
+
+    def beat():
+        c = Catalog(db)
+        while not stop.wait(0.002):
+            try:
+                with c.write() as con:
+                    con.execute("SELECT count(*) FROM clips").fetchall()
+            except Exception as exc:
+                errors.append(repr(exc))
+
+    t = threading.Thread(target=holder)
+    t.start()
+    inside.wait(5)
+    with Catalog(db).write() as con:   # another object, another thread: waits for the holder's transaction
+        spans.append(("second", time.monotonic()))
+    t.join()
+    assert [who for who, _ in sorted(spans, key=lambda s: s[1])] == ["holder", "second"]
+
+    b = threading.Thread(target=beat)
+    b.start()
+    try:
+        store = Catalog(db)
+        for _ in range(100):
+            try:
+                with store.write() as con, clip_id_table(con, [str(k) for k in range(50)]):
+                    con.execute("SELECT count(*) FROM clips WHERE id IN (SELECT clip_id FROM _ids)").fetchall()
+            except Exception as exc:
+                errors.append(repr(exc))
+    finally:
+        stop.set()
+        b.join()
+    assert errors == []
