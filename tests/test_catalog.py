@@ -126,7 +126,7 @@ def test_two_catalog_objects_on_one_file_never_open_it_from_two_threads_at_once(
     b.start()
     try:
         store = Catalog(db)
-        for _ in range(100):
+        for _ in range(50):
             try:
                 with store.write() as con, clip_id_table(con, [str(k) for k in range(50)]):
                     con.execute("SELECT count(*) FROM clips WHERE id IN (SELECT clip_id FROM _ids)").fetchall()
