@@ -112,6 +112,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     def command(name: str, help: str, prefect: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, parents=[_common(prefect)], formatter_class=_Help,
                            epilog=f"example:\n  {EXAMPLES[name]}")
+        p.set_defaults(runs_as_flow=prefect)
         return p if only in (None, name) else _Unbuilt()
 
     p = command("synth", "render labelled synthetic dashcam clips")
@@ -225,8 +226,10 @@ def _options(args, model: str):
 
 
 def _use_prefect(args) -> bool:
-    """Run as Prefect flows: when asked, or when a Prefect server is configured (so runs are recorded there)."""
-    return bool(getattr(args, "prefect", False) or os.environ.get("PREFECT_API_URL"))
+    """Run as Prefect flows: when asked, or when a Prefect server is configured (so runs are recorded there); only
+    the commands that are flows (`query`, `check`, `report` never import Prefect, server or not)."""
+    return getattr(args, "runs_as_flow", False) and bool(getattr(args, "prefect", False)
+                                                         or os.environ.get("PREFECT_API_URL"))
 
 
 def _db(args) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -16,6 +17,15 @@ def _cell(v) -> str:
     if isinstance(v, (list, tuple)) and len(v) > 6:
         return "[" + ", ".join(_cell(x) for x in v[:4]) + f", ... {len(v)} values]"
     return str(v)
+
+
+def _wrapped_row(cells: list[str], widths: list[int]) -> list[str]:
+    """One row as one or more lines: a cell wider than its column (a JSON object from `runs.counts`, a long
+    error) continues on the next lines, broken between words, so it stays whole and readable."""
+    parts = [textwrap.wrap(c, w, break_on_hyphens=False, replace_whitespace=False) or [""]
+             for c, w in zip(cells, widths)]
+    return [" | ".join((p[k] if k < len(p) else "").ljust(w) for p, w in zip(parts, widths)).rstrip()
+            for k in range(max(len(p) for p in parts))]
 
 
 def _json_default(v):
@@ -41,7 +51,7 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str = "table", max_r
     lines = [" | ".join(clip(c, w).ljust(w) for c, w in zip(columns, widths)),
              "-+-".join("-" * w for w in widths)]
     for r in shown:
-        lines.append(" | ".join(clip(v, w).ljust(w) for v, w in zip(r, widths)))
+        lines += _wrapped_row(r, widths)
     more = f" (showing {max_rows})" if len(rows) > max_rows else ""
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more})")
     return "\n".join(lines) + "\n"

@@ -52,8 +52,10 @@ class _FeaturizeOptionsBase(OptionsBase):
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)} in --stages; choose from {', '.join(STAGES)}")
         if "objects" in wanted and not detector:
-            raise ValueError("--stages objects needs a detector: pass --detector darknet:/path/to/yolo_fastest "
-                             "(or set NEARMISS_DETECTOR)")
+            raise ValueError("the objects stage (road users: what the conflict and ttc heads score) needs a "
+                             "detector: set NEARMISS_DETECTOR=darknet:/path/to/yolo_fastest where this runs (a "
+                             "deployment: in the worker's environment), or pass --detector (a flow: the detector "
+                             "parameter)")
         with_clip = "clip" in wanted or not wanted
         with_objects = bool(detector) and ("objects" in wanted or not wanted)
         return replace(FeaturizeConfig(**spec_kwargs(self, FeaturizeConfig)),

@@ -136,3 +136,17 @@ def test_two_catalog_objects_on_one_file_never_open_it_from_two_threads_at_once(
         stop.set()
         b.join()
     assert errors == []
+
+
+def test_a_long_json_cell_wraps_between_words_in_the_table_format():
+    """`runs.counts` in `query`'s table: every key and value whole, on continuation lines, never cut mid-word."""
+    from nearmiss.formatting import format_rows
+
+    counts = json.dumps({"files": 4, "new": 4, "skipped": 0, "failed": 0, "still_writing": 0, "featurized": 4,
+                         "featurize_failed": 0, "incidents": 3})
+    lines = format_rows(["flow", "counts"], [("pipeline", counts)]).splitlines()
+    body = lines[2:-1]
+    assert len(body) > 1 and all(len(line) <= len(lines[1]) for line in body)
+    cells = [line.split(" | ", 1)[1].strip() for line in body]
+    assert json.loads(" ".join(cells)) == json.loads(counts)
+    assert body[0].startswith("pipeline") and all(line.startswith(" " * len("pipeline")) for line in body[1:])

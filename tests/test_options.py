@@ -85,6 +85,23 @@ def test_prefect_yaml_states_only_what_differs_from_the_defaults():
     assert checked >= 2
 
 
+def test_a_nightly_deployment_refuses_to_start_without_a_detector_in_one_line(monkeypatch):
+    """The nightly featurize and pipeline deployments take the real-footage path; on a worker with no detector
+    they would store no road users and the conflict and ttc heads would score nothing, silently."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    params = {d["name"]: d["parameters"] for d in spec["deployments"]}
+    chosen = [params["pipeline-nightly"]["featurize"], params["featurize-nightly"]["options"]]
+    monkeypatch.delenv("NEARMISS_DETECTOR", raising=False)
+    for options in chosen:
+        with pytest.raises(ValueError) as refused:
+            FeaturizeOptions(**options).config()
+        assert "NEARMISS_DETECTOR" in str(refused.value) and "\n" not in str(refused.value)
+    monkeypatch.setenv("NEARMISS_DETECTOR", "darknet:/models/yolo_fastest")
+    for options in chosen:
+        cfg = FeaturizeOptions(**options).config()
+        assert cfg.objects.detector == "darknet:/models/yolo_fastest" and cfg.clip is None
+
+
 @pytest.mark.skipif(not YOLO.is_dir(), reason="needs ../shared/models/yolo_fastest")
 def test_the_detector_threshold_option_cuts_the_detections_and_names_a_new_feature_set():
     import cv2
