@@ -130,7 +130,8 @@ def _decoded_frames(path, counter: str) -> int:
                               "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
                              capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout.strip(), f"ffprobe counted nothing: {out.stderr[-400:]}"
-        return int(out.stdout.strip().split(",")[0])
+        # an MPEG-TS lists its stream again under its program: the first line is the stream's count
+        return int(out.stdout.split()[0].split(",")[0])
     with av.open(str(path)) as c:
         return sum(1 for _ in c.decode(video=0))
 
