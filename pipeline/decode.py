@@ -24,7 +24,8 @@ class SampledFrames:
     source_fps: float
     prev_frames: np.ndarray       # (N, H, W, 3) the source frame just before each one (flow's short baseline)
     prev_dt_s: np.ndarray         # (N,) seconds from prev_frames[k] to frames[k]; 0 where there is none
-    extra_frames: np.ndarray | None = None  # (M, H, W, 3) frames at the extra rate (the object detector's)
+    extra_frames: np.ndarray | None = None  # (M, H', W', 3) frames at the extra rate (the object detector's), at
+    #                                         its own height when one was asked for (else H, W)
     extra_times_s: np.ndarray | None = None
 
 
@@ -38,12 +39,37 @@ def merged_times(duration_s: float, sample_fps: float, extra_fps: float) -> tupl
     return union, np.searchsorted(union, np.round(main, 6)), np.searchsorted(union, np.round(extra, 6))
 
 
-def split_rates(s: "SampledFrames", main_at: np.ndarray, extra_at: np.ndarray, extra_fps: float) -> "SampledFrames":
+def split_rates(s: "SampledFrames", main_at: np.ndarray, extra_at: np.ndarray, extra_fps: float,
+                main_size: tuple[int, int] | None = None) -> "SampledFrames":
+    """The union grid's frames split into the two rates. main_size (w, h): the frames were decoded at the extra
+    rate's larger size, and the main rate's (and the frames before them) are scaled down to it here."""
     if extra_fps <= 0:
         return s
     main_at, extra_at = main_at[main_at < len(s.times_s)], extra_at[extra_at < len(s.times_s)]
-    return SampledFrames(s.frames[main_at], s.times_s[main_at], s.source_fps, s.prev_frames[main_at],
-                         s.prev_dt_s[main_at], s.frames[extra_at], s.times_s[extra_at])
+    frames, prev = s.frames[main_at], s.prev_frames[main_at]
+    if main_size is not None and frames.shape[1:3] != (main_size[1], main_size[0]):
+        frames, prev = downscale(frames, main_size), downscale(prev, main_size)
+    return SampledFrames(frames, s.times_s[main_at], s.source_fps, prev, s.prev_dt_s[main_at], s.frames[extra_at],
+                         s.times_s[extra_at])
+
+
+def downscale(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Frames (N, H, W, 3) to (N, h, w, 3), averaging over each output pixel's area (no aliasing)."""
+    import cv2
+    out = np.empty((len(frames), size[1], size[0], 3), np.uint8)
+    for k, f in enumerate(frames):
+        out[k] = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def decode_sizes(width: int, height: int, spec: DecodeSpec, extra_height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((w, h) to decode at, (w, h) of the main rate's frames): one decode serves both stages, at the larger of
+    the two heights (never above the clip's own), scaled down for the main rate when the extra one is larger."""
+    main = output_size(width, height, spec)
+    if extra_height <= spec.height:
+        return main, main
+    big = output_size(width, height, DecodeSpec(spec.sample_fps, min(extra_height, height)))
+    return (big, main) if big[1] > main[1] else (main, main)
 
 
 def window_bounds(times: np.ndarray, window_s: float) -> list[tuple[int, int]]:
@@ -82,18 +108,20 @@ class Decoder(Protocol):
     name: str
 
     def windows(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0, max_bytes: int | None = None,
-                window_s: float = float("inf")) -> Iterator[SampledFrames]:
-        """The clip's sampled frames, a window of `window_s` seconds at a time; max_bytes bounds one window."""
+                window_s: float = float("inf"), extra_height: int = 0) -> Iterator[SampledFrames]:
+        """The clip's sampled frames, a window of `window_s` seconds at a time; max_bytes bounds one window.
+        extra_height: the extra rate's frames this high (the detector's own resolution, from the clip's
+        native frames), when above spec.height."""
 
     def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
-               max_bytes: int | None = None) -> SampledFrames: ...
+               max_bytes: int | None = None, extra_height: int = 0) -> SampledFrames: ...
 
 
 class _WholeClip:
     def decode(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
-               max_bytes: int | None = None) -> SampledFrames:
+               max_bytes: int | None = None, extra_height: int = 0) -> SampledFrames:
         """All of a clip's sampled frames at once: for short clips (the report, tests)."""
-        return concat_windows(list(self.windows(path, spec, extra_fps, max_bytes)))
+        return concat_windows(list(self.windows(path, spec, extra_fps, max_bytes, extra_height=extra_height)))
 
 
 def check_plan(n_frames: int, width: int, height: int, max_bytes: int | None) -> None:
@@ -137,7 +165,7 @@ class DecordDecoder(_WholeClip):
         self.threads = threads
 
     def windows(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0, max_bytes: int | None = None,
-                window_s: float = float("inf")) -> Iterator[SampledFrames]:
+                window_s: float = float("inf"), extra_height: int = 0) -> Iterator[SampledFrames]:
         import decord
 
         try:
@@ -146,7 +174,7 @@ class DecordDecoder(_WholeClip):
             stamps = probe.get_frame_timestamp(list(range(len(probe))))
             fps = float(probe.get_avg_fps())
             del probe
-            w, h = output_size(w0, h0, spec)
+            (w, h), main_size = decode_sizes(w0, h0, spec, extra_height if extra_fps > 0 else 0)
             vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=self.threads)
         except Exception as exc:
             raise DecodeError(f"decord could not open the video: {str(exc).splitlines()[0][:200]}") from None
@@ -176,7 +204,8 @@ class DecordDecoder(_WholeClip):
             del batch
             main, extra = window_rates(main_at, extra_at, a, b)
             yield split_rates(SampledFrames(frames, times[a:b], fps, prev_frames,
-                                            (starts[indices] - starts[prev]).astype(float)), main, extra, extra_fps)
+                                            (starts[indices] - starts[prev]).astype(float)), main, extra, extra_fps,
+                              main_size)
 
 
 class PyAVDecoder(_WholeClip):
@@ -186,7 +215,7 @@ class PyAVDecoder(_WholeClip):
         self.threads = threads
 
     def windows(self, path: str, spec: DecodeSpec, extra_fps: float = 0.0, max_bytes: int | None = None,
-                window_s: float = float("inf")) -> Iterator[SampledFrames]:
+                window_s: float = float("inf"), extra_height: int = 0) -> Iterator[SampledFrames]:
         import av
 
         try:
@@ -198,11 +227,14 @@ class PyAVDecoder(_WholeClip):
             stream.thread_type = "AUTO"
             if self.threads:
                 stream.codec_context.thread_count = self.threads
-            w, h = output_size(stream.codec_context.width, stream.codec_context.height, spec)
+            extra_height = extra_height if extra_fps > 0 else 0
+            (w, h), main_size = decode_sizes(stream.codec_context.width, stream.codec_context.height, spec,
+                                             extra_height)
             self._w, self._h = w, h
             # A rotated recording (phone or dashcam mounted on its side) is shown turned: decord applies the
             # display matrix, so PyAV does too, sized for the picture as shown.
-            self._turned = output_size(stream.codec_context.height, stream.codec_context.width, spec)
+            self._turned, turned_main = decode_sizes(stream.codec_context.height, stream.codec_context.width, spec,
+                                                     extra_height)
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
             rate = float(stream.average_rate or 0)
@@ -221,7 +253,8 @@ class PyAVDecoder(_WholeClip):
             bounds = window_bounds(times, window_s) if times is not None else [(0, None)]
             if times is not None:  # each sample and the frame before it, a window at a time
                 check_plan(2 * max(b - a for a, b in bounds), w, h, max_bytes)
-            window = _Window(bounds, rate)
+            # the main rate's size for a frame of each decoded shape (as decoded, and turned)
+            window = _Window(bounds, rate, {(self._turned[1], self._turned[0]): turned_main, (h, w): main_size})
             k, t, last, index = 0, 0.0, float("-inf"), -1
             prev = older = None
             try:
@@ -282,8 +315,9 @@ class PyAVDecoder(_WholeClip):
 class _Window:
     """PyAV's frames kept for the current window of the time grid, handed out when it is full."""
 
-    def __init__(self, bounds: list[tuple[int, int | None]], fps: float):
+    def __init__(self, bounds: list[tuple[int, int | None]], fps: float, main_sizes: dict):
         self.bounds, self.fps, self.index, self.yielded = bounds, fps, 0, 0
+        self.main_sizes = main_sizes
         self.kept, self.kept_t, self.before, self.before_dt = [], [], [], []
 
     def full(self, k: int) -> bool:
@@ -299,7 +333,7 @@ class _Window:
         if main_at is None:
             return s
         main, extra = window_rates(main_at, extra_at, a, a + len(s.times_s))
-        return split_rates(s, main, extra, extra_fps)
+        return split_rates(s, main, extra, extra_fps, self.main_sizes.get(s.frames.shape[1:3]))
 
 
 DECODERS = {"decord": DecordDecoder, "pyav": PyAVDecoder}

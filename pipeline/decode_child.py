@@ -20,9 +20,10 @@ from pipeline.isolation import Child, quiet_child
 
 
 def decoder_windows(name: str, path: str, spec: DecodeSpec, extra_fps: float, max_bytes: int | None,
-                    window_s: float) -> Iterator[SampledFrames]:
+                    window_s: float, extra_height: int = 0) -> Iterator[SampledFrames]:
     """What a child runs: the named decoder's windows."""
-    return make_decoder(name).windows(path, spec, extra_fps=extra_fps, max_bytes=max_bytes, window_s=window_s)
+    return make_decoder(name).windows(path, spec, extra_fps=extra_fps, max_bytes=max_bytes, window_s=window_s,
+                                      extra_height=extra_height)
 
 
 class ChildDecodeError(Exception):
@@ -75,9 +76,10 @@ class ChildDecoder:
         self._child = Child(_serve, source or decoder_windows, quiet)
 
     def windows(self, name: str, path: str, spec: DecodeSpec, extra_fps: float = 0.0,
-                max_bytes: int | None = None, window_s: float = float("inf")) -> Iterator[SampledFrames]:
+                max_bytes: int | None = None, window_s: float = float("inf"),
+                extra_height: int = 0) -> Iterator[SampledFrames]:
         conn = self._child.conn()
-        conn.send((name, path, spec, extra_fps, max_bytes, window_s))
+        conn.send((name, path, spec, extra_fps, max_bytes, window_s, extra_height))
         answered = False
         try:
             while True:

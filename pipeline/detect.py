@@ -6,61 +6,28 @@ Backends:
 - `torchvision:NAME[:WEIGHTS_FILE]`: torchvision detection models by name
   (fasterrcnn_mobilenet_v3_large_fpn, retinanet_resnet50_fpn_v2, ssdlite320_mobilenet_v3_large, ...).
   torchvision downloads their weights; offline, point at a local file.
+- `yolox:FILE.onnx`: YOLOX (e.g. YOLOX-nano, Apache-2.0) through ONNX Runtime or OpenVINO
+  (pipeline/detect_yolox.py).
+
+Each kind registers itself in pipeline/detections.py; `make_detector` and `detector_identity` ask the registry.
 
 Only road users are kept: the COCO classes that contracts/taxonomy.py maps onto the near-miss taxonomy.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from pipeline.hashing import sha256_weights
 from contracts.errors import DetectorUnavailable  # noqa: F401  (raised here)
 from contracts.taxonomy import COCO_TO_CLASS
+from pipeline.detections import (COCO80, Detections, Detector, DetectorKind, DetectorParams, detector_kinds,
+                                 nms_keep, per_class_nms, register_detector)
+import pipeline.detect_yolox  # noqa: F401,E402  (a kind that registers itself: yolox:FILE.onnx)
 
-# The 80 COCO classes in the order Darknet and torchvision's category ids use (torchvision skips ids).
-COCO80 = ("person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
-          "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag "
-          "tie suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard "
-          "tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot "
-          "hot_dog pizza donut cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote "
-          "keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear "
-          "hair_drier toothbrush").split()
-
-
-@dataclass
-class Detections:
-    """One frame's road users. Boxes are (x1, y1, x2, y2) in fractions of the frame's width and height."""
-    boxes: np.ndarray       # (K, 4) float32
-    scores: np.ndarray      # (K,) float32
-    coco: list[str]         # (K,) COCO class names
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @staticmethod
-    def empty() -> "Detections":
-        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
-
-
-class Detector(Protocol):
-    name: str
-    identity: str     # what the feature set records: backend, model and a hash of the weights
-
-    def detect(self, frames: np.ndarray) -> list[Detections]: ...
-
-
-def _nms_keep(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    import cv2
-    if not len(scores):
-        return np.zeros(0, int)
-    xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou)
-    return np.asarray(keep, int).reshape(-1)
+_nms_keep = nms_keep  # the name tests/test_objects.py knows
 
 
 # OpenCV's region layer keeps a class probability (objectness times the class's) only above this; the
@@ -140,11 +107,7 @@ class DarknetDetector:
             return Detections.empty()
         cx, cy, w, h = rows[wanted, :4].T
         boxes = np.clip(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), 0, 1).astype(np.float32)
-        score, names = score[wanted].astype(np.float32), names[wanted]
-        keep = np.concatenate([np.flatnonzero(names == c)[_nms_keep(boxes[names == c], score[names == c],
-                                                                     self.nms_iou)] for c in np.unique(names)])
-        keep = keep[np.argsort(-score[keep])]
-        return Detections(boxes[keep], score[keep], [str(names[i]) for i in keep])
+        return per_class_nms(boxes, score[wanted].astype(np.float32), names[wanted], self.nms_iou)
 
 
 class TorchvisionDetector:
@@ -225,26 +188,42 @@ def darknet_identity(cfg: Path, weights: Path) -> str:
     return f"darknet:{cfg.stem}:{sha256_weights(weights)[:16]}"
 
 
-def detector_identity(spec: str) -> str:
-    """A detector's identity without building it (a Darknet one: no OpenCV, no torch); a torchvision one
-    is loaded to learn which weights its name stands for."""
+register_detector(DetectorKind(
+    "darknet", "darknet:DIR or darknet:CFG,WEIGHTS",
+    identity=lambda arg: darknet_identity(*_darknet_files(arg)),
+    build=lambda arg, p: DarknetDetector(*_darknet_files(arg), min_score=p.min_score, input_size=p.input_size,
+                                         engine=p.engine, device=p.device)))
+
+
+def _torchvision(arg: str, p: DetectorParams) -> Detector:
+    name, _, weights = arg.partition(":")
+    return TorchvisionDetector(name, weights or None, min_score=p.min_score, device=p.device)
+
+
+# Its identity names the weights the model's name stands for, which only loading it tells.
+register_detector(DetectorKind("torchvision", "torchvision:NAME[:WEIGHTS_FILE]",
+                               identity=lambda arg: _torchvision(arg, DetectorParams()).identity, build=_torchvision))
+
+
+def _kind(spec: str) -> tuple[DetectorKind, str]:
     backend, _, arg = spec.partition(":")
-    if backend == "darknet" and arg:
-        return darknet_identity(*_darknet_files(arg))
-    return make_detector(spec).identity
+    kinds = detector_kinds()
+    if backend not in kinds or not arg:
+        raise ValueError(f"unknown detector {spec!r}: use " + ", ".join(k.usage for k in kinds.values()))
+    return kinds[backend], arg
+
+
+def detector_identity(spec: str) -> str:
+    """A detector's identity without building it where its kind can (Darknet, YOLOX: a hash of the weights);
+    a torchvision one is loaded to learn which weights its name stands for."""
+    kind, arg = _kind(spec)
+    return kind.identity(arg)
 
 
 def make_detector(spec: str, device: str = "cpu", min_score: float = 0.25, input_size: int = 320,
                   engine: str = "torch") -> Detector:
-    """`darknet:DIR`, `darknet:CFG,WEIGHTS` or `torchvision:NAME[:WEIGHTS_FILE]`; input_size is Darknet's
-    (torchvision detectors resize on their own), and so is the engine (pipeline/engines.py)."""
-    backend, _, arg = spec.partition(":")
-    if backend == "darknet" and arg:
-        return DarknetDetector(*_darknet_files(arg), min_score=min_score, input_size=input_size, engine=engine,
-                               device=device)
-    if backend == "torchvision" and arg:
-        name, _, weights = arg.partition(":")
-        return TorchvisionDetector(name, weights or None, min_score=min_score, device=device)
-    raise ValueError(f"unknown detector {spec!r}: use darknet:DIR, darknet:CFG,WEIGHTS or "
-                     "torchvision:NAME[:WEIGHTS_FILE]")
-
+    """A detector by its spec, `KIND:ARG` (the registered kinds: darknet, torchvision, yolox); input_size is
+    Darknet's (the others have their own), and so is the engine (pipeline/engines.py) for the kinds that run
+    through one."""
+    kind, arg = _kind(spec)
+    return kind.build(arg, DetectorParams(device, min_score, input_size, engine))

@@ -120,7 +120,8 @@ def _onnxruntime_runner(path: Path, threads: int) -> Runner:
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"input": np.ascontiguousarray(x, np.float32)})
+    name = session.get_inputs()[0].name   # "input" for our exports; a published model's own (YOLOX: "images")
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, np.float32)})
 
 
 def _openvino_runner(path: Path, threads: int) -> Runner:
@@ -165,6 +166,14 @@ def compile_cached(spec: ExportSpec, weights_key: str, engine: str, cache_dir: P
         return None
     path = _export_path(weights_key, spec, engine, cache_dir or default_cache_dir())
     return _runner(path, engine, threads) if path.exists() else None
+
+
+def onnx_file_runner(path: Path, engine: str, threads: int = 0) -> Runner:
+    """A published ONNX model as it is (no torch module to export): ONNX Runtime or OpenVINO; `torch` and
+    `auto` take the fastest installed of the two."""
+    if engine not in ("onnxruntime", "openvino"):
+        engine = next(e for e in ("openvino", "onnxruntime") if engine_version(e))
+    return _runner(path, engine, threads)
 
 
 def _runner(path: Path, engine: str, threads: int) -> Runner:

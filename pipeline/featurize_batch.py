@@ -112,7 +112,8 @@ class _DecodeFailed(Exception):
 def _windows(path: str, name: str, cfg: FeaturizeConfig, budget: int, children: ChildDecoders | None):
     """The decoder's windows (from this thread's decode child, unless decoding in process); its errors,
     crashes and hangs become _DecodeFailed (another decoder may do better)."""
-    args = (path, cfg.decode, cfg.objects.fps if cfg.objects else 0.0, budget, cfg.window_s)
+    args = (path, cfg.decode, cfg.objects.fps if cfg.objects else 0.0, budget, cfg.window_s,
+            cfg.objects.frame_height if cfg.objects else 0)
     it = None
     try:
         while True:

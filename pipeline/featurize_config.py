@@ -76,6 +76,8 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
         objects["detector"] = detector_identity(cfg.objects.detector)  # the weights' hash, not a path
         if objects["input_size"] == 320:  # the size every earlier feature set used: their ids stay
             del objects["input_size"]
+        if objects["frame_height"] == 0:  # the detector on the motion stage's frames, as before: ids stay
+            del objects["frame_height"]
         config["objects"] = objects
     fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     name = (f"{clip.model}/{config['weights']}" if clip else "motion") + f"@{cfg.decode.sample_fps:g}fps"

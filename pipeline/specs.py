@@ -49,6 +49,10 @@ class ObjectsSpec:
     input_size: int = option(320, "Darknet detector input size in pixels (416 finds more small road users and "
                              "riders for about 1.7x the detector's time; bench/detector_sizes.py)",
                              name="object_input", ge=128, multiple_of=32)
+    frame_height: int = option(0, "height in pixels at which the detector's frames are decoded, from the clip's "
+                               "native frames (never above them), apart from the 224 px of motion and CLIP; 0: "
+                               "those same 224 px frames. A car 40 m ahead is a few pixels at 224",
+                               name="object_height", ge=0)
     track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
     track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
     lost_s: float = 0.7               # a track survives this long unseen

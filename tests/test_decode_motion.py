@@ -97,6 +97,31 @@ def test_windows_together_are_the_whole_clip(synth_dir, name):
     assert all(p.times_s[-1] < q.times_s[0] for p, q in zip(parts, parts[1:]))
 
 
+@pytest.mark.parametrize("name", ["decord", "pyav"])
+def test_the_detector_frames_have_their_own_resolution_apart_from_motion_and_clip(synth_dir, name):
+    """One decode serves both: the detector's frames at their own height from the clip's native frames, the
+    motion and CLIP frames at the spec's height, scaled down from the same decoded frames; never above the clip."""
+    clip = sorted(synth_dir.glob("*.mp4"))[0]        # 320 x 180
+    spec = DecodeSpec(sample_fps=5.0, height=90)
+    decoder = make_decoder(name)
+    same = decoder.decode(str(clip), spec, extra_fps=10.0)
+    own = decoder.decode(str(clip), spec, extra_fps=10.0, extra_height=180)
+    assert same.frames.shape[1:3] == same.extra_frames.shape[1:3] == (90, 160)
+    assert own.extra_frames.shape[1:3] == (180, 320) and own.frames.shape[1:3] == (90, 160)
+    assert own.prev_frames.shape == own.frames.shape
+    assert np.array_equal(own.times_s, same.times_s) and np.array_equal(own.extra_times_s, same.extra_times_s)
+    # the main frames are the same pictures, scaled by another path: within a few grey levels on average
+    assert np.abs(own.frames.astype(int) - same.frames.astype(int)).mean() < 4
+    # a detector frame scaled down is the motion frame at the same time
+    at = {round(t, 6): k for k, t in enumerate(own.extra_times_s)}
+    k, j = next((k, at[round(t, 6)]) for k, t in enumerate(own.times_s) if round(t, 6) in at)
+    import cv2
+    small = cv2.resize(own.extra_frames[j], (160, 90), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(small, own.frames[k])
+    capped = decoder.decode(str(clip), spec, extra_fps=10.0, extra_height=720)   # not above the clip's 180
+    assert capped.extra_frames.shape[1:3] == (180, 320)
+
+
 def test_flow_magnitude_is_the_vector_norm_to_float_precision():
     """motion's fast flow length (hypot) stands in for torch's norm over the (u, v) axis: the stored
     descriptors may move by float rounding only (measured on six real clips: 8e-8 relative at most)."""

@@ -30,6 +30,42 @@ CFG = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fp
                       batch_size=32, projection_frames=16, objects=ObjectsSpec(f"darknet:{YOLO}", fps=8.0))
 
 
+YOLOX = REAL_DASHCAM.parents[1] / "models" / "yolox_nano" / "yolox_nano.onnx"
+# YOLOX-nano on dad_000478.mp4 at 3 s, decoded 720 px high (its native size), ONNX Runtime 1.32, this
+# commit's decode: the three most confident road users (all cars). A later run must find them within 0.01.
+YOLOX_REFERENCE = [("car", [0.1190, 0.5471, 0.2737, 0.7213], 0.867), ("car", [0.5281, 0.5451, 0.6143, 0.6688], 0.800),
+                   ("car", [0.4108, 0.5486, 0.4605, 0.6114], 0.688)]
+
+
+def _iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+@pytest.mark.skipif(not YOLOX.is_file(), reason="needs ../shared/models/yolox_nano")
+def test_each_detector_kind_finds_the_reference_road_users_on_a_real_frame():
+    """yolox: (ONNX Runtime and OpenVINO) against its reference run and each other; darknet at 416 on the same
+    native-resolution frame finds the same cars (one picture, two networks)."""
+    s = make_decoder("pyav").decode(str(REAL_DASHCAM / "dad_000478.mp4"), DecodeSpec(sample_fps=1.0), extra_fps=1.0,
+                                    extra_height=720)
+    frame = s.extra_frames[3:4]
+    assert frame.shape[1:3] == (720, 1280)
+    found = {}
+    for engine in ("onnxruntime", "openvino"):
+        det = make_detector(f"yolox:{YOLOX}", engine=engine)
+        assert det.identity.startswith("yolox:yolox_nano:")
+        found[engine] = det.detect(frame)[0]
+    a, b = found["onnxruntime"], found["openvino"]
+    assert a.coco == b.coco and abs(a.boxes - b.boxes).max() < 1e-3 and abs(a.scores - b.scores).max() < 1e-3
+    for (cls, box, score), got_cls, got_box, got_score in zip(YOLOX_REFERENCE, a.coco, a.boxes, a.scores):
+        assert got_cls == cls and abs(got_box - box).max() < 0.01 and abs(got_score - score) < 0.01
+    dark = make_detector(f"darknet:{YOLO}", input_size=416).detect(frame)[0]
+    for cls, box, _ in YOLOX_REFERENCE:
+        assert max(_iou(box, d) for d, c in zip(dark.boxes, dark.coco) if c == cls) > 0.6
+
+
 def test_darknet_finds_the_cars_in_a_real_frame():
     s = make_decoder("pyav").decode(str(REAL_DASHCAM / "dad_000478.mp4"), DecodeSpec(sample_fps=1.0))
     det = make_detector(f"darknet:{YOLO}")

@@ -89,7 +89,7 @@ def test_a_nightly_deployment_refuses_to_start_without_a_detector_in_one_line(mo
     """The nightly featurize and pipeline deployments take the real-footage path; on a worker with no detector
     they would store no road users and the conflict and ttc heads would score nothing, silently."""
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    params = {d["name"]: d["parameters"] for d in spec["deployments"]}
+    params = {d["name"]: d.get("parameters") or {} for d in spec["deployments"]}
     chosen = [params["pipeline-nightly"]["featurize"], params["featurize-nightly"]["options"]]
     monkeypatch.delenv("NEARMISS_DETECTOR", raising=False)
     for options in chosen:
