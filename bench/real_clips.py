@@ -113,7 +113,8 @@ def build_catalog(args, work: Path) -> tuple[str, dict, dict, dict, float, float
         sources.update(negative_sources(neg))
     # The real-footage heads read road users and motion, never CLIP: the feature set has no CLIP stage.
     cfg = FeaturizeConfig(clip=None, device=args.device,
-                          objects=ObjectsSpec(args.detector, fps=args.object_fps, input_size=args.input_size))
+                          objects=ObjectsSpec(args.detector, fps=args.object_fps, input_size=args.input_size,
+                                              frame_height=args.object_height))
     t0 = time.perf_counter()
     f = run_featurize(db, cfg)
     seconds = time.perf_counter() - t0
@@ -271,6 +272,8 @@ def main() -> int:
     ap.add_argument("--detector", default=f"darknet:{SHARED / 'models' / 'yolo_fastest'}")
     ap.add_argument("--object-fps", type=float, default=10.0)
     ap.add_argument("--input-size", type=int, default=ObjectsSpec.input_size, help="detector input size")
+    ap.add_argument("--object-height", type=int, default=ObjectsSpec.frame_height,
+                    help="height of the detector's frames, decoded from the native ones (0: the 224 px of motion)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--heads", default="ttc,conflict")
     ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR, help="the conflict head's false-alarm budget")

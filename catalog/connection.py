@@ -130,6 +130,12 @@ class Catalog:
         self._lock = file_lock(self.path)
 
     def _open(self, read_only: bool, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
+        where = Path(self.path)
+        if where.is_dir():
+            raise CatalogMissing(f"{self.path} is a folder, not a catalog file: pass --db FOLDER/name.duckdb")
+        if not where.parent.is_dir():   # a typo must not become a new catalog in new folders
+            raise CatalogMissing(f"the folder {where.parent} does not exist: create it first, or check --db "
+                                 f"({self.path})")
         if read_only and not Path(self.path).exists():
             raise CatalogMissing(f"no catalog at {self.path}: run `nearmiss ingest` first, or pass --db")
         started = time.monotonic()
@@ -184,7 +190,6 @@ class Catalog:
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One short write transaction: committed on success, rolled back on error, file closed after."""
         with self._lock:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             con = self._open(read_only=False)
             try:
                 if not self._migrated:

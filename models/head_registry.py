@@ -130,6 +130,17 @@ def head_info(name: str) -> HeadInfo | None:
     return _HEADS.get(name) or declared_heads().get(name)
 
 
+def parse_head_ref(ref: str) -> tuple[str, int | None]:
+    """'conflict' or 'conflict@3' -> (name, version); an unknown head is one line naming the known ones, told
+    without importing any head (so without torch)."""
+    name, _, version = ref.partition("@")
+    if head_info(name) is None:
+        raise ValueError(f"unknown head {name!r}: choose one of {', '.join(sorted(declared_heads()))}")
+    if version and not version.isdigit():
+        raise ValueError(f"head version must be a number, got {ref!r}")
+    return name, int(version) if version else None
+
+
 def head_modules() -> dict[str, list[str]]:
     """module -> the heads it registers, for every module of models/ with `@register_head(`, read from the
     source without importing it."""

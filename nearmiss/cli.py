@@ -403,9 +403,17 @@ def cmd_rescore(args) -> int:
     return 0
 
 
+def _known_head(args) -> None:
+    """--head names a head nearmiss has (one line listing them otherwise), checked before anything is read."""
+    if getattr(args, "head", None):
+        from models.head_registry import parse_head_ref
+        parse_head_ref(args.head)
+
+
 def cmd_report(args) -> int:
     from nearmiss.report import build_report
 
+    _known_head(args)
     page = build_report(_db(args), args.out, args.where, args.head, args.limit)
     print(f"report: {page.resolve()}")
     return 0
@@ -414,6 +422,7 @@ def cmd_report(args) -> int:
 def cmd_review(args) -> int:
     from nearmiss.review import ReviewConfig, serve
 
+    _known_head(args)
     serve(ReviewConfig(_db(args), args.out, args.head, args.limit, args.reviewer, port=args.port))
     return 0
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from catalog import Catalog, default_db_path
 from catalog.features import feature_set
 from catalog.head_inputs import load_sequences, scored_clip_ids
-from catalog.heads import ModelRow, latest_classes, latest_models, write_predictions
+from catalog.heads import ModelRow, get_model, latest_classes, latest_models, write_predictions
 from catalog.readonly import check_predicate, validate_predicate
 from contracts.predictions import withhold_if_too_short
 from contracts.taxonomy import CLASSES
-from models.head_registry import head_info
+from models.head_registry import head_info, parse_head_ref
 from steps.executor import Executor, InProcess, unit
 from steps.lineage import tracked_run
 from steps.progress import Progress
@@ -96,6 +96,18 @@ def score_head(db: str, row: ModelRow, *, where: str | None = None, only_missing
     return out
 
 
+def _resolve(catalog: Catalog, ref: str) -> ModelRow:
+    """The head version a reference names; only a head registered on first use loads the heads (and torch):
+    an unknown head, or a known one with nothing left to score, answers without them."""
+    name, version = parse_head_ref(ref)
+    with catalog.read() as con:
+        row = get_model(con, name, version)
+    if row is not None:
+        return row
+    from steps.train import resolve_model
+    return resolve_model(catalog, ref)
+
+
 def run_score(db: str | None = None, heads: list[str] | None = None, where: str | None = None,
               executor: Executor = InProcess(), show_progress: bool = False,
               require_heads: bool = True) -> list[HeadScore]:
@@ -105,8 +117,7 @@ def run_score(db: str | None = None, heads: list[str] | None = None, where: str 
     if where:   # refused before anything is registered, scored or recorded as a run
         validate_predicate(catalog, where)
     if heads:
-        from steps.train import resolve_model
-        rows = [resolve_model(catalog, h) for h in heads]
+        rows = [_resolve(catalog, h) for h in heads]
     else:
         with catalog.read() as con:
             rows = latest_models(con)

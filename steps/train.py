@@ -13,6 +13,7 @@ from catalog.heads import ModelRow, get_model, next_version, record_evaluation, 
 from steps.lineage import tracked_run
 from models.evaluation import evaluate, summary_line
 from models.fit_data import FitData
+from models.head_registry import parse_head_ref
 from models.heads import get_head
 from models.store import default_store, load_head, save_head
 from models.train_spec import TrainSpec
@@ -38,13 +39,7 @@ class TrainReport:
     val: dict = field(default_factory=dict)
 
 
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    """'recognition' or 'recognition@3' -> (name, version)."""
-    name, _, version = ref.partition("@")
-    get_head(name)  # unknown names fail here, listing the registered heads
-    if version and not version.isdigit():
-        raise ValueError(f"head version must be a number, got {ref!r}")
-    return name, int(version) if version else None
+parse_ref = parse_head_ref   # 'recognition' or 'recognition@3' -> (name, version)
 
 
 def resolve_model(catalog: Catalog, ref: str) -> ModelRow:

@@ -283,3 +283,35 @@ def test_an_expected_error_inside_a_prefect_flow_is_one_line_too(catalog_copy):
     assert "Traceback" not in r.stderr and "nanobind" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("nearmiss score: no heads in the catalog") or \
         any(line.startswith("nearmiss score: no heads") for line in r.stderr.splitlines())
+
+
+@pytest.mark.parametrize("argv", [["query", "SELECT 1"], ["ingest", "CLIPS"], ["score"], ["report"], ["check"]])
+def test_a_catalog_path_that_is_a_folder_or_under_a_missing_folder_is_one_line(tmp_path, clips, capsys, argv):
+    """--db naming a folder, or a file in a folder that does not exist (a typo), is one line and rc 2; ingest
+    creates no folders and no empty catalog."""
+    argv = [str(clips) if a == "CLIPS" else a for a in argv]
+    for db, says in ((tmp_path, "is a folder, not a catalog file"), (tmp_path / "no" / "such" / "c.duckdb",
+                                                                        "does not exist")):
+        assert main(["--db", str(db), *argv, "--quiet"] if argv[0] in ("ingest", "score") else
+                    ["--db", str(db), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.slow   # six CLI processes: over 5 s on 2 cores
+def test_an_unknown_head_is_one_line_everywhere_and_loads_no_model(tmp_path, clips):
+    db = str(tmp_path / "c.duckdb")
+    assert main(["--db", db, "ingest", str(clips), "--quiet"]) == 0
+    probe = ("import sys; from nearmiss.cli import main; rc = main(sys.argv[1:]); "
+             "print('IMPORTED', sorted(m for m in ('torch',) if m in sys.modules)); sys.exit(rc)")
+    env = {**os.environ, "CI": "1"}
+    env.pop("PREFECT_API_URL", None)
+    for command in ("score", "report", "review", "rescore", "evaluate", "train"):
+        r = subprocess.run([sys.executable, "-c", probe, "--db", db, command, "--head", "nosuchhead"],
+                           cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2, (command, r.stdout, r.stderr)
+        assert r.stderr.strip().count("\n") == 0 and "unknown head 'nosuchhead'" in r.stderr, (command, r.stderr)
+        if command in ("score", "report", "review"):
+            assert r.stdout.split("IMPORTED")[1].strip() == "[]", (command, r.stdout)
