@@ -24,13 +24,13 @@ NEARMISS = [sys.executable, "-m", "nearmiss.cli"]
 SQL = "SELECT status, count(*) FROM clips GROUP BY 1 ORDER BY 1"
 
 
-def _time(cmd: list[str], env: dict, runs: int) -> tuple[float, list[float]]:
+def _time(cmd: list[str], env: dict, runs: int, ok: tuple[int, ...] = (0,)) -> tuple[float, list[float]]:
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
-        if r.returncode != 0:
+        if r.returncode not in ok:
             raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-800:]}")
     return statistics.median(times), times
 
@@ -61,12 +61,19 @@ def main() -> None:
         ("nearmiss --help", [*NEARMISS, "--help"]),
         ("nearmiss check", [*NEARMISS, "check"]),
         ("nearmiss score, nothing to do", [*NEARMISS, "score", "--quiet"]),
+        ("nearmiss score --head detection, nothing to do", [*NEARMISS, "score", "--head", "detection", "--quiet"]),
+        ("nearmiss score --head nosuchhead (rc 2)", [*NEARMISS, "score", "--head", "nosuchhead"]),
         ("nearmiss featurize, nothing to do", featurize),
     ]
-    print(f"\n{'command':42s} {'median s':>9s}   runs (s)")
-    for name, cmd in cases:
-        median, times = _time(cmd, env, args.runs)
-        print(f"{name:42s} {median:9.2f}   {', '.join(f'{t:.2f}' for t in times)}")
+    # A machine with a Prefect server configured (a worker's): the commands that are not flows never import
+    # Prefect. The address is never contacted, so none need answer there.
+    served = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    cases += [(f"{name}, PREFECT_API_URL set", cmd, served) for name, cmd in cases
+              if name.startswith(("nearmiss query", "nearmiss check", "nearmiss --help"))]
+    print(f"\n{'command':55s} {'median s':>9s}   runs (s)")
+    for name, cmd, *where in cases:
+        median, times = _time(cmd, where[0] if where else env, args.runs, ok=(0, 2) if "rc 2" in name else (0,))
+        print(f"{name:55s} {median:9.2f}   {', '.join(f'{t:.2f}' for t in times)}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ class StageChoice:
                                 "CLIP weights). Default: motion and clip, plus objects with a detector; with a "
                                 "detector, CLIP is left out (saying so) when its weights cannot be had here")
     detector: str | None = option(None, "road users with time-to-collision: darknet:DIR (e.g. a Yolo-Fastest "
-                                  "folder), darknet:CFG,WEIGHTS or torchvision:NAME[:WEIGHTS_FILE]; default: the "
+                                  "folder), darknet:CFG,WEIGHTS, yolox:FILE.onnx or torchvision:NAME[:WEIGHTS_FILE]; default: the "
                                   "NEARMISS_DETECTOR setting")
 
 
