@@ -41,11 +41,11 @@ def nearmiss_cli(tree: Path, command: str, db: str) -> list[str]:
             "sys.argv[0] = 'nearmiss'; sys.exit(main())", str(tree), "--db", db, command, *direct]
 
 
-def nearmiss(tree: Path, engine: str | None, stages: str | None = None):
+def nearmiss(tree: Path, engine: str | None, stages: str | None = None, extra: tuple[str, ...] = ()):
     """featurize of the nearmiss source at `tree` (the catalog ingested by that same source)."""
     def cmd(db: str, paths: list[str]) -> list[str]:
         return (nearmiss_cli(tree, "featurize", db) + ["--untrained", "--device", "cpu", "--detector", f"darknet:{YOLO}"]
-                + (["--engine", engine] if engine else []) + (["--stages", stages] if stages else []))
+                + (["--engine", engine] if engine else []) + (["--stages", stages] if stages else []) + list(extra))
     cmd.tree = tree
     return cmd
 
@@ -71,6 +71,11 @@ def main() -> None:
     ap.add_argument("--baseline", action="append", default=[], help="git commit to time as well (repeatable)")
     ap.add_argument("--no-clip", action="store_true", help="also time the motion + objects path")
     ap.add_argument("--warm", action="store_true", help="a first, untimed round")
+    ap.add_argument("--objects-variant", action="append", default=[], metavar="FLAGS",
+                    help="with --no-clip: also the motion + objects path with these featurize flags, e.g. "
+                         "'--object-input 416 --object-height 416' (repeatable)")
+    ap.add_argument("--objects-only", action="store_true",
+                    help="with --no-clip: time only the motion + objects contenders (no CLIP, no plain script)")
     args = ap.parse_args()
     paths = [str(SHARED / "data" / "real_dashcam" / c) for c in CLIPS[:args.clips]]
     if not all(Path(p).exists() for p in paths) or not YOLO.exists():
@@ -91,15 +96,20 @@ def main() -> None:
     with Catalog(str(ingested(ROOT))).read() as con:
         video_s = con.execute("SELECT sum(duration_s) FROM clips WHERE status = 'ok'").fetchall()[0][0]
     contenders = {}
-    for ref in args.baseline:
-        contenders[f"nearmiss at {ref}"] = nearmiss(checkout(ref, work), None)
-    for engine in args.engines.split(","):
-        contenders[f"nearmiss, engine {engine}"] = nearmiss(ROOT, engine)
-    contenders["plain script"] = script
+    trees = {ref: checkout(ref, work) for ref in args.baseline}
+    if not args.objects_only:
+        for ref in args.baseline:
+            contenders[f"nearmiss at {ref}"] = nearmiss(trees[ref], None)
+        for engine in args.engines.split(","):
+            contenders[f"nearmiss, engine {engine}"] = nearmiss(ROOT, engine)
+        contenders["plain script"] = script
     if args.no_clip:
         for ref in args.baseline:
-            contenders[f"nearmiss at {ref}, motion+objects"] = nearmiss(work / f"src-{ref}", None, "motion,objects")
+            contenders[f"nearmiss at {ref}, motion+objects"] = nearmiss(trees[ref], None, "motion,objects")
         contenders["nearmiss motion+objects, auto"] = nearmiss(ROOT, "auto", "motion,objects")
+        for flags in args.objects_variant:
+            contenders[f"nearmiss motion+objects, {flags}"] = nearmiss(ROOT, "auto", "motion,objects",
+                                                                      tuple(flags.split()))
     times: dict[str, list[float]] = {name: [] for name in contenders}
     inner: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
@@ -130,16 +140,20 @@ def main() -> None:
         own = statistics.median(inner[name]) if inner[name] else None
         print(f"| {name} | {', '.join(f'{t:.1f}' for t in times[name])} | {med:.1f} | {video_s / med:.2f} | "
               + (f"{own:.1f} | {video_s / own:.2f} |" if own else "| |"))
-    now = statistics.median(times[f"nearmiss, engine {args.engines.split(',')[0]}"])
     print()
-    for name in names:
-        if name.startswith("nearmiss at") and "motion" not in name or name == "plain script":
-            print(f"nearmiss ({args.engines.split(',')[0]}) vs {name}: {statistics.median(times[name]) / now:.2f}x")
+    if not args.objects_only:
+        now = statistics.median(times[f"nearmiss, engine {args.engines.split(',')[0]}"])
+        for name in names:
+            if name.startswith("nearmiss at") and "motion" not in name or name == "plain script":
+                print(f"nearmiss ({args.engines.split(',')[0]}) vs {name}: {statistics.median(times[name]) / now:.2f}x")
     if args.no_clip:
         fast = statistics.median(times["nearmiss motion+objects, auto"])
         for ref in args.baseline:
             print(f"motion+objects vs at {ref}: {statistics.median(times[f'nearmiss at {ref}, motion+objects']) / fast:.2f}x")
         print(f"motion+objects: {video_s / fast:.2f}x real time")
+        for flags in args.objects_variant:
+            print(f"motion+objects, {flags}: {statistics.median(times[f'nearmiss motion+objects, {flags}']) / fast:.2f}x "
+                  "the time of the default")
 
 
 if __name__ == "__main__":

@@ -46,10 +46,11 @@ class ObjectsSpec:
     fps: float = option(10.0, "detector frames per second (tracking needs more than fps)", name="object_fps", gt=0)
     min_score: float = option(0.25, "detections less confident than this are dropped (0-1)",
                               name="object_min_score", gt=0, lt=1)
-    input_size: int = option(320, "Darknet detector input size in pixels (416 finds more small road users and "
-                             "riders for about 1.7x the detector's time; bench/detector_sizes.py)",
+    input_size: int = option(416, "Darknet detector input size in pixels (320 until the detector got frames of its "
+                             "own height: 416 on 416 px frames ranks crashes better on the real development clips "
+                             "for 1.46x the motion+objects time; README, Real footage)",
                              name="object_input", ge=128, multiple_of=32)
-    frame_height: int = option(0, "height in pixels at which the detector's frames are decoded, from the clip's "
+    frame_height: int = option(416, "height in pixels at which the detector's frames are decoded, from the clip's "
                                "native frames (never above them), apart from the 224 px of motion and CLIP; 0: "
                                "those same 224 px frames. A car 40 m ahead is a few pixels at 224",
                                name="object_height", ge=0)

@@ -26,7 +26,7 @@ PERTURB = {
     DecodeSpec: {"sample_fps": 2.0, "height": 160},
     MotionSpec: {"width": 192, "grid": (6, 8), "stack": (9, 16), "flow": "torch", "noise_px": 2.0, "noise_rel": 0.6,
                  "along_weight": 0.9, "fg_threshold": 0.4},
-    ObjectsSpec: {"fps": 5.0, "min_score": 0.5, "input_size": 416, "frame_height": 416, "track_activation": 0.7, "track_match": 0.3,
+    ObjectsSpec: {"fps": 5.0, "min_score": 0.5, "input_size": 320, "frame_height": 0, "track_activation": 0.7, "track_match": 0.3,
                   "lost_s": 0.05, "ttc_window_s": 2.0, "ttc_min_points": 10, "min_rate": 0.8,
                   "corridor_half_width": 0.6, "entering_horizon_s": 0.2, "default_foe": (0.2, 0.8),
                   "detector": f"darknet:{YOLO / 'yolo-fastest-1.1.cfg'},{YOLO / 'yolo-fastest-1.1.weights'}"},
