@@ -474,12 +474,22 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+TEMPORARY_SERVER_START_S = 120
+
+
+def _temporary_server_failed(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in str(exc)
+
+
 def _prefect_defaults(args) -> None:
     """Prefect's state beside the project (not ~/.prefect), no telemetry from offline machines, and its log
     level from --quiet / --verbose (read when Prefect is first imported, so set before)."""
     os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
+    # Prefect's 20 s for its temporary server to answer is too short on 2 loaded cores (3 starts of 6 failed).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_START_S))
     if getattr(args, "quiet", False):
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     elif getattr(args, "verbose", False):
@@ -529,6 +539,13 @@ def _main(argv: list[str] | None) -> int:
         return COMMANDS[args.command](args)
     except expected as exc:
         return fail(str(exc))
+    except RuntimeError as exc:
+        if not _temporary_server_failed(exc):
+            raise
+        wait = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", TEMPORARY_SERVER_START_S)
+        return fail(f"Prefect's temporary server did not answer within {wait} s (a loaded machine?); nothing was "
+                    "run. Run without --prefect, raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a "
+                    "server once (`prefect server start`) and set PREFECT_API_URL=http://127.0.0.1:4200/api")
     except duckdb.PermissionException as exc:  # user SQL (--where) that tried to reach a file
         return fail(f"SQL may read the catalog only: {str(exc).splitlines()[0]}")
     except (duckdb.Error, OSError) as exc:

@@ -315,3 +315,17 @@ def test_an_unknown_head_is_one_line_everywhere_and_loads_no_model(tmp_path, cli
         assert r.stderr.strip().count("\n") == 0 and "unknown head 'nosuchhead'" in r.stderr, (command, r.stderr)
         if command in ("score", "report", "review"):
             assert r.stdout.split("IMPORTED")[1].strip() == "[]", (command, r.stdout)
+
+
+@pytest.mark.slow   # starts Prefect's temporary server
+def test_a_temporary_server_that_does_not_start_in_time_is_one_line_that_says_what_to_do(clips, tmp_path):
+    env = {**os.environ, "CI": "1", "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}   # no time at all: as on a machine far too busy
+    env.pop("PREFECT_API_URL", None)
+    r = subprocess.run([sys.executable, "-m", "nearmiss.cli", "--db", str(tmp_path / "c.duckdb"), "ingest",
+                        str(clips), "--prefect", "--quiet"], cwd=Path(__file__).resolve().parents[1], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "temporary server did not answer" in err and "PREFECT_API_URL" in err
