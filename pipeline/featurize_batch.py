@@ -56,6 +56,7 @@ class ClipWork:
     _epipoles: list = field(default_factory=list, repr=False)
     _detections: list = field(default_factory=list, repr=False)
     _object_times: list = field(default_factory=list, repr=False)
+    _signatures: list = field(default_factory=list, repr=False)   # the detector frames' colour histograms (cuts)
 
 
 @dataclass(eq=False)
@@ -187,6 +188,9 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                         if stage is not None and len(s.extra_times_s):
                             with _failing_clip(path):
                                 work._detections += stage.detect(s.extra_frames)
+                                signatures = stage.signatures(s.extra_frames)
+                            if signatures is not None:
+                                work._signatures.append(signatures)
                             work._object_times.append(s.extra_times_s)
                         del s
                 except _DecodeFailed as exc:
@@ -199,7 +203,8 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                 if stage is not None:
                     times = np.concatenate(work._object_times) if work._object_times else np.zeros(0)
                     epipole = None if any(e is None for e in work._epipoles) else np.concatenate(work._epipoles)
-                    work.objects = stage.track(work._detections, times, epipole)
+                    signatures = np.concatenate(work._signatures) if work._signatures else None
+                    work.objects = stage.track(work._detections, times, epipole, signatures)
                     work.object_summary = frame_summary(work.objects, work.times)
                 work.error, work.seconds = None, time.perf_counter() - t0
                 return
@@ -211,7 +216,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
         name = Path(clip.paths[0]).name if clip.paths else clip.clip_id[:16]
         work.error = f"{name}: featurize failed on this clip: {first_line(exc)}"
     finally:
-        work._epipoles, work._detections = [], []
+        work._epipoles, work._detections, work._signatures = [], [], []
         if not stop.is_set():
             _put(out, work, stop)
 

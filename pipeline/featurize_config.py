@@ -78,6 +78,8 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
             del objects["input_size"]
         if objects["frame_height"] == 0:  # the detector on the motion stage's frames, as before: ids stay
             del objects["frame_height"]
+        if objects["cut_distance"] == 0:  # scene cuts not looked for, as before: ids stay
+            del objects["cut_distance"]
         config["objects"] = objects
     fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     name = (f"{clip.model}/{config['weights']}" if clip else "motion") + f"@{cfg.decode.sample_fps:g}fps"

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.detect import Detections
 from contracts.taxonomy import COCO_TO_CLASS, RIDDEN, ROAD_USERS
+from pipeline.scene_cuts import find_cuts, frame_signatures, shot_index
 from pipeline.specs import ObjectsSpec  # noqa: F401  (its stage's configuration, declared there)
 
 SUMMARY_SIZE = 8
@@ -41,6 +42,7 @@ class ObjectTracks:
     foe: tuple[float, float] = (0.5, 0.45)
     fps: float = 0.0
     frames: int = 0
+    cuts: np.ndarray = field(default_factory=lambda: np.zeros(0))   # scene cuts: times of each new shot
 
     def __len__(self) -> int:
         return len(self.t_s)
@@ -68,7 +70,7 @@ def clip_foe(epipoles: np.ndarray | None, spec: ObjectsSpec) -> tuple[float, flo
     return float(np.clip(x, 0.35, 0.65)), float(np.clip(y, 0.3, 0.6))
 
 
-def _track(dets: list[Detections], fps: float, spec: ObjectsSpec) -> list[_Row]:
+def _tracker(fps: float, spec: ObjectsSpec):
     import warnings
 
     import supervision as sv
@@ -76,12 +78,24 @@ def _track(dets: list[Detections], fps: float, spec: ObjectsSpec) -> list[_Row]:
     with warnings.catch_warnings():  # "deprecated since 0.28": see the module docstring for why 0.30
         warnings.simplefilter("ignore", FutureWarning)
         # lost_track_buffer counts frames at 30 fps; ByteTrack rescales it by frame_rate.
-        tracker = sv.ByteTrack(track_activation_threshold=spec.track_activation,
-                               lost_track_buffer=max(1, int(round(30 * spec.lost_s))),
-                               minimum_matching_threshold=spec.track_match, frame_rate=fps,
-                               minimum_consecutive_frames=1)
+        return sv.ByteTrack(track_activation_threshold=spec.track_activation,
+                            lost_track_buffer=max(1, int(round(30 * spec.lost_s))),
+                            minimum_matching_threshold=spec.track_match, frame_rate=fps,
+                            minimum_consecutive_frames=1)
+
+
+def _track(dets: list[Detections], fps: float, spec: ObjectsSpec, shots: np.ndarray | None = None) -> list[_Row]:
+    """Tracks over the frames, a new tracker for each shot (shots: the shot of each frame, from the scene
+    cuts), so that no track crosses a cut; track ids stay unique over the clip."""
+    import supervision as sv
+
     rows: list[_Row] = []
+    shots = np.zeros(len(dets), int) if shots is None else shots
+    tracker, shot, offset = None, None, 0
     for k, d in enumerate(dets):
+        if shots[k] != shot:
+            offset = max((r.track for r in rows), default=0)
+            tracker, shot = _tracker(fps, spec), shots[k]
         if not len(d):
             tracker.update_with_detections(sv.Detections.empty())
             continue
@@ -89,7 +103,7 @@ def _track(dets: list[Detections], fps: float, spec: ObjectsSpec) -> list[_Row]:
                             class_id=np.arange(len(d)))   # class_id carries the row back out
         out = tracker.update_with_detections(det)
         for tid, row in zip(out.tracker_id, out.class_id):
-            rows.append(_Row(k, int(tid), d.boxes[row], float(d.scores[row]), d.coco[row]))
+            rows.append(_Row(k, offset + int(tid), d.boxes[row], float(d.scores[row]), d.coco[row]))
     _mark_riders(rows)
     return rows
 
@@ -141,12 +155,14 @@ def corridor_gap(boxes: np.ndarray, foe: tuple[float, float], spec: ObjectsSpec)
 
 
 def track_objects(dets: list[Detections], times: np.ndarray, spec: ObjectsSpec,
-                  epipoles: np.ndarray | None = None) -> ObjectTracks:
-    """Detections per frame (at `times`) -> tracks with TTC and ego-path geometry."""
+                  epipoles: np.ndarray | None = None, signatures: np.ndarray | None = None) -> ObjectTracks:
+    """Detections per frame (at `times`) -> tracks with TTC and ego-path geometry. signatures: the frames'
+    colour histograms (pipeline/scene_cuts.py), from which the scene cuts no track may cross are found."""
     times = np.asarray(times, np.float64)
     fps = float(1 / np.median(np.diff(times))) if len(times) > 1 else spec.fps
     foe = clip_foe(epipoles, spec)
-    rows = _track(dets, fps, spec)
+    cuts = find_cuts(signatures, times, spec.cut_distance) if signatures is not None else np.zeros(0)
+    rows = _track(dets, fps, spec, shot_index(times, cuts))
     by_track: dict[int, list[_Row]] = {}
     for r in rows:
         by_track.setdefault(r.track, []).append(r)
@@ -182,7 +198,7 @@ def track_objects(dets: list[Detections], times: np.ndarray, spec: ObjectsSpec,
         boxes=np.asarray(cols["box"], np.float32).reshape(-1, 4)[order],
         score=np.asarray(cols["score"], np.float32)[order], coco=pick(cols["coco"]), cls=pick(cols["cls"]),
         scale_rate=rate.astype(np.float32), ttc_s=ttc, path_gap=gap.astype(np.float32), in_path=in_path,
-        entering=entering, foe=foe, fps=fps, frames=len(times))
+        entering=entering, foe=foe, fps=fps, frames=len(times), cuts=cuts)
 
 
 def frame_summary(objects: ObjectTracks, times: np.ndarray) -> np.ndarray:
@@ -223,8 +239,13 @@ class ObjectStage:
     def detect(self, frames: np.ndarray) -> list[Detections]:
         return self.detector.detect(frames)
 
-    def track(self, dets: list[Detections], times: np.ndarray, epipoles: np.ndarray | None) -> ObjectTracks:
-        return track_objects(dets, times, self.spec, epipoles)
+    def signatures(self, frames: np.ndarray) -> np.ndarray | None:
+        """What scene cuts are found from (None when they are not looked for)."""
+        return frame_signatures(frames) if self.spec.cut_distance > 0 else None
+
+    def track(self, dets: list[Detections], times: np.ndarray, epipoles: np.ndarray | None,
+              signatures: np.ndarray | None = None) -> ObjectTracks:
+        return track_objects(dets, times, self.spec, epipoles, signatures)
 
     def run(self, frames: np.ndarray, times: np.ndarray, epipoles: np.ndarray | None) -> ObjectTracks:
-        return self.track(self.detect(frames), times, epipoles)
+        return self.track(self.detect(frames), times, epipoles, self.signatures(frames))

@@ -54,6 +54,9 @@ class ObjectsSpec:
                                "native frames (never above them), apart from the 224 px of motion and CLIP; 0: "
                                "those same 224 px frames. A car 40 m ahead is a few pixels at 224",
                                name="object_height", ge=0)
+    cut_distance: float = option(0.5, "colour-histogram distance (0-1) between consecutive detector frames, far above "
+                                 "their neighbours', that counts as a scene cut (edited footage): no track crosses "
+                                 "one; 0: never", name="object_cut_distance", ge=0, le=1)
     track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
     track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
     lost_s: float = 0.7               # a track survives this long unseen

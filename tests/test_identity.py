@@ -26,7 +26,7 @@ PERTURB = {
     DecodeSpec: {"sample_fps": 2.0, "height": 160},
     MotionSpec: {"width": 192, "grid": (6, 8), "stack": (9, 16), "flow": "torch", "noise_px": 2.0, "noise_rel": 0.6,
                  "along_weight": 0.9, "fg_threshold": 0.4},
-    ObjectsSpec: {"fps": 5.0, "min_score": 0.5, "input_size": 320, "frame_height": 0, "track_activation": 0.7, "track_match": 0.3,
+    ObjectsSpec: {"fps": 5.0, "min_score": 0.5, "input_size": 320, "frame_height": 0, "cut_distance": 0.0, "track_activation": 0.7, "track_match": 0.3,
                   "lost_s": 0.05, "ttc_window_s": 2.0, "ttc_min_points": 10, "min_rate": 0.8,
                   "corridor_half_width": 0.6, "entering_horizon_s": 0.2, "default_foe": (0.2, 0.8),
                   "detector": f"darknet:{YOLO / 'yolo-fastest-1.1.cfg'},{YOLO / 'yolo-fastest-1.1.weights'}"},
@@ -59,7 +59,8 @@ def catalogs(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("identity")
     out = {}
     synth = request.getfixturevalue("synth_dir")
-    for name, clip in (("synth", synth / "synth_s11_00000.mp4"), ("real", REAL), ("still", _still_clip(root))):
+    for name, clip in (("synth", synth / "synth_s11_00000.mp4"), ("real", REAL), ("still", _still_clip(root)),
+                       ("spliced", _spliced_clip(root))):
         if clip is None or not clip.is_file():
             continue
         db = str(root / f"{name}.duckdb")
@@ -89,6 +90,32 @@ def _still_clip(root: Path) -> Path | None:
     return path
 
 
+def _spliced_clip(root: Path) -> Path | None:
+    """Two real shots spliced (edited footage): the only clips whose tracks scene cuts split (cut_distance)."""
+    other = REAL.with_name("nexar_rearend_akhra92.mp4")
+    if not (REAL.is_file() and other.is_file()):
+        return None
+    import av
+    path = root / "spliced.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        for clip, start, end in ((REAL, 1.0, 3.0), (other, 0.0, 2.0)):
+            with av.open(str(clip)) as c:
+                for f in c.decode(video=0):
+                    if start <= float(f.pts * f.time_base) < end:
+                        img = f.reformat(width=640, height=360, format="rgb24").to_ndarray()
+                        for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                            out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+# Fields that only some clips exercise, and the template clip that does.
+SPECIAL_TEMPLATE = {(ObjectsSpec, "default_foe"): "still", (ObjectsSpec, "cut_distance"): "spliced"}
+
+
 def _run(template: str, tmp_path: Path, cfg: FeaturizeConfig) -> dict:
     db = str(tmp_path / f"{uuid.uuid4().hex}.duckdb")
     shutil.copy(template, db)
@@ -111,7 +138,7 @@ def test_every_field_of_the_identity_changes_what_is_stored(catalogs, tmp_path):
     import open_clip
     import torch
 
-    if not {"synth", "real", "still"} <= set(catalogs) or not YOLO.is_dir():
+    if not {"synth", "real", "still", "spliced"} <= set(catalogs) or not YOLO.is_dir():
         pytest.skip("needs ../shared/data/real_dashcam and ../shared/models/yolo_fastest")
     checkpoints = []
     for seed in (1, 2):
@@ -134,8 +161,9 @@ def test_every_field_of_the_identity_changes_what_is_stored(catalogs, tmp_path):
             fs_id = feature_set_identity(cfg)[0]
             assert fs_id != base_id, f"{spec_cls.__name__}.{name} is not in the feature set's identity"
             ids.add(fs_id)
-            template = catalogs["still"] if (spec_cls, name) == (ObjectsSpec, "default_foe") else catalogs[clip]
-            reference = _run(catalogs["still"], tmp_path, base_cfg) if template == catalogs["still"] else base
+            special = SPECIAL_TEMPLATE.get((spec_cls, name))
+            template = catalogs[special or clip]
+            reference = _run(template, tmp_path, base_cfg) if special else base
             if _same(reference, _run(template, tmp_path, cfg)):
                 dead.append(f"{spec_cls.__name__}.{name}")
     assert not dead, f"recorded in the identity but changing nothing stored: {dead}"
