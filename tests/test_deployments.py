@@ -34,6 +34,19 @@ def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _serve_with_pool(procs: "Processes", port: int, api: str) -> None:
+    """`prefect server start` on the port, answering, with the process work pool the deployments use."""
+    procs.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
+
+    def healthy():
+        try:
+            return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
+        except OSError:
+            return False
+    _wait(healthy, 120, "the Prefect server")
+    procs.run("work-pool", "create", "nearmiss-process", "--type", "process")
+
+
 class Processes:
     """Background processes in their own sessions, killed with their children on exit."""
 
@@ -76,15 +89,7 @@ def test_deploy_all_and_a_worker_runs_the_pipeline(clips, tmp_path):
     procs = Processes(env, tmp_path)
     db = str(tmp_path / "catalog.duckdb")
     try:
-        procs.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
-
-        def healthy():
-            try:
-                return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
-            except OSError:
-                return False
-        _wait(healthy, 120, "the Prefect server")
-        procs.run("work-pool", "create", "nearmiss-process", "--type", "process")
+        _serve_with_pool(procs, port, api)
         out = procs.run("--no-prompt", "deploy", "--all")
         for name in ("pipeline-nightly", "ingest-nightly", "featurize-nightly", "score-nightly"):
             assert name in out
@@ -141,15 +146,7 @@ def scheduling_server(tmp_path_factory):
     procs = Processes(env, tmp)
     api = env["PREFECT_API_URL"]
     try:
-        procs.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
-
-        def healthy():
-            try:
-                return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
-            except OSError:
-                return False
-        _wait(healthy, 120, "the Prefect server")
-        procs.run("work-pool", "create", "nearmiss-process", "--type", "process")
+        _serve_with_pool(procs, port, api)
         yield procs, api, tmp
     finally:
         procs.stop()
