@@ -19,7 +19,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
 fi
 # Keep Prefect's state (ephemeral server database, settings) inside the project, not in ~/.prefect.
 export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY=false
 # A new PREFECT_HOME's first temporary server migrates its database first: seen to take over Prefect's
 # default 20 s on 2 loaded cores (the demo then failed "Timed out ... ephemeral Prefect API server").
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
