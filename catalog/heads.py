@@ -93,6 +93,8 @@ def write_predictions(con: duckdb.DuckDBPyConnection, model: ModelRow, preds: li
         "score": pa.array([float(e.score) for _, _, e in events], pa.float32()),
         "class": pa.array([e.cls for _, _, e in events], pa.string()),
         "parties": pa.array([list(e.parties) if e.parties else None for _, _, e in events], pa.list_(pa.int32())),
+        "cue": pa.array([e.cue for _, _, e in events], pa.string()),
+        "why": pa.array([e.why for _, _, e in events], pa.string()),
     })
     con.register("_preds", table)
     con.register("_incidents", incidents)

@@ -30,6 +30,7 @@ class ReportIncident:
     untrained_features: bool = False    # the feature set's CLIP weights are random
     parties: tuple[int, ...] = ()       # track ids of the road users the head names
     event_idx: int = 0                  # the incident's index among its clip's (with model: its key)
+    why: str | None = None              # what made the head alarm (the cue, its numbers, the road users)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None, where: str |
     rows = con.execute(
         "SELECT i.clip_id, i.path, i.model_name || '@' || i.model_version, p.feature_set_id, i.start_s, i.peak_s,"
         " i.end_s, i.score, i.class, " + ", ".join(f"p.p_{c}" for c in CLASSES) + ", p.step_t_s,"
-        " p.step_scores, l.class, l.event_start_s, l.event_end_s, fs.untrained, i.parties, i.event_idx"
+        " p.step_scores, l.class, l.event_start_s, l.event_end_s, fs.untrained, i.parties, i.event_idx, i.why"
         " FROM latest_incidents i JOIN predictions p ON p.clip_id = i.clip_id AND p.model_name = i.model_name"
         " AND p.model_version = i.model_version JOIN clips c ON c.id = i.clip_id"
         " JOIN feature_sets fs ON fs.id = p.feature_set_id"
@@ -70,7 +71,7 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None, where: str |
     return [ReportIncident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
                            dict(zip(CLASSES, r[9:13])),
                            np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15], r[16],
-                           r[17], bool(r[18]), tuple(r[19] or ()), r[20])
+                           r[17], bool(r[18]), tuple(r[19] or ()), r[20], r[21])
             for r in rows]
 
 

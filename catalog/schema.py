@@ -312,6 +312,17 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(11, "incidents.cue, incidents.why: what made a head alarm (the cue, its numbers, the road users)", """
+        ALTER TABLE incidents ADD COLUMN cue VARCHAR;   -- NULL: the head does not say
+        ALTER TABLE incidents ADD COLUMN why VARCHAR;
+        CREATE OR REPLACE VIEW latest_incidents AS
+            SELECT i.*, c.path, i.end_s - i.start_s AS duration_s FROM incidents i
+            JOIN latest_models m ON m.name = i.model_name AND m.version = i.model_version
+            JOIN current_clips c ON c.id = i.clip_id;
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -16,6 +16,8 @@ class Incident:
     score: float
     cls: str
     parties: tuple[int, ...] = ()     # track ids of the road users involved, when the head knows them
+    cue: str | None = None            # what made it alarm, when the head knows (conflict: ego_ttc, pair, ...)
+    why: str | None = None            # the same for a person: the cue, its numbers and the road users
 
 
 @dataclass

@@ -30,6 +30,7 @@ from models.events import EventSpec, extract_events, smooth
 from models.head_registry import register_head
 from contracts.predictions import ClipPrediction
 from contracts.sequences import BACKGROUND, CLASS_INDEX, MOTION_SCALARS, ClipObjects, Sequences
+from contracts.taxonomy import CLASSES
 
 CUES = ("ego_ttc", "pair", "abrupt", "ego_response")
 
@@ -70,6 +71,7 @@ class ClipCues:
     scores: np.ndarray                # (M, len(CUES))
     parties: np.ndarray               # (M, len(CUES), 2)
     classes: np.ndarray               # (M, len(CUES)) class index behind each cue (BACKGROUND none)
+    ttc_s: np.ndarray | None = None   # (M,) the ego_ttc cue's time-to-collision (inf none)
 
     def fused(self, weights) -> np.ndarray:
         w = np.asarray(weights, np.float64)
@@ -89,6 +91,7 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
     m = len(o.step_t_s)
     scores, parties = np.zeros((m, len(CUES))), np.full((m, len(CUES), 2), -1, np.int64)
     classes = np.full((m, len(CUES)), BACKGROUND, np.int64)
+    ttc_at = np.full(m, np.inf)
     ego = ego_cues(motion_t, *(motion[:, MOTION_SCALARS.index(c)] for c in ("ego_speed", "ego_yaw", "ego_pitch")),
                    cfg.ego) if len(motion_t) else None
     yaw_of = (lambda t: np.interp(t, motion_t, motion[:, MOTION_SCALARS.index("ego_yaw")])) if len(motion_t) \
@@ -111,6 +114,8 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
             scores[tr.step[better], cue] = values[better]
             parties[tr.step[better], cue, 0] = tr.track_id
             classes[tr.step[better], cue] = cls
+            if cue == 0:
+                ttc_at[tr.step[better]] = ttc[better]
     pair, who = pair_conflicts(tracks, m, o.step_t_s, cfg.pair, o.aspect)
     scores[:, 1], parties[:, 1] = pair, who
     by_id = {t.track_id: t for t in tracks}
@@ -124,7 +129,26 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
         near = scores[:, 0] > 0
         classes[:, 3] = np.where(near, classes[:, 0], CLASS_INDEX["vehicle"])
         parties[:, 3] = np.where(near[:, None], parties[:, 0], -1)
-    return ClipCues(o.step_t_s, scores, parties, classes)
+    return ClipCues(o.step_t_s, scores, parties, classes, ttc_at)
+
+
+def explain(c: ClipCues, step: int, cue: int) -> str:
+    """Why the head alarmed at this detector frame, for a person: the cue, its numbers, the road users."""
+    name = CUES[cue]
+    who = [int(i) for i in c.parties[step, cue] if i >= 0]
+    cls = CLASSES[int(c.classes[step, cue])] if c.classes[step, cue] != BACKGROUND else None
+    users = " and ".join(f"road user #{i}" for i in who)
+    score = f"cue {c.scores[step, cue]:.2f}"
+    if name == "ego_ttc":
+        ttc = c.ttc_s[step] if c.ttc_s is not None else np.inf
+        return (f"ego_ttc: {users} ({cls}) in or entering the path, time to collision "
+                f"{ttc:.1f} s ({score})" if np.isfinite(ttc) else f"ego_ttc: {users} ({cls}) closing ({score})")
+    if name == "pair":
+        return f"pair: {users} closing on each other to contact ({score})"
+    if name == "abrupt":
+        return f"abrupt: {users} ({cls}) fell or stopped suddenly ({score})"
+    return "ego_response: hard braking, a swerve or a jolt of the ego" + (f", near {users}" if who else "") + \
+        f" ({score})"
 
 
 @register_head("conflict", kind="conflict", needs=("objects",), trainable=False, report_rank=0,
@@ -172,6 +196,8 @@ class ConflictHead:
             steps = np.flatnonzero((c.step_t_s >= e.start_s - 1e-6) & (c.step_t_s <= e.end_s + 1e-6))
             ids = c.parties[steps, lead[steps]].reshape(-1) if len(steps) else np.zeros(0, int)
             e.parties = tuple(sorted({int(i) for i in ids if i >= 0}))
+            peak = int(np.argmin(np.abs(c.step_t_s - e.peak_s)))
+            e.cue, e.why = CUES[int(lead[peak])], explain(c, peak, int(lead[peak]))
         smoothed = smooth(score, self.events.smooth) if m else np.zeros(0)
         clip = np.zeros(4, np.float32)
         clip[BACKGROUND] = 1.0

@@ -143,7 +143,7 @@ and score (<code>nearmiss score</code>; the ttc head needs no training), or trai
 {% if i.label == 'background' %}<p class="fa">False alarm: this clip is labelled normal driving.</p>{% endif %}
 <p class="meta"><code>{{ i.path }}</code> &middot; {{ '%.2f'|format(i.start_s) }}&ndash;{{ '%.2f'|format(i.end_s) }} s,
 peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.label %} &middot; labelled <b>{{ i.label }}</b>{% endif %}
-{% if i.parties %} &middot; road users {{ i.parties|join(', ') }}{% endif %}
+{% if i.parties %} &middot; road user{{ 's' if i.parties|length > 1 }} #{{ i.parties|join(', #') }}{% endif %}{% if i.why %}<br><span class="why">why: {{ i.why }}</span>{% endif %}
 &middot; <a href="{{ c.play }}">play from the peak</a></p>
 {% if c.strip %}<img class="strip" src="{{ c.strip }}" alt="frames around the peak with foreground motion">
 {% else %}<p class="err">frames unavailable: {{ c.error }}</p>{% endif %}

@@ -66,7 +66,7 @@ green band the labelled event, blue dashes the time-to-collision (0 to 5 s).</p>
 <h2>#{{ loop.index }} {{ i.cls }} &middot; score {{ '%.2f'|format(i.score) }}
 {% if i.label %}&middot; labelled {{ i.label }}{% endif %}</h2>
 <p class="meta"><code>{{ i.path }}</code> &middot; {{ '%.2f'|format(i.start_s) }}&ndash;{{ '%.2f'|format(i.end_s) }} s,
-peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.parties %} &middot; road users {{ i.parties|join(', ') }}{% endif %}</p>
+peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.parties %} &middot; road user{{ 's' if i.parties|length > 1 }} #{{ i.parties|join(', #') }}{% endif %}{% if i.why %}<br><span class="why">why: {{ i.why }}</span>{% endif %}</p>
 <video controls preload="metadata" src="/clip/{{ i.clip_id }}" data-peak="{{ '%.2f'|format(i.peak_s) }}"></video>
 {% if c.strip %}<div><img class="strip" src="/{{ c.strip }}" alt="frames around the peak"></div>
 {% else %}<p class="meta">frames unavailable: {{ c.error }}</p>{% endif %}

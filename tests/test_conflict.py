@@ -120,6 +120,10 @@ def test_two_road_users_closing_to_contact_is_a_conflict_naming_both():
     k = int(np.argmax(score))
     assert score[k] > 0.5 and set(who[k]) == {1, 2}
     assert 1.0 <= o.step_t_s[k] <= 1.6
+    (pred,) = ConflictHead().predict(_seqs([o], float(o.step_t_s[-1]) + 0.1))
+    assert pred.incidents and pred.incidents[0].cue == "pair", [(i.cue, i.why) for i in pred.incidents or []]
+    assert "road user #1 and road user #2" in pred.incidents[0].why or "road user #2 and road user #1" in \
+        pred.incidents[0].why
 
 
 def test_one_road_user_passing_in_front_of_another_is_no_conflict():
@@ -257,6 +261,11 @@ def test_the_head_flags_an_approaching_car_with_its_track_and_stays_quiet_on_fol
     p_crash, p_calm = head.predict(seqs)
     assert p_crash.predicted_class == "vehicle" and p_crash.incidents
     assert p_crash.incidents[0].parties == (7,)
+    # why it alarmed: the ego time-to-collision cue, with that road user and a TTC the approach explains
+    inc = p_crash.incidents[0]
+    assert inc.cue == "ego_ttc" and "road user #7 (vehicle)" in inc.why, inc.why
+    ttc = float(inc.why.split("time to collision ")[1].split(" s")[0])
+    assert 0.0 < ttc < ConflictHead().cfg.ttc_safe_s
     assert p_calm.predicted_class == "background" and not p_calm.incidents
     assert p_crash.near_miss_score > p_calm.near_miss_score
     cues = head.cues(seqs)[0]

@@ -59,18 +59,21 @@ def test_heads_that_need_no_training_register_on_first_use(real_catalog, capsys)
 def test_the_conflict_head_flags_the_real_crash_naming_who_and_not_normal_driving(real_catalog):
     main(["--db", real_catalog, "score", "--head", "conflict"])
     with Catalog(real_catalog).read() as con:
-        rows = con.execute("SELECT regexp_extract(p.path, '[^/]+$'), p.predicted_class, i.peak_s, i.parties"
-                           " FROM latest_predictions p LEFT JOIN latest_incidents i ON i.clip_id = p.clip_id"
+        rows = con.execute("SELECT regexp_extract(p.path, '[^/]+$'), p.predicted_class, i.peak_s, i.parties, i.cue,"
+                           " i.why FROM latest_predictions p LEFT JOIN latest_incidents i ON i.clip_id = p.clip_id"
                            " AND i.model_name = p.model_name WHERE p.model_name = 'conflict'").fetchall()
         tracks = con.execute("SELECT DISTINCT track_id FROM objects o JOIN clips c ON c.id = o.clip_id"
                              " WHERE c.path LIKE '%nexar%'").fetchall()
     crash = [r for r in rows if r[0] == CRASH.name]
     normal = [r for r in rows if r[0] == NORMAL.name]
-    assert normal == [(NORMAL.name, "background", None, None)]
+    assert normal == [(NORMAL.name, "background", None, None, None, None)]
     assert crash[0][1] == "vehicle"
     peaks = [r[2] for r in crash]
     assert any(7.0 <= p <= 10.0 for p in peaks)
     assert all(r[3] and set(r[3]) <= {t for t, in tracks} for r in crash)
+    # the catalog says why each alarmed: the cue, and the road users it names are the incident's
+    assert all(r[4] in ("ego_ttc", "pair", "abrupt", "ego_response") and r[5].startswith(r[4]) for r in crash)
+    assert all(f"#{t}" in r[5] for r in crash if r[4] != "ego_response" for t in r[3][:1])
 
 
 def test_text_search_refuses_a_feature_set_without_clip(real_catalog, capsys):
