@@ -43,6 +43,28 @@ class TrackView:
     ttc_s: np.ndarray
 
 
+@dataclass(frozen=True)
+class AlarmLevel:
+    """The alarm level in force for a head version, and whether labelled normal driving set it."""
+    threshold: float
+    calibrated: bool
+    method: str
+
+
+def alarm_level(con: duckdb.DuckDBPyConnection, model_ref: str) -> AlarmLevel | None:
+    """The level a head version alarms at (its calibration, else its event threshold); None: it records none."""
+    import json
+    name, version = model_ref.split("@")
+    row = con.execute("SELECT params FROM models WHERE name = ? AND version = ?", [name, int(version)]).fetchone()
+    params = json.loads(row[0]) if row and row[0] else {}
+    if level := params.get("alarm_level"):
+        return AlarmLevel(float(level["threshold"]), not str(level["method"]).startswith("uncalibrated"),
+                          str(level["method"]))
+    if (events := params.get("events")) and "threshold" in events:
+        return AlarmLevel(float(events["threshold"]), True, "the head's event threshold")
+    return None
+
+
 def heads_with_incidents(con: duckdb.DuckDBPyConnection) -> list[tuple[str, bool, int]]:
     """(head, whether its feature set has random CLIP weights, incidents) for each head's newest version that
     has incidents: what the registry picks the report's default head from (models/head_registry.py)."""

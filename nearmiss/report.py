@@ -17,8 +17,8 @@ import numpy as np
 
 from catalog import Catalog
 from catalog.readonly import check_predicate
-from catalog.report_data import (ReportIncident, TrackView, critical_track, heads_with_incidents, latest_evaluations,
-                                 missed_events, motion_near, top_incidents)
+from catalog.report_data import (ReportIncident, TrackView, alarm_level, critical_track, heads_with_incidents,
+                                 latest_evaluations, missed_events, motion_near, top_incidents)
 from models.head_registry import default_report_head, head_info
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
 from pipeline.overlay import draw_box, encode_png, frame_strip, overlay_motion
@@ -41,7 +41,7 @@ TTC_AXIS_S = 5.0  # the TTC curve's axis runs from 0 (bottom) to this many secon
 
 def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak: float, duration: float,
                    width: int = 420, height: int = 120, label: tuple[float, float] | None = None,
-                   ttc: tuple[np.ndarray, np.ndarray] | None = None) -> str:
+                   ttc: tuple[np.ndarray, np.ndarray] | None = None, threshold: float = 0.5) -> str:
     """Near-miss probability over time, the predicted event shaded, the peak marked; the labelled event
     as a green band along the top, and the critical road user's time-to-collision in blue (0 to 5 s)."""
     pad, top = 30, 8
@@ -68,8 +68,8 @@ def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak:
             f'<rect x="{x(start):.1f}" y="{top}" width="{max(x(end) - x(start), 1):.1f}" height="{y(0) - top:.1f}" '
             f'fill="#f4a261" opacity="0.35"/>'
             f'<line x1="{pad}" y1="{y(0):.1f}" x2="{width - 6}" y2="{y(0):.1f}" stroke="#999"/>'
-            f'<line x1="{pad}" y1="{y(0.5):.1f}" x2="{width - 6}" y2="{y(0.5):.1f}" stroke="#ccc" '
-            f'stroke-dasharray="3,3"/>'
+            f'<line class="threshold" x1="{pad}" y1="{y(threshold):.1f}" x2="{width - 6}" y2="{y(threshold):.1f}" '
+            f'stroke="#888" stroke-dasharray="3,3"><title>alarm level {threshold:.2f}</title></line>'
             f'<text x="2" y="{y(1) + 4:.1f}" font-size="10">1.0</text><text x="2" y="{y(0) + 4:.1f}" '
             f'font-size="10">0</text>'
             f'<polyline points="{pts}" fill="none" stroke="#c1121f" stroke-width="2"/>'
@@ -132,6 +132,10 @@ table{border-collapse:collapse} td,th{padding:2px 10px;text-align:left;font-size
 <h1>Near-miss incidents</h1>
 <p class="meta">Catalog {{ db }} &middot; {{ cards|length }} incident(s){% if head %} from {{ head }}{% endif %}
 {% if where %} &middot; filter <code>{{ where }}</code>{% endif %}</p>
+{% if level and not level.calibrated %}<p class="err banner" id="uncalibrated"><b>The alarm level ({{ '%.2f'|format(level.threshold) }}) is
+uncalibrated:</b> no labelled normal driving set it ({{ level.method }}), so how often it alarms on your footage is
+unknown. Ingest normal driving with a labels sidecar (<code>path,class</code> rows with class <code>background</code>)
+and run <code>nearmiss train --head {{ head.split('@')[0] }}</code>, or mark incidents "not" on the review page.</p>{% endif %}
 {% if untrained %}<p class="err"><b>These scores come from a head that reads CLIP embeddings of an untrained
 feature set (random CLIP weights): the ranking means nothing on real footage.</b> Featurize with real CLIP weights
 (<code>--pretrained</code>), or with a detector (<code>--detector</code>) and read the <code>ttc</code> head.</p>{% endif %}
@@ -150,7 +154,7 @@ peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.label %} &mid
 <div><img src="{{ c.plot }}" alt="near-miss score over time, labelled event and time-to-collision"></div>
 <p class="meta">Frames: the peak and &plusmn;0.5 s, &plusmn;1 s (each shown once); red-to-yellow tint:
 foreground motion, things moving against the scene; cyan box: the road user the head names, with its
-time-to-collision. Plot: red the near-miss score (shaded: the incident; dotted line 0.5); green band the
+time-to-collision. Plot: red the near-miss score (shaded: the incident; dotted line the alarm level in force); green band the
 labelled event; blue dashes the road user's time-to-collision (0 to 5 s).</p>
 <table>{% for k, v in i.probs.items() %}<tr><td>{{ k }}</td><td>{{ '%.2f'|format(v) }}</td>
 <td><span class="bar" style="width:{{ (v * 200)|round|int }}px"></span></td></tr>{% endfor %}</table>
@@ -175,7 +179,8 @@ window.addEventListener("load", () => {
 </body></html>""", autoescape=True)
 
 
-def incident_cards(catalog: Catalog, incidents: list[ReportIncident], out_dir: Path) -> list[Card]:
+def incident_cards(catalog: Catalog, incidents: list[ReportIncident], out_dir: Path,
+                   threshold: float = 0.5) -> list[Card]:
     """Per incident, its score plot and frame strip as files under out_dir/img (what the static report and the
     review page show)."""
     (out_dir / "img").mkdir(parents=True, exist_ok=True)
@@ -188,7 +193,8 @@ def incident_cards(catalog: Catalog, incidents: list[ReportIncident], out_dir: P
         plot = f"img/score_{n}.svg"
         (out_dir / plot).write_text(score_plot_svg(
             inc.step_t_s, inc.step_scores, inc.start_s, inc.end_s, inc.peak_s, duration,
-            label=(inc.label_start_s, inc.label_end_s), ttc=(track.t_s, track.ttc_s) if track else None))
+            label=(inc.label_start_s, inc.label_end_s), ttc=(track.t_s, track.ttc_s) if track else None,
+            threshold=threshold))
         card = Card(inc, None, plot, play=Path(inc.path).resolve().as_uri() + f"#t={max(inc.peak_s - 2, 0):.1f}")
         try:
             if not Path(inc.path).exists():
@@ -216,9 +222,10 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
         check_predicate(where)
     with catalog.read(sandboxed=bool(where)) as con:  # --where can neither write nor read other files
         incidents = top_incidents(con, head or default_report_head(heads_with_incidents(con)), where, limit)
+        level = alarm_level(con, incidents[0].model) if incidents else None
         evaluations = latest_evaluations(con)
         missed = missed_events(con, incidents[0].model) if incidents else []
-    cards = incident_cards(catalog, incidents, out_dir)
+    cards = incident_cards(catalog, incidents, out_dir, level.threshold if level else 0.5)
     evals = []
     for k, (ref, split, clips, metrics) in enumerate(evaluations, start=1):
         image = f"img/confusion_{k}.svg"
@@ -236,5 +243,5 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
     untrained = bool(incidents) and incidents[0].untrained_features and \
         "embeddings" in head_info(incidents[0].model.split("@")[0]).needs
     page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where, missed=missed,
-                                head=incidents[0].model if incidents else None, untrained=untrained))
+                                head=incidents[0].model if incidents else None, untrained=untrained, level=level))
     return page

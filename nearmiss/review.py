@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 
 from catalog import Catalog
-from catalog.report_data import heads_with_incidents, top_incidents
+from catalog.report_data import alarm_level, heads_with_incidents, top_incidents
 from catalog.reviews import Verdict, latest_verdicts, record_verdict
 from contracts.taxonomy import CLASSES
 from models.head_registry import default_report_head
@@ -147,7 +147,8 @@ def build_app(cfg: ReviewConfig):
     out = Path(cfg.out)
     with catalog.read() as con:
         incidents = top_incidents(con, cfg.head or default_report_head(heads_with_incidents(con)), None, cfg.limit)
-    cards = incident_cards(catalog, incidents, out)
+        level = alarm_level(con, incidents[0].model) if incidents else None
+    cards = incident_cards(catalog, incidents, out, level.threshold if level else 0.5)
     reviewer = cfg.reviewer or getpass.getuser()
     by_clip = {i.clip_id: i.path for i in incidents}
 

@@ -121,3 +121,18 @@ def test_default_options_with_a_detector_setting_leave_clip_out_offline(tmp_path
     with Catalog(db).read() as con:
         (config,), = con.execute("SELECT config FROM feature_sets").fetchall()
     assert json.loads(config)["stages"] == ["motion", "objects"]
+
+
+def test_the_report_shows_the_alarm_level_in_force_says_it_is_uncalibrated_and_why_each_alarmed(real_catalog,
+                                                                                                 tmp_path):
+    main(["--db", real_catalog, "score", "--head", "conflict"])
+    out = tmp_path / "report"
+    assert main(["--db", real_catalog, "report", "--head", "conflict", "--out", str(out)]) == 0
+    with Catalog(real_catalog).read() as con:
+        params = json.loads(con.execute("SELECT params FROM latest_models WHERE name = 'conflict'").fetchone()[0])
+    level = params["alarm_level"]["threshold"]
+    html = (out / "index.html").read_text()
+    assert 'id="uncalibrated"' in html and "nearmiss train --head conflict" in html   # one clip set nothing
+    plots = sorted((out / "img").glob("score_*.svg"))
+    assert plots and all(f"alarm level {level:.2f}" in p.read_text() for p in plots)
+    assert "why: " in html and "road user #" in html
