@@ -43,7 +43,7 @@ def test_featurize_needs_no_clip_weights_and_records_its_stages(real_catalog):
     config = json.loads(config)
     assert config["stages"] == ["motion", "objects"] and config["weights"] is None
     assert not untrained and dim == 0
-    assert rows[0] > 0 and rows[1] == 0 and objects == 2
+    assert rows[0] > 0 and rows[1] == 0 and objects == 3
 
 
 def test_heads_that_need_no_training_register_on_first_use(real_catalog, capsys):
