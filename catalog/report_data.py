@@ -53,7 +53,6 @@ class AlarmLevel:
 
 def alarm_level(con: duckdb.DuckDBPyConnection, model_ref: str) -> AlarmLevel | None:
     """The level a head version alarms at (its calibration, else its event threshold); None: it records none."""
-    import json
     name, version = model_ref.split("@")
     row = con.execute("SELECT params FROM models WHERE name = ? AND version = ?", [name, int(version)]).fetchone()
     params = json.loads(row[0]) if row and row[0] else {}

@@ -62,11 +62,12 @@ def downscale(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def decode_sizes(width: int, height: int, spec: DecodeSpec, extra_height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def decode_sizes(width: int, height: int, spec: DecodeSpec, extra_fps: float,
+                 extra_height: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """((w, h) to decode at, (w, h) of the main rate's frames): one decode serves both stages, at the larger of
     the two heights (never above the clip's own), scaled down for the main rate when the extra one is larger."""
     main = output_size(width, height, spec)
-    if extra_height <= spec.height:
+    if extra_fps <= 0 or extra_height <= spec.height:
         return main, main
     big = output_size(width, height, DecodeSpec(spec.sample_fps, min(extra_height, height)))
     return (big, main) if big[1] > main[1] else (main, main)
@@ -174,7 +175,7 @@ class DecordDecoder(_WholeClip):
             stamps = probe.get_frame_timestamp(list(range(len(probe))))
             fps = float(probe.get_avg_fps())
             del probe
-            (w, h), main_size = decode_sizes(w0, h0, spec, extra_height if extra_fps > 0 else 0)
+            (w, h), main_size = decode_sizes(w0, h0, spec, extra_fps, extra_height)
             vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=self.threads)
         except Exception as exc:
             raise DecodeError(f"decord could not open the video: {str(exc).splitlines()[0][:200]}") from None
@@ -227,14 +228,13 @@ class PyAVDecoder(_WholeClip):
             stream.thread_type = "AUTO"
             if self.threads:
                 stream.codec_context.thread_count = self.threads
-            extra_height = extra_height if extra_fps > 0 else 0
             (w, h), main_size = decode_sizes(stream.codec_context.width, stream.codec_context.height, spec,
-                                             extra_height)
+                                             extra_fps, extra_height)
             self._w, self._h = w, h
             # A rotated recording (phone or dashcam mounted on its side) is shown turned: decord applies the
             # display matrix, so PyAV does too, sized for the picture as shown.
             self._turned, turned_main = decode_sizes(stream.codec_context.height, stream.codec_context.width, spec,
-                                                     extra_height)
+                                                     extra_fps, extra_height)
             tb = float(stream.time_base)
             duration = float(stream.duration * tb) if stream.duration else float(container.duration or 0) / 1e6
             rate = float(stream.average_rate or 0)

@@ -24,10 +24,8 @@ from pipeline.hashing import sha256_weights
 from contracts.errors import DetectorUnavailable  # noqa: F401  (raised here)
 from contracts.taxonomy import COCO_TO_CLASS
 from pipeline.detections import (COCO80, Detections, Detector, DetectorKind, DetectorParams, detector_kinds,
-                                 nms_keep, per_class_nms, register_detector)
+                                 per_class_nms, register_detector)
 import pipeline.detect_yolox  # noqa: F401,E402  (a kind that registers itself: yolox:FILE.onnx)
-
-_nms_keep = nms_keep  # the name tests/test_objects.py knows
 
 
 # OpenCV's region layer keeps a class probability (objectness times the class's) only above this; the

@@ -39,13 +39,10 @@ class TrainReport:
     val: dict = field(default_factory=dict)
 
 
-parse_ref = parse_head_ref   # 'recognition' or 'recognition@3' -> (name, version)
-
-
 def resolve_model(catalog: Catalog, ref: str) -> ModelRow:
     """The head version a reference names. A head with nothing to train (ttc, conflict, zeroshot) is
     registered on first use, on the newest feature set it can read."""
-    name, version = parse_ref(ref)
+    name, version = parse_head_ref(ref)
     with catalog.read() as con:
         row = get_model(con, name, version)
     if row is None and version is None and not get_head(name).trainable:

@@ -123,7 +123,8 @@ def test_darknet_parse_keeps_exactly_the_rows_a_full_scan_keeps():
     """The parser looks only at rows that can reach min_score; that must not change a single detection."""
     from pathlib import Path
 
-    from pipeline.detect import COCO_TO_CLASS, DarknetDetector, _nms_keep
+    from pipeline.detect import COCO_TO_CLASS, DarknetDetector
+    from pipeline.detections import nms_keep
 
     yolo = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "yolo_fastest"
     if not yolo.exists():
@@ -143,7 +144,7 @@ def test_darknet_parse_keeps_exactly_the_rows_a_full_scan_keeps():
     cx, cy, w, h = rows[ok, :4].T
     boxes = np.clip(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), 0, 1).astype(np.float32)
     kept = sorted((tuple(np.round(boxes[i], 6)), names[ok][i]) for c in np.unique(names[ok])
-                  for i in np.flatnonzero(names[ok] == c)[_nms_keep(boxes[names[ok] == c], score[ok][names[ok] == c],
+                  for i in np.flatnonzero(names[ok] == c)[nms_keep(boxes[names[ok] == c], score[ok][names[ok] == c],
                                                                      det.nms_iou)])
     got = det._parse(rows)
     assert len(got) > 5
