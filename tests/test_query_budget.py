@@ -56,4 +56,7 @@ def test_ctrl_c_while_starting_up_is_one_line(catalog):
     query.send_signal(signal.SIGINT)
     rc = query.wait(timeout=60)
     err = query.stderr.read()
-    assert "Traceback" not in err and (rc == 130 or rc == 0)
+    # A query now answers in about 0.3 s, so the signal can also land while the interpreter is shutting down,
+    # after Python has put SIGINT back to its default: the process then ends by the signal, silently (rc -2).
+    # Measured flaky at 1 in 4-6 runs on this commit and on 53fe965 alike; what matters is no traceback.
+    assert "Traceback" not in err and rc in (130, 0, -signal.SIGINT)
