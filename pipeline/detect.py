@@ -8,6 +8,8 @@ Backends:
   torchvision downloads their weights; offline, point at a local file.
 - `yolox:FILE.onnx`: YOLOX (e.g. YOLOX-nano, Apache-2.0) through ONNX Runtime or OpenVINO
   (pipeline/detect_yolox.py).
+- `nanodet:DIR`, `picodet:DIR`: NanoDet-Plus and PP-PicoDet in ncnn's format, on the ncnn wheel
+  (pipeline/detect_ncnn.py).
 
 Each kind registers itself in pipeline/detections.py; `make_detector` and `detector_identity` ask the registry.
 
@@ -26,6 +28,7 @@ from contracts.taxonomy import COCO_TO_CLASS
 from pipeline.detections import (COCO80, Detections, Detector, DetectorKind, DetectorParams, detector_kinds,
                                  per_class_nms, register_detector)
 import pipeline.detect_yolox  # noqa: F401,E402  (a kind that registers itself: yolox:FILE.onnx)
+import pipeline.detect_ncnn  # noqa: F401,E402  (kinds that register themselves: nanodet:DIR, picodet:DIR)
 
 
 # OpenCV's region layer keeps a class probability (objectness times the class's) only above this; the
@@ -220,7 +223,7 @@ def detector_identity(spec: str) -> str:
 
 def make_detector(spec: str, device: str = "cpu", min_score: float = 0.25, input_size: int = 320,
                   engine: str = "torch") -> Detector:
-    """A detector by its spec, `KIND:ARG` (the registered kinds: darknet, torchvision, yolox); input_size is
+    """A detector by its spec, `KIND:ARG` (the registered kinds: darknet, torchvision, yolox, nanodet, picodet); input_size is
     Darknet's (the others have their own), and so is the engine (pipeline/engines.py) for the kinds that run
     through one."""
     kind, arg = _kind(spec)

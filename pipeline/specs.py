@@ -42,11 +42,12 @@ class ClipSpec:
 @dataclass(frozen=True)
 class ObjectsSpec:
     """Everything that changes the stored objects; recorded in the feature set."""
-    detector: str                     # darknet:DIR | torchvision:NAME[:WEIGHTS]
+    detector: str                     # KIND:ARG, a registered detector kind (pipeline/detections.py)
     fps: float = option(10.0, "detector frames per second (tracking needs more than fps)", name="object_fps", gt=0)
     min_score: float = option(0.25, "detections less confident than this are dropped (0-1)",
                               name="object_min_score", gt=0, lt=1)
-    input_size: int = option(416, "Darknet detector input size in pixels (320 until the detector got frames of its "
+    input_size: int = option(416, "detector input size in pixels: Darknet's square, the longer side for nanodet and "
+                             "picodet (YOLOX's export fixes its own; 320 until the detector got frames of its "
                              "own height: 416 on 416 px frames ranks crashes better on the real development clips "
                              "for 1.46x the motion+objects time; README, Real footage)",
                              name="object_input", ge=128, multiple_of=32)

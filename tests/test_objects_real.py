@@ -37,6 +37,15 @@ YOLOX_REFERENCE = [("car", [0.1190, 0.5471, 0.2737, 0.7213], 0.867), ("car", [0.
                    ("car", [0.4108, 0.5486, 0.4605, 0.6114], 0.688)]
 
 
+NANODET, PICODET = YOLO.parent / "nanodet_plus_m_416", YOLO.parent / "picodet_s_416"
+# The same frame through the ncnn kinds at 416 (ncnn 1.0.20261020): their three most confident road users.
+NCNN_REFERENCE = {
+    "nanodet": [("car", [0.1109, 0.5490, 0.2737, 0.7251], 0.727), ("car", [0.5269, 0.5431, 0.6167, 0.6694], 0.691),
+                ("car", [0.4039, 0.5485, 0.4632, 0.6114], 0.582)],
+    "picodet": [("car", [0.1154, 0.5505, 0.2745, 0.7193], 0.816), ("car", [0.5276, 0.5413, 0.6159, 0.6699], 0.793),
+                ("car", [0.4054, 0.5481, 0.4669, 0.6138], 0.762)]}
+
+
 def _iou(a, b) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -46,8 +55,8 @@ def _iou(a, b) -> float:
 
 @pytest.mark.skipif(not YOLOX.is_file(), reason="needs ../shared/models/yolox_nano")
 def test_each_detector_kind_finds_the_reference_road_users_on_a_real_frame():
-    """yolox: (ONNX Runtime and OpenVINO) against its reference run and each other; darknet at 416 on the same
-    native-resolution frame finds the same cars (one picture, two networks)."""
+    """yolox: (ONNX Runtime and OpenVINO) against its reference run and each other; darknet at 416, nanodet and
+    picodet (ncnn) on the same native-resolution frame: their own reference runs, and the same cars."""
     s = make_decoder("pyav").decode(str(REAL_DASHCAM / "dad_000478.mp4"), DecodeSpec(sample_fps=1.0), extra_fps=1.0,
                                     extra_height=720)
     frame = s.extra_frames[3:4]
@@ -64,6 +73,18 @@ def test_each_detector_kind_finds_the_reference_road_users_on_a_real_frame():
     dark = make_detector(f"darknet:{YOLO}", input_size=416).detect(frame)[0]
     for cls, box, _ in YOLOX_REFERENCE:
         assert max(_iou(box, d) for d, c in zip(dark.boxes, dark.coco) if c == cls) > 0.6
+    for kind, folder in (("nanodet", NANODET), ("picodet", PICODET)):
+        if not folder.is_dir():
+            continue
+        det = make_detector(f"{kind}:{folder}", input_size=416)
+        got = det.detect(frame)[0]
+        assert det.identity.startswith(f"{kind}:")
+        for (cls, box, score), got_cls, got_box, got_score in zip(NCNN_REFERENCE[kind], got.coco, got.boxes,
+                                                                 got.scores):
+            assert got_cls == cls and abs(got_box - box).max() < 0.01 and abs(got_score - score) < 0.01
+        # a different network on the same picture: the same cars as YOLOX, where each cell's centre is right
+        for cls, box, _ in YOLOX_REFERENCE:
+            assert max(_iou(box, d) for d, c in zip(got.boxes, got.coco) if c == cls) > 0.75, kind
 
 
 def test_darknet_finds_the_cars_in_a_real_frame():
