@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,11 +150,14 @@ def load(db: str, fs_id: str, labels: dict, neg_folder: Path):
     return seqs, info
 
 
-def predict(head_name: str, seqs, info, sources, budget: float, negatives_for=None) -> list[ClipResult]:
+def predict(head_name: str, seqs, info, sources, budget: float, negatives_for=None,
+            overrides: dict | None = None) -> list[ClipResult]:
     """Scores every clip; with negatives_for(source) -> clip indices, the conflict head's alarm level is
-    calibrated per held-out source on those negatives only."""
+    calibrated per held-out source on those negatives only. overrides: fields of the head's config to change."""
     info_cls = get_head(head_name).cls
     head = info_cls()
+    if overrides and hasattr(head, "cfg"):
+        head = info_cls(replace(head.cfg, **overrides))
     results: list[ClipResult] = []
     if hasattr(head, "cues"):
         cues = head.cues(seqs)
@@ -278,6 +282,8 @@ def main() -> int:
     ap.add_argument("--heads", default="ttc,conflict")
     ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR, help="the conflict head's false-alarm budget")
     ap.add_argument("--per-clip", action="store_true", help="print every clip's verdict and incidents")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="change a field of the heads' config, e.g. --set use_ground=false (repeatable)")
     ap.add_argument("--dev", default=str(SHARED / "data" / "real_dashcam"))
     ap.add_argument("--negatives", default=str(SHARED / "data" / "real_negatives"))
     args = ap.parse_args()
@@ -290,10 +296,11 @@ def main() -> int:
     seqs, info = load(db, fs_id, labels, Path(args.negatives))
     negatives = [i for i, (_, _, cls, _) in enumerate(info) if cls == "background"]
     ttc_jitter(seqs, info)
+    overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
     for head in args.heads.split(","):
-        dev_res = predict(head, seqs, info, sources, args.alarms_per_hour, lambda src: negatives)
+        dev_res = predict(head, seqs, info, sources, args.alarms_per_hour, lambda src: negatives, overrides)
         loso = predict(head, seqs, info, sources, args.alarms_per_hour,
-                       lambda src: [i for i in negatives if sources.get(info[i][0]) != src])
+                       lambda src: [i for i in negatives if sources.get(info[i][0]) != src], overrides)
         if args.per_clip:
             for r in sorted(loso, key=lambda r: (r.label or "", r.name)):
                 print(f"  {r.name[:40]:40s} {r.label or '-':10s} | {r.predicted:10s} {r.score:5.2f}  " + ", ".join(

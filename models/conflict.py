@@ -1,8 +1,10 @@
 """`conflict`: a near-miss head that needs no training, fusing physical cues (models/cues/):
 
-- ego conflict: a road user in or entering the ego path whose image grows fast, from a robust fit of
-  its boxes (a time-to-collision that the track's own jitter cannot explain away), held for
-  `persist_s` so that one flickering frame is no conflict;
+- ego conflict: a road user in or entering the ego path that closes fast: two times-to-collision, one from
+  the robust growth of its box, one from its ground distance (the box's bottom against the clip's horizon,
+  models/cues/ground.py), which must agree within their uncertainties (or one stand alone with a tight
+  interval), so that the track's own jitter cannot make one; held for `persist_s` so that one flickering
+  frame is no conflict;
 - a conflict between other road users: two boxes closing on each other to contact (models/cues/pairwise.py);
 - abrupt dynamics: a rider going down, a road user halting from speed (models/cues/abrupt.py);
 - the ego's response: hard braking, a swerve, a camera shock (models/cues/ego.py).
@@ -22,6 +24,7 @@ from models.calibration import Calibration, calibrate
 from models.cues import ramp
 from models.cues.abrupt import AbruptSpec, shape_scores, stop_scores
 from models.cues.ego import EgoSpec, ego_cues
+from models.cues.ground import GroundSpec, fit_horizon, fused_ttc, place
 from models.cues.kinematics import KinematicsSpec
 from models.cues.pairwise import PairSpec, pair_conflicts
 from models.cues.riders import RiderSpec
@@ -54,11 +57,15 @@ class ConflictConfig:
     abrupt: AbruptSpec = field(default_factory=AbruptSpec)
     ego: EgoSpec = field(default_factory=EgoSpec)
     riders: RiderSpec = field(default_factory=RiderSpec)
+    ground: GroundSpec = field(default_factory=GroundSpec)
+    use_ground: bool = True           # False: the box-scale TTC alone (the head before the ground plane)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConflictConfig":
         nested = {"kinematics": KinematicsSpec, "pair": PairSpec, "abrupt": AbruptSpec, "ego": EgoSpec,
-                  "riders": RiderSpec}
+                  "riders": RiderSpec, "ground": GroundSpec}
+        d = dict(d)
+        d.setdefault("use_ground", "ground" in d)   # a head stored before the ground plane scores as it did
         return cls(**{k: nested[k](**v) if k in nested else tuple(v) if k == "weights" else v
                       for k, v in d.items()})
 
@@ -72,6 +79,9 @@ class ClipCues:
     parties: np.ndarray               # (M, len(CUES), 2)
     classes: np.ndarray               # (M, len(CUES)) class index behind each cue (BACKGROUND none)
     ttc_s: np.ndarray | None = None   # (M,) the ego_ttc cue's time-to-collision (inf none)
+    ttc_from: np.ndarray | None = None  # (M,) what that TTC rests on: 1 box scale, 2 ground, 3 both agreeing
+    distance: np.ndarray | None = None  # (M,) that road user's ground distance and lateral offset (camera
+    lateral: np.ndarray | None = None   #      heights from the axis; NaN where it cannot be placed)
 
     def fused(self, weights) -> np.ndarray:
         w = np.asarray(weights, np.float64)
@@ -91,7 +101,9 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
     m = len(o.step_t_s)
     scores, parties = np.zeros((m, len(CUES))), np.full((m, len(CUES), 2), -1, np.int64)
     classes = np.full((m, len(CUES)), BACKGROUND, np.int64)
-    ttc_at = np.full(m, np.inf)
+    ttc_at, ttc_from = np.full(m, np.inf), np.zeros(m, np.int64)
+    dist_at, lat_at = np.full(m, np.nan), np.full(m, np.nan)
+    horizon = fit_horizon(o.boxes, o.coco if o.coco is not None else np.full(len(o.boxes), "car"), cfg.ground)
     ego = ego_cues(motion_t, *(motion[:, MOTION_SCALARS.index(c)] for c in ("ego_speed", "ego_yaw", "ego_pitch")),
                    cfg.ego) if len(motion_t) else None
     yaw_of = (lambda t: np.interp(t, motion_t, motion[:, MOTION_SCALARS.index("ego_yaw")])) if len(motion_t) \
@@ -99,7 +111,11 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
     tracks = clip_tracks(o, cfg.kinematics, replace(cfg.riders, aspect=o.aspect), yaw_of=yaw_of)
     for tr in tracks:
         rows, k = tr.rows, tr.kin
-        ttc = k.ttc(cfg.kinematics.z)
+        g = place(k.t_s, tr.boxes, horizon, o.aspect, cfg.kinematics, cfg.ground)
+        if cfg.use_ground:
+            ttc, basis = fused_ttc(k.rate, k.rate_sigma, g.rate, g.rate_sigma, cfg.ground, cfg.kinematics.z)
+        else:
+            ttc, basis = k.ttc(cfg.kinematics.z), np.ones(len(k.t_s), np.int64)
         path = np.where(o.in_path[rows], 1.0, np.where(o.entering[rows], cfg.entering_weight,
                                                         np.where(o.path_gap[rows] <= cfg.beside_gap,
                                                                  cfg.beside_weight, 0.0)))
@@ -116,6 +132,8 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
             classes[tr.step[better], cue] = cls
             if cue == 0:
                 ttc_at[tr.step[better]] = ttc[better]
+                ttc_from[tr.step[better]] = basis[better]
+                dist_at[tr.step[better]], lat_at[tr.step[better]] = g.distance[better], g.lateral[better]
     pair, who = pair_conflicts(tracks, m, o.step_t_s, cfg.pair, o.aspect)
     scores[:, 1], parties[:, 1] = pair, who
     by_id = {t.track_id: t for t in tracks}
@@ -129,7 +147,7 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
         near = scores[:, 0] > 0
         classes[:, 3] = np.where(near, classes[:, 0], CLASS_INDEX["vehicle"])
         parties[:, 3] = np.where(near[:, None], parties[:, 0], -1)
-    return ClipCues(o.step_t_s, scores, parties, classes, ttc_at)
+    return ClipCues(o.step_t_s, scores, parties, classes, ttc_at, ttc_from, dist_at, lat_at)
 
 
 def explain(c: ClipCues, step: int, cue: int) -> str:
@@ -141,8 +159,14 @@ def explain(c: ClipCues, step: int, cue: int) -> str:
     score = f"cue {c.scores[step, cue]:.2f}"
     if name == "ego_ttc":
         ttc = c.ttc_s[step] if c.ttc_s is not None else np.inf
-        return (f"ego_ttc: {users} ({cls}) in or entering the path, time to collision "
-                f"{ttc:.1f} s ({score})" if np.isfinite(ttc) else f"ego_ttc: {users} ({cls}) closing ({score})")
+        if not np.isfinite(ttc):
+            return f"ego_ttc: {users} ({cls}) closing ({score})"
+        basis = {1: "box growth", 2: "ground distance", 3: "box growth and ground distance agreeing"}.get(
+            int(c.ttc_from[step]) if c.ttc_from is not None else 1, "box growth")
+        where = "" if c.lateral is None or not np.isfinite(c.lateral[step]) else \
+            f", {abs(c.lateral[step]):.1f} camera heights {'right' if c.lateral[step] > 0 else 'left'} of the axis"
+        return (f"ego_ttc: {users} ({cls}) in or entering the path{where}, time to collision {ttc:.1f} s "
+                f"from {basis} ({score})")
     if name == "pair":
         return f"pair: {users} closing on each other to contact ({score})"
     if name == "abrupt":
