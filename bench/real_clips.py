@@ -41,6 +41,7 @@ from steps.featurize import run_featurize  # noqa: E402
 from steps.ingest import run_ingest  # noqa: E402
 from models.calibration import DEFAULT_ALARMS_PER_HOUR, calibrate, poisson_interval  # noqa: E402
 from models.heads import get_head  # noqa: E402
+from contracts.sequences import ClipLabel  # noqa: E402
 from models.metrics import roc_auc  # noqa: E402
 from pipeline.labels import write_labels  # noqa: E402
 from pipeline.objects import ObjectsSpec  # noqa: E402
@@ -150,10 +151,19 @@ def load(db: str, fs_id: str, labels: dict, neg_folder: Path):
     return seqs, info
 
 
+def clip_label(info_row) -> ClipLabel | None:
+    _, _, cls, event = info_row
+    if cls is None:
+        return None
+    return ClipLabel(cls, *event) if event else ClipLabel(cls)
+
+
 def predict(head_name: str, seqs, info, sources, budget: float, negatives_for=None,
-            overrides: dict | None = None) -> list[ClipResult]:
+            overrides: dict | None = None, learn_from=None) -> list[ClipResult]:
     """Scores every clip; with negatives_for(source) -> clip indices, the conflict head's alarm level is
-    calibrated per held-out source on those negatives only. overrides: fields of the head's config to change."""
+    calibrated per held-out source on those negatives only. overrides: fields of the head's config to change.
+    learn_from(source) -> clip indices: the labelled clips the conflict head learns its cue fusion from, per
+    held-out source (models/cue_fusion.py); None: the fixed weights."""
     info_cls = get_head(head_name).cls
     head = info_cls()
     if overrides and hasattr(head, "cfg"):
@@ -161,14 +171,17 @@ def predict(head_name: str, seqs, info, sources, budget: float, negatives_for=No
     results: list[ClipResult] = []
     if hasattr(head, "cues"):
         cues = head.cues(seqs)
-        smoothed = [head.smoothed(c) for c in cues]
         by_source: dict[str, list[int]] = {}
         for i, (name, *_r) in enumerate(info):
             by_source.setdefault(sources.get(name, name), []).append(i)
         for src, idx in by_source.items():
+            h = head
+            if learn_from is not None:
+                chosen = [j for j in learn_from(src) if clip_label(info[j]) is not None]
+                h = head.with_fusion(head.learn_fusion([cues[j] for j in chosen], [clip_label(info[j]) for j in chosen]))
             negs = negatives_for(src)
-            cal = calibrate([(cues[j].step_t_s, smoothed[j]) for j in negs], budget)
-            h = head.with_threshold(cal.threshold)
+            cal = calibrate([(cues[j].step_t_s, h.smoothed(cues[j])) for j in negs], budget)
+            h = h.with_threshold(cal.threshold)
             for i in idx:
                 results.append(_result(h._predict(seqs.clip_ids[i], cues[i]), info[i], sources))
     else:
@@ -282,6 +295,9 @@ def main() -> int:
     ap.add_argument("--heads", default="ttc,conflict")
     ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR, help="the conflict head's false-alarm budget")
     ap.add_argument("--per-clip", action="store_true", help="print every clip's verdict and incidents")
+    ap.add_argument("--learn", action="store_true",
+                    help="the conflict head also with its cue fusion learnt from the labelled clips (development: all "
+                         "of them; leave-one-source-out: the other sources')")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="change a field of the heads' config, e.g. --set use_ground=false (repeatable)")
     ap.add_argument("--dev", default=str(SHARED / "data" / "real_dashcam"))
@@ -308,6 +324,18 @@ def main() -> int:
         print_measures(f"== {head}: development set (alarm level from all negatives)", measures(dev_res))
         print_measures(f"== {head}: leave-one-source-out", measures(loso))
         per_source(loso)
+        if args.learn and head == "conflict":
+            everyone = list(range(len(info)))
+            dev_res = predict(head, seqs, info, sources, args.alarms_per_hour, lambda src: negatives, overrides,
+                              learn_from=lambda src: everyone)
+            loso = predict(head, seqs, info, sources, args.alarms_per_hour,
+                           lambda src: [i for i in negatives if sources.get(info[i][0]) != src], overrides,
+                           learn_from=lambda src: [i for i in everyone if sources.get(info[i][0]) != src])
+            print_measures("== conflict, learnt fusion: development set (learnt from all labelled clips; in-sample)",
+                           measures(dev_res))
+            print_measures("== conflict, learnt fusion: leave-one-source-out (learnt from the other sources)",
+                           measures(loso))
+            per_source(loso)
     for name, why in sorted(left_out.items()):
         print(f"not counted: {name}: {why}")
     print(f"\nfeaturize (motion + objects): {s_per_min:.1f} s per video-minute; catalog {db}")

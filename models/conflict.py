@@ -9,7 +9,8 @@
 - abrupt dynamics: a rider going down, a road user halting from speed (models/cues/abrupt.py);
 - the ego's response: hard braking, a swerve, a camera shock (models/cues/ego.py).
 
-Per detector frame the cues combine as independent evidence, 1 - prod(1 - w_i * s_i). The alarm level
+Per detector frame the cues combine as independent evidence, 1 - prod(1 - w_i * s_i); with labelled clips
+in the catalog (sidecars, reviewers' verdicts) `fit` learns that fusion instead (models/cue_fusion.py). The alarm level
 is not a constant: `fit` sets it from a false-alarm budget on the normal-driving clips labelled in the
 catalog (models/calibration.py), so the operating point comes from negatives only. An incident names
 the road users behind it (track ids), and its class is theirs (riders take their vehicle's class).
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from models.calibration import Calibration, calibrate
+from models.cue_fusion import FusionSpec, LearnedFusion, fit_fusion, window_vectors
 from models.cues import ramp
 from models.cues.abrupt import AbruptSpec, shape_scores, stop_scores
 from models.cues.ego import EgoSpec, ego_cues
@@ -181,15 +183,33 @@ def explain(c: ClipCues, step: int, cue: int) -> str:
                        "swerve, shock), fused; the alarm level from a false-alarm budget on normal driving")
 class ConflictHead:
     def __init__(self, cfg: ConflictConfig = ConflictConfig(), events: EventSpec | None = None,
-                 calibration: dict | None = None):
+                 calibration: dict | None = None, fusion: LearnedFusion | None = None,
+                 fusion_spec: FusionSpec = FusionSpec()):
         self.cfg = cfg
         self.events = events or EventSpec(threshold=cfg.threshold, bridge=cfg.threshold * 0.6, min_duration_s=0.2)
         self.calibration = calibration
+        self.fusion, self.fusion_spec = fusion, fusion_spec
 
     def with_threshold(self, threshold: float, calibration: dict | None = None) -> "ConflictHead":
         cfg = replace(self.cfg, threshold=float(threshold))
         return ConflictHead(cfg, replace(self.events, threshold=cfg.threshold, bridge=cfg.threshold * 0.6),
-                            calibration)
+                            calibration, self.fusion, self.fusion_spec)
+
+    def with_fusion(self, fusion: LearnedFusion | None) -> "ConflictHead":
+        return ConflictHead(self.cfg, self.events, self.calibration, fusion, self.fusion_spec)
+
+    def fuse(self, c: ClipCues) -> np.ndarray:
+        """Per detector frame: the learnt fusion of the cues' windows where there is one, else the fixed one."""
+        if self.fusion is None:
+            return c.fused(self.cfg.weights)
+        return self.fusion(window_vectors(c.step_t_s, c.scores, self.fusion_spec.window_s)) if len(c.step_t_s) \
+            else np.zeros(0)
+
+    def _cue_weights(self) -> np.ndarray:
+        return np.asarray(self.fusion.weights if self.fusion is not None else self.cfg.weights)
+
+    def learn_fusion(self, cues: list[ClipCues], labels: list) -> LearnedFusion | None:
+        return fit_fusion([(c.step_t_s, c.scores) for c in cues], labels, self.fusion_spec)
 
     def cues(self, seqs: Sequences) -> list[ClipCues]:
         if seqs.objects is None:
@@ -202,15 +222,15 @@ class ConflictHead:
         return out
 
     def smoothed(self, c: ClipCues) -> np.ndarray:
-        return smooth(c.fused(self.cfg.weights), self.events.smooth)
+        return smooth(self.fuse(c), self.events.smooth)
 
     def predict(self, seqs: Sequences) -> list[ClipPrediction]:
         return [self._predict(cid, c) for cid, c in zip(seqs.clip_ids, self.cues(seqs))]
 
     def _predict(self, clip_id: str, c: ClipCues) -> ClipPrediction:
-        score = c.fused(self.cfg.weights).astype(np.float32)
+        score = self.fuse(c).astype(np.float32)
         m = len(score)
-        lead = np.argmax(c.scores * np.asarray(self.cfg.weights), axis=1) if m else np.zeros(0, int)
+        lead = np.argmax(c.scores * self._cue_weights(), axis=1) if m else np.zeros(0, int)
         cls = c.classes[np.arange(m), lead] if m else np.zeros(0, int)
         probs = np.zeros((m, 4), np.float32)
         probs[:, BACKGROUND] = 1.0 - score
@@ -235,23 +255,34 @@ class ConflictHead:
 
     def payload(self) -> dict:
         return {"kind": self.kind, "config": asdict(self.cfg), "events": asdict(self.events),
-                "calibration": self.calibration}
+                "calibration": self.calibration, "fusion": self.fusion.as_dict() if self.fusion else None,
+                "fusion_spec": asdict(self.fusion_spec)}
 
     @classmethod
     def from_payload(cls, p: dict) -> "ConflictHead":
-        return cls(ConflictConfig.from_dict(p["config"]), EventSpec(**p["events"]), p.get("calibration"))
+        return cls(ConflictConfig.from_dict(p["config"]), EventSpec(**p["events"]), p.get("calibration"),
+                   LearnedFusion.from_dict(p.get("fusion")), FusionSpec(**p.get("fusion_spec", {})))
 
     @classmethod
     def fit(cls, name: str, data) -> tuple:
-        """Nothing is learnt: the alarm level comes from the normal-driving clips among the labelled ones
-        (train and val splits; test stays for evaluation), for the budget data.spec.alarms_per_hour."""
+        """With enough labelled clips with events (train and val splits; test stays for evaluation) the cue
+        fusion is learnt from them; else the fixed weights stay. Then the alarm level comes from the
+        normal-driving clips among them, for the budget data.spec.alarms_per_hour."""
         head = cls()
-        negatives = []
-        for seqs, labels in ((data.train, data.train_labels), (data.val, data.val_labels)):
-            chosen = [i for i, lab in enumerate(labels) if not lab.is_near_miss]
-            if chosen and seqs.objects is not None:
-                cues = head.cues(seqs)
-                negatives += [(cues[i].step_t_s, head.smoothed(cues[i])) for i in chosen]
+        cues, labels = [], []
+        for seqs, split_labels in ((data.train, data.train_labels), (data.val, data.val_labels)):
+            if split_labels and seqs.objects is not None:
+                cues += head.cues(seqs)
+                labels += list(split_labels)
+        fusion = head.learn_fusion(cues, labels)
+        head = head.with_fusion(fusion)
+        log = getattr(data, "log", None)
+        if log:
+            log("conflict: cue fusion learnt from " + (
+                f"{fusion.positives} event and {fusion.negatives} normal windows, weights "
+                + ", ".join(f"{c} {w:.2f}" for c, w in zip(CUES, fusion.weights))
+                if fusion else "nothing (too few labelled clips with events): the fixed weights"))
+        negatives = [(c.step_t_s, head.smoothed(c)) for c, lab in zip(cues, labels) if not lab.is_near_miss]
         cal: Calibration = calibrate(negatives, data.spec.alarms_per_hour)
         head = head.with_threshold(cal.threshold, cal.as_dict())
         return data.fixed(head), head.payload() | {"alarm_level": cal.as_dict()}
