@@ -31,6 +31,7 @@ class ReportIncident:
     parties: tuple[int, ...] = ()       # track ids of the road users the head names
     event_idx: int = 0                  # the incident's index among its clip's (with model: its key)
     why: str | None = None              # what made the head alarm (the cue, its numbers, the road users)
+    party_names: tuple[str, ...] = ()   # each party as a person reads it: "road user #5 (car)"
 
 
 @dataclass
@@ -89,11 +90,78 @@ def top_incidents(con: duckdb.DuckDBPyConnection, head: str | None, where: str |
         " = 1) l ON l.clip_id = i.clip_id"
         " WHERE i.model_name = ?" + (f" AND ({where})" if where else "")
         + " ORDER BY i.score DESC, i.clip_id, i.event_idx LIMIT ?", [head, limit]).fetchall()
-    return [ReportIncident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                           dict(zip(CLASSES, r[9:13])),
-                           np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15], r[16],
-                           r[17], bool(r[18]), tuple(r[19] or ()), r[20], r[21])
-            for r in rows]
+    out = [ReportIncident(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                          dict(zip(CLASSES, r[9:13])),
+                          np.asarray(r[13] or [], np.float32), np.asarray(r[14] or [], np.float32), r[15], r[16],
+                          r[17], bool(r[18]), tuple(r[19] or ()), r[20], r[21])
+           for r in rows]
+    for inc in out:
+        inc.party_names = party_names(con, inc.clip_id, inc.feature_set_id, inc.parties, inc.cls)
+    return out
+
+
+def party_names(con: duckdb.DuckDBPyConnection, clip_id: str, fs_id: str, parties: tuple[int, ...],
+                incident_cls: str) -> tuple[str, ...]:
+    """"road user #5 (car)" per party: the detector's commonest label for the track. A person behind a vehicle or
+    bicycle incident is a rider (the head takes a rider for its two-wheeler), and the name says so, so that the
+    incident's class and its road user's read the same."""
+    if not parties:
+        return ()
+    found = dict(con.execute(
+        "SELECT track_id, mode(coalesce(coco_class, class)) FROM objects WHERE clip_id = ? AND feature_set_id = ?"
+        " AND list_contains(?::INTEGER[], track_id) GROUP BY track_id", [clip_id, fs_id, list(parties)]).fetchall())
+    names = []
+    for p in parties:
+        label = found.get(p)
+        if label == "person" and incident_cls in ("vehicle", "bicycle"):
+            label = f"person riding: {'a bicycle' if incident_cls == 'bicycle' else 'a two-wheeler, vehicle'}"
+        names.append(f"road user #{p}" + (f" ({label})" if label else ""))
+    return tuple(names)
+
+
+@dataclass
+class ClipState:
+    """One clip in the report's list of every clip: where it stands with the head."""
+    path: str
+    state: str                  # scored | failed | not featurized | not scored
+    reason: str | None          # why it failed (ingest or featurize)
+    score: float | None         # the head's highest score on it
+    predicted: str | None
+    alarms: int
+    reviewed: int               # its incidents with a verdict
+    label: str | None
+
+
+def clip_states(con: duckdb.DuckDBPyConnection, model_ref: str) -> list[ClipState]:
+    """Every current clip with its state for this head version: scored (its highest score and alarms), failed
+    (with the reason, at ingest or at featurize in the head's feature set), or not featurized / not scored."""
+    name, version = model_ref.split("@")
+    rows = con.execute(
+        "WITH m AS (SELECT feature_set_id FROM models WHERE name = $1 AND version = $2)"
+        " SELECT c.path, c.status, c.error, f.status, f.error, p.near_miss_score, p.predicted_class,"
+        " (SELECT count(*) FROM incidents i WHERE i.clip_id = c.id AND i.model_name = $1 AND i.model_version = $2),"
+        " (SELECT count(*) FROM latest_reviews r WHERE r.clip_id = c.id AND r.model_name = $1"
+        "  AND r.model_version = $2), l.class"
+        " FROM current_clips c"
+        " LEFT JOIN clip_features f ON f.clip_id = c.id AND f.feature_set_id = (SELECT feature_set_id FROM m)"
+        " LEFT JOIN predictions p ON p.clip_id = c.id AND p.model_name = $1 AND p.model_version = $2"
+        " LEFT JOIN (SELECT * FROM labels QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY created_at DESC)"
+        " = 1) l ON l.clip_id = c.id"
+        " ORDER BY p.near_miss_score DESC NULLS LAST, c.path", [name, int(version)]).fetchall()
+    out = []
+    for path, c_status, c_error, f_status, f_error, score, predicted, alarms, reviewed, label in rows:
+        if c_status == "failed":
+            state, reason = "failed", f"ingest: {c_error}"
+        elif f_status == "failed":
+            state, reason = "failed", f"featurize: {f_error}"
+        elif score is not None:
+            state, reason = "scored", None
+        elif f_status == "ok":
+            state, reason = "not scored", None
+        else:
+            state, reason = "not featurized", None
+        out.append(ClipState(path, state, reason, score, predicted, int(alarms), int(reviewed), label))
+    return out
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Top incidents, each with frames around the peak (foreground motion overlaid),
 the near-miss score over time with the event shaded, class probabilities and
-where to find the clip; then the evaluation of each head (with a confusion
-matrix) when the catalog has one. Images are files beside index.html, so the
+where to find the clip; then every clip with its state and highest score (sortable,
+filterable), and the evaluation of each head (with a confusion matrix) when the
+catalog has one. Images are files beside index.html, so the
 folder can be zipped, served or opened straight from disk.
 """
 from __future__ import annotations
@@ -17,10 +18,11 @@ import numpy as np
 
 from catalog import Catalog
 from catalog.readonly import check_predicate
-from catalog.report_data import (ReportIncident, TrackView, alarm_level, critical_track, heads_with_incidents,
-                                 latest_evaluations, missed_events, motion_near, top_incidents)
+from catalog.report_data import (ReportIncident, TrackView, alarm_level, clip_states, critical_track,
+                                 heads_with_incidents, latest_evaluations, missed_events, motion_near, top_incidents)
 from models.head_registry import default_report_head, head_info
 from pipeline.decode import DecodeError, DecodeSpec, make_decoder
+from nearmiss.plots import score_plot_svg
 from pipeline.overlay import draw_box, encode_png, frame_strip, overlay_motion
 
 STRIP_OFFSETS_S = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -33,48 +35,7 @@ class Card:
     plot: str
     error: str | None = None
     verdict: dict | None = None    # the review page: the latest verdict on it
-    play: str = ""                 # the clip's file, from just before the peak
-
-
-TTC_AXIS_S = 5.0  # the TTC curve's axis runs from 0 (bottom) to this many seconds (top)
-
-
-def score_plot_svg(t: np.ndarray, s: np.ndarray, start: float, end: float, peak: float, duration: float,
-                   width: int = 420, height: int = 120, label: tuple[float, float] | None = None,
-                   ttc: tuple[np.ndarray, np.ndarray] | None = None, threshold: float = 0.5) -> str:
-    """Near-miss probability over time, the predicted event shaded, the peak marked; the labelled event
-    as a green band along the top, and the critical road user's time-to-collision in blue (0 to 5 s)."""
-    pad, top = 30, 8
-    span = max(float(duration or (t[-1] if len(t) else 1.0)), 1e-3)
-    x = lambda v: pad + (width - pad - 6) * float(v) / span  # noqa: E731
-    y = lambda v: top + (height - top - 20) * (1 - float(v))  # noqa: E731
-    pts = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(t, s))
-    ticks = "".join(f'<text x="{x(k):.1f}" y="{height - 4}" font-size="10" text-anchor="middle">{k:g}s</text>'
-                    for k in np.arange(0, span + 1e-6, max(1.0, round(span / 6))))
-    extra = ""
-    if label is not None and label[0] is not None:
-        end_l = label[1] if label[1] is not None else label[0]
-        extra += (f'<rect x="{x(label[0]):.1f}" y="{top - 6}" width="{max(x(end_l) - x(label[0]), 2):.1f}" '
-                  f'height="5" fill="#2a9d8f"><title>labelled event</title></rect>')
-    if ttc is not None and len(ttc[0]):
-        shown = np.clip(np.nan_to_num(ttc[1], posinf=TTC_AXIS_S), 0, TTC_AXIS_S) / TTC_AXIS_S
-        extra += (f'<polyline points="{" ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(ttc[0], shown))}" '
-                  f'fill="none" stroke="#1d4ed8" stroke-width="1.5" stroke-dasharray="4,2">'
-                  f'<title>time-to-collision, 0 to {TTC_AXIS_S:g} s</title></polyline>'
-                  f'<text x="{width - 8}" y="{top + 8}" font-size="10" fill="#1d4ed8" text-anchor="end">'
-                  f'TTC {TTC_AXIS_S:g}s</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" font-family="sans-serif">'
-            f'<rect x="{x(start):.1f}" y="{top}" width="{max(x(end) - x(start), 1):.1f}" height="{y(0) - top:.1f}" '
-            f'fill="#f4a261" opacity="0.35"/>'
-            f'<line x1="{pad}" y1="{y(0):.1f}" x2="{width - 6}" y2="{y(0):.1f}" stroke="#999"/>'
-            f'<line class="threshold" x1="{pad}" y1="{y(threshold):.1f}" x2="{width - 6}" y2="{y(threshold):.1f}" '
-            f'stroke="#888" stroke-dasharray="3,3"><title>alarm level {threshold:.2f}</title></line>'
-            f'<text x="2" y="{y(1) + 4:.1f}" font-size="10">1.0</text><text x="2" y="{y(0) + 4:.1f}" '
-            f'font-size="10">0</text>'
-            f'<polyline points="{pts}" fill="none" stroke="#c1121f" stroke-width="2"/>'
-            f'<line x1="{x(peak):.1f}" y1="{top}" x2="{x(peak):.1f}" y2="{y(0):.1f}" stroke="#333" '
-            f'stroke-dasharray="2,2"/>{ticks}{extra}</svg>')
+    play: str = ""                 # the clip's file, seeking to the peak
 
 
 def confusion_svg(classes: list[str], cm: list[list[int]], cell: int = 56) -> str:
@@ -147,8 +108,8 @@ and score (<code>nearmiss score</code>; the ttc head needs no training), or trai
 {% if i.label == 'background' %}<p class="fa">False alarm: this clip is labelled normal driving.</p>{% endif %}
 <p class="meta"><code>{{ i.path }}</code> &middot; {{ '%.2f'|format(i.start_s) }}&ndash;{{ '%.2f'|format(i.end_s) }} s,
 peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.label %} &middot; labelled <b>{{ i.label }}</b>{% endif %}
-{% if i.parties %} &middot; road user{{ 's' if i.parties|length > 1 }} #{{ i.parties|join(', #') }}{% endif %}{% if i.why %}<br><span class="why">why: {{ i.why }}</span>{% endif %}
-&middot; <a href="{{ c.play }}">play from the peak</a></p>
+{% if i.party_names %} &middot; <span class="parties">{{ i.party_names|join(', ') }}</span>{% endif %}{% if i.why %}<br><span class="why">why: {{ i.why }}</span>{% endif %}
+&middot; <a class="play" href="{{ c.play }}">play from the peak ({{ '%.1f'|format(i.peak_s) }} s)</a></p>
 {% if c.strip %}<img class="strip" src="{{ c.strip }}" alt="frames around the peak with foreground motion">
 {% else %}<p class="err">frames unavailable: {{ c.error }}</p>{% endif %}
 <div><img src="{{ c.plot }}" alt="near-miss score over time, labelled event and time-to-collision"></div>
@@ -164,11 +125,53 @@ labelled event; blue dashes the road user's time-to-collision (0 to 5 s).</p>
 {% for m in missed %}<tr class="missed"><td><code>{{ m.path }}</code></td><td>{{ m.cls }}</td>
 <td>{% if m.event_start_s is not none %}{{ '%.1f'|format(m.event_start_s) }}&ndash;{{ '%.1f'|format(m.event_end_s) }} s{% endif %}</td>
 <td>{{ '%.2f'|format(m.score) }}</td><td>{{ m.predicted }}</td></tr>{% endfor %}</table>{% endif %}
+{% if clips %}<h1 id="clips">Every clip ({{ clips|length }})</h1>
+<p class="meta">Each clip with {{ head }}'s highest score on it, its alarms and its state: scored, failed (with the
+reason) or not featurized. Click a column to sort; filter by class, score and review state.</p>
+<p class="meta" id="filters">class <select id="f-class"><option value="">any</option>{% for k in classes %}<option>{{ k }}</option>{% endfor %}</select>
+&middot; score at least <input id="f-score" type="number" min="0" max="1" step="0.05" value="0" style="width:5em">
+&middot; state <select id="f-state"><option value="">any</option>{% for k in states %}<option>{{ k }}</option>{% endfor %}</select>
+&middot; review <select id="f-review"><option value="">any</option><option value="unreviewed">alarms not all reviewed</option><option value="reviewed">all alarms reviewed</option><option value="none">no alarms</option></select>
+&middot; <span id="shown">{{ clips|length }}</span> shown</p>
+<table id="clip-list"><thead><tr><th data-key="path">clip</th><th data-key="state">state</th><th data-key="score" data-num="1">highest score</th>
+<th data-key="predicted">predicted</th><th data-key="alarms" data-num="1">alarms</th><th data-key="reviewed" data-num="1">reviewed</th><th data-key="label">labelled</th></tr></thead>
+<tbody>{% for c in clips %}<tr data-path="{{ c.path }}" data-state="{{ c.state }}" data-score="{{ c.score if c.score is not none else -1 }}"
+data-predicted="{{ c.predicted or '' }}" data-alarms="{{ c.alarms }}" data-reviewed="{{ c.reviewed }}" data-label="{{ c.label or '' }}">
+<td><code>{{ c.path }}</code></td><td>{{ c.state }}{% if c.reason %}: <span class="err">{{ c.reason }}</span>{% endif %}</td>
+<td>{{ '%.2f'|format(c.score) if c.score is not none else '' }}</td><td>{{ c.predicted or '' }}</td><td>{{ c.alarms }}</td>
+<td>{{ c.reviewed }} of {{ c.alarms }}</td><td>{{ c.label or '' }}</td></tr>{% endfor %}</tbody></table>{% endif %}
 {% if evaluations %}<h1>Evaluation</h1>{% for e in evaluations %}
 <div class="card"><h2>{{ e.ref }} on the {{ e.split }} split ({{ e.clips }} clips)</h2>
 <table>{% for k, v in e.line.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
 <img src="{{ e.image }}" alt="confusion matrix"></div>{% endfor %}{% endif %}
 <script>
+// The clip list: sort by a column, filter by class, score, state and review state.
+(() => {
+  const table = document.getElementById("clip-list");
+  if (!table) return;
+  const body = table.tBodies[0], rows = [...body.rows];
+  const val = (id) => document.getElementById(id).value;
+  function filter() {
+    const cls = val("f-class"), min = Number(val("f-score")) || 0, state = val("f-state"), review = val("f-review");
+    let shown = 0;
+    for (const r of rows) {
+      const d = r.dataset, alarms = Number(d.alarms), reviewed = Number(d.reviewed);
+      const ok = (!cls || d.predicted === cls) && Number(d.score) >= min && (!state || d.state === state)
+        && (!review || (review === "none" ? alarms === 0 : review === "reviewed" ? alarms > 0 && reviewed >= alarms
+                                                                               : reviewed < alarms));
+      r.hidden = !ok; shown += ok;
+    }
+    document.getElementById("shown").textContent = shown;
+  }
+  for (const id of ["f-class", "f-score", "f-state", "f-review"]) document.getElementById(id).addEventListener("input", filter);
+  for (const th of table.tHead.rows[0].cells) th.addEventListener("click", () => {
+    const key = th.dataset.key, num = th.dataset.num, dir = th.dataset.dir === "asc" ? -1 : 1;
+    th.dataset.dir = dir === 1 ? "asc" : "desc";
+    rows.sort((a, b) => dir * (num ? Number(a.dataset[key]) - Number(b.dataset[key])
+                                   : a.dataset[key].localeCompare(b.dataset[key])));
+    for (const r of rows) body.appendChild(r);
+  });
+})();
 // For reviewers and for the browser test: count images that failed to load.
 window.addEventListener("load", () => {
   const imgs = [...document.images];
@@ -195,7 +198,7 @@ def incident_cards(catalog: Catalog, incidents: list[ReportIncident], out_dir: P
             inc.step_t_s, inc.step_scores, inc.start_s, inc.end_s, inc.peak_s, duration,
             label=(inc.label_start_s, inc.label_end_s), ttc=(track.t_s, track.ttc_s) if track else None,
             threshold=threshold))
-        card = Card(inc, None, plot, play=Path(inc.path).resolve().as_uri() + f"#t={max(inc.peak_s - 2, 0):.1f}")
+        card = Card(inc, None, plot, play=Path(inc.path).resolve().as_uri() + f"#t={max(inc.peak_s, 0):.1f}")
         try:
             if not Path(inc.path).exists():
                 raise DecodeError("the file is no longer at this path")
@@ -225,6 +228,7 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
         level = alarm_level(con, incidents[0].model) if incidents else None
         evaluations = latest_evaluations(con)
         missed = missed_events(con, incidents[0].model) if incidents else []
+        clip_list = clip_states(con, incidents[0].model) if incidents else []
     cards = incident_cards(catalog, incidents, out_dir, level.threshold if level else 0.5)
     evals = []
     for k, (ref, split, clips, metrics) in enumerate(evaluations, start=1):
@@ -243,5 +247,7 @@ def build_report(db: str, out: str, where: str | None = None, head: str | None =
     untrained = bool(incidents) and incidents[0].untrained_features and \
         "embeddings" in head_info(incidents[0].model.split("@")[0]).needs
     page.write_text(PAGE.render(db=db, cards=cards, evaluations=evals, where=where, missed=missed,
-                                head=incidents[0].model if incidents else None, untrained=untrained, level=level))
+                                head=incidents[0].model if incidents else None, untrained=untrained, level=level,
+                                clips=clip_list, classes=sorted({c.predicted for c in clip_list if c.predicted}),
+                                states=sorted({c.state for c in clip_list})))
     return page

@@ -1,6 +1,7 @@
 """`nearmiss review`: the report as a local web app where reviewers judge incidents.
 
-A real HTTP server (Starlette, which Prefect already brings, under uvicorn) on 127.0.0.1. Per incident:
+A real HTTP server (Starlette, which Prefect already brings, under uvicorn) on 127.0.0.1. The page says how
+many incidents are reviewed of how many, and shows the unreviewed ones first (`?order=score`: by score). Per incident:
 the clip playing from just before the peak (HTML5 video; the server answers range requests, so it
 seeks), the frames around the peak, the score and TTC plot, and three verdicts (real near-miss / not /
 unsure) with the other party's class. Keyboard: R, N, U judge the incident in view; 1, 2, 3 pick
@@ -52,6 +53,9 @@ button.chosen{background:#1d4ed8;color:#fff;border-color:#1d4ed8}
 <h1>Review near-miss incidents</h1>
 <p class="meta">Catalog <code>{{ db }}</code> &middot; {{ cards|length }} incident(s){% if head %} from {{ head }}{% endif %}
 &middot; reviewer <b id="reviewer">{{ reviewer }}</b></p>
+<p class="meta"><b id="progress" data-total="{{ cards|length }}">{{ reviewed }} of {{ cards|length }} reviewed</b>
+&middot; order: {% if order == 'unreviewed' %}<b>unreviewed first</b> (then by score) &middot; <a href="?order=score">by score</a>
+{% else %}<a href="?order=unreviewed">unreviewed first</a> &middot; <b>by score</b>{% endif %}</p>
 <p class="legend">Keys: <kbd>R</kbd> real near-miss, <kbd>N</kbd> not a near-miss, <kbd>U</kbd> unsure,
 <kbd>1</kbd> bicycle <kbd>2</kbd> pedestrian <kbd>3</kbd> vehicle (the other party, before R),
 <kbd>J</kbd>/<kbd>K</kbd> next/previous, <kbd>space</kbd> play/pause. Frames: the incident's peak and
@@ -62,11 +66,12 @@ green band the labelled event, blue dashes the time-to-collision (0 to 5 s).</p>
 (<code>nearmiss featurize --stages motion,objects --detector darknet:DIR</code>, <code>nearmiss score --head conflict</code>).</p>{% endif %}
 {% for c in cards %}{% set i = c.incident %}
 <div class="card" id="incident-{{ loop.index0 }}" data-clip="{{ i.clip_id }}" data-model="{{ i.model }}"
-     data-event="{{ i.event_idx }}" data-peak="{{ '%.2f'|format(i.peak_s) }}" data-class="{{ i.cls }}">
+     data-event="{{ i.event_idx }}" data-peak="{{ '%.2f'|format(i.peak_s) }}" data-class="{{ i.cls }}"
+     data-verdict="{{ c.verdict.verdict if c.verdict else '' }}">
 <h2>#{{ loop.index }} {{ i.cls }} &middot; score {{ '%.2f'|format(i.score) }}
 {% if i.label %}&middot; labelled {{ i.label }}{% endif %}</h2>
 <p class="meta"><code>{{ i.path }}</code> &middot; {{ '%.2f'|format(i.start_s) }}&ndash;{{ '%.2f'|format(i.end_s) }} s,
-peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.parties %} &middot; road user{{ 's' if i.parties|length > 1 }} #{{ i.parties|join(', #') }}{% endif %}{% if i.why %}<br><span class="why">why: {{ i.why }}</span>{% endif %}</p>
+peak {{ '%.2f'|format(i.peak_s) }} s &middot; {{ i.model }}{% if i.party_names %} &middot; {{ i.party_names|join(', ') }}{% endif %}{% if i.why %}<br><span class="why">why: {{ i.why }}</span>{% endif %}</p>
 <video controls preload="metadata" src="/clip/{{ i.clip_id }}" data-peak="{{ '%.2f'|format(i.peak_s) }}"></video>
 {% if c.strip %}<div><img class="strip" src="/{{ c.strip }}" alt="frames around the peak"></div>
 {% else %}<p class="meta">frames unavailable: {{ c.error }}</p>{% endif %}
@@ -105,7 +110,9 @@ async function judge(card, verdict) {
   const out = await r.json();
   line.textContent = r.ok ? `verdict: ${out.verdict}${out.class ? " (" + out.class + ")" : ""} by ${out.reviewer}`
                           : `not saved: ${out.error}`;
-  card.dataset.verdict = r.ok ? out.verdict : "";
+  if (r.ok) card.dataset.verdict = out.verdict;
+  const done = cards.filter(c => c.dataset.verdict).length, progress = document.getElementById("progress");
+  progress.textContent = `${done} of ${progress.dataset.total} reviewed`;
 }
 cards.forEach((card, k) => {
   const video = card.querySelector("video");
@@ -158,7 +165,11 @@ def build_app(cfg: ReviewConfig):
         for c in cards:
             name, version = c.incident.model.split("@")
             c.verdict = verdicts.get((c.incident.clip_id, name, int(version), c.incident.event_idx))
-        return HTMLResponse(PAGE.render(db=cfg.db, cards=cards, reviewer=reviewer,
+        order = "score" if request.query_params.get("order") == "score" else "unreviewed"
+        # unreviewed first: a stable sort keeps the score order within each group
+        shown = sorted(cards, key=lambda c: c.verdict is not None) if order == "unreviewed" else cards
+        return HTMLResponse(PAGE.render(db=cfg.db, cards=shown, reviewer=reviewer, order=order,
+                                        reviewed=sum(c.verdict is not None for c in cards),
                                         head=incidents[0].model if incidents else None,
                                         party_classes=[c for c in CLASSES if c != "background"]))
 

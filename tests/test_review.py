@@ -97,6 +97,8 @@ def test_a_reviewer_plays_the_clip_and_judges_in_chromium(review_server, tmp_pat
         browser.wait_for("document.querySelector('.card .verdict').textContent.startsWith('verdict: not')")
         reviews, latest, labels = _latest(db, clip_id)
         assert reviews == 1 and latest == [(clip_id, "not", None, "tester")]
+        total = browser.eval("document.querySelectorAll('.card').length")
+        assert browser.eval("document.getElementById('progress').textContent") == f"1 of {total} reviewed"
         # a second verdict on the same incident, by keyboard: pick vehicle (3), then real (R)
         browser.key("3")
         browser.key("r")
@@ -106,6 +108,13 @@ def test_a_reviewer_plays_the_clip_and_judges_in_chromium(review_server, tmp_pat
         assert [(c, k) for c, k, _, _ in labels] == [(clip_id, "vehicle")]
         browser.screenshot(tmp_path / "review.png")
         assert (tmp_path / "review.png").stat().st_size > 10_000
+        # opened again: the progress is kept, the reviewed incident goes last (unreviewed first), or first by score
+        browser.open(url)
+        assert browser.eval("document.getElementById('progress').textContent") == f"1 of {total} reviewed"
+        order = browser.eval("[...document.querySelectorAll('.card')].map(c => c.dataset.verdict)")
+        assert order[-1] == "real" and not any(order[:-1])
+        browser.open(url + "?order=score")
+        assert browser.eval("document.querySelector('.card').dataset.clip") == clip_id
     finally:
         browser.close()
 
