@@ -329,3 +329,44 @@ def test_a_temporary_server_that_does_not_start_in_time_is_one_line_that_says_wh
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "temporary server did not answer" in err and "PREFECT_API_URL" in err
+
+
+@pytest.mark.slow   # starts a real temporary Prefect server (10-30 s on 2 cores)
+def test_a_temporary_server_never_takes_another_commands_server_for_its_own(monkeypatch):
+    """Two commands starting together could land on one port: the second's uvicorn cannot bind it, and Prefect
+    took the first's server, answering health checks there, for its own. Here another "server" holds the first
+    port offered: the start must notice its own process died, move to a port of its own, and run its own server."""
+    import http.server
+
+    import httpx
+
+    import flows.ephemeral as eph
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):   # noqa: N802 (the standard library's name)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    taken = other.server_address[1]
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    offered = iter([taken])
+    real = eph.kernel_free_port
+    monkeypatch.setattr(eph, "kernel_free_port", lambda: next(offered, None) or real())
+    eph.tie_temporary_server_to_this_process()
+    SubprocessASGIServer._instances.pop(None, None)
+    server = SubprocessASGIServer()
+    try:
+        server.start(timeout=120)
+        assert server.port != taken and server.server_process.poll() is None
+        assert httpx.get(f"{server.api_url}/health", timeout=10).status_code == 200
+        assert SubprocessASGIServer().find_available_port() != taken
+    finally:
+        server.stop()
+        other.shutdown()
+        SubprocessASGIServer._instances.pop(None, None)
