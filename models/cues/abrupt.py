@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.cues import ramp
-from models.cues.kinematics import robust_line
+from models.cues.kinematics import masked_median, robust_lines, window_matrix
 
 FALLERS = ("person", "bicycle", "motorcycle", "motorbike")
 
@@ -88,21 +88,30 @@ def shape_scores(track, tracks=(), spec: AbruptSpec = AbruptSpec()) -> np.ndarra
 
 def stop_scores(track, spec: AbruptSpec = AbruptSpec(), aspect: float | None = None) -> np.ndarray:
     """(n,) per box: a road user that was moving sideways at vehicle speed and is still within `window_s`
-    (so it lost at least 70 % of its speed in under a second: a hit, not braking)."""
+    (so it lost at least 70 % of its speed in under a second: a hit, not braking). Every box's two windows are
+    fitted at once (models/cues/kinematics.robust_lines)."""
     out = np.zeros(len(track.step))
     if len(out) < 2 * spec.min_points:
         return out
     t, k_, boxes = track.kin.t_s, track.kin, track.boxes
-    cut = (boxes[:, 0] <= spec.border) | (boxes[:, 2] >= 1 - spec.border)
+    whole = ~((boxes[:, 0] <= spec.border) | (boxes[:, 2] >= 1 - spec.border))
     scale = (aspect or spec.aspect) / np.maximum(k_.height, 1e-3)   # widths/s -> own heights/s
-    for k in range(len(t)):
-        prev = (t >= t[k] - 2 * spec.window_s - 1e-9) & (t < t[k] - spec.window_s + 1e-9) & ~cut
-        now = (t >= t[k] - spec.window_s / 2 - 1e-9) & (t <= t[k] + 1e-9) & ~cut
-        if prev.sum() < spec.min_points or now.sum() < 3 or np.median(k_.height[prev]) < spec.min_height:
-            continue
-        v0 = robust_line(t[prev], k_.cx[prev], 0.005, 1.5)[0] * float(np.median(scale[prev]))
-        v1 = robust_line(t[now], k_.cx[now], 0.005, 1.5)[0] * float(np.median(scale[now]))
-        if abs(v0) < spec.stop_speed or abs(v1) > 0.3 * abs(v0):
-            continue
-        out[k] = ramp(abs(v0), spec.stop_speed, 2 * spec.stop_speed)
+    prev_idx, prev = window_matrix(t, np.searchsorted(t, t - 2 * spec.window_s - 1e-9, side="left"),
+                                   np.searchsorted(t, t - spec.window_s + 1e-9, side="left"))
+    now_idx, now = window_matrix(t, np.searchsorted(t, t - spec.window_s / 2 - 1e-9, side="left"),
+                                 np.searchsorted(t, t + 1e-9, side="right"))
+    prev, now = prev & whole[prev_idx], now & whole[now_idx]
+    judged = (prev.sum(1) >= spec.min_points) & (now.sum(1) >= 3)
+    with np.errstate(invalid="ignore"):
+        judged &= masked_median(k_.height[prev_idx], prev) >= spec.min_height
+    if not judged.any():
+        return out
+    rows = np.flatnonzero(judged)
+    v0 = robust_lines(t[prev_idx[rows]], k_.cx[prev_idx[rows]], prev[rows], 0.005, 1.5)[0] \
+        * masked_median(scale[prev_idx[rows]], prev[rows])
+    v1 = robust_lines(t[now_idx[rows]], k_.cx[now_idx[rows]], now[rows], 0.005, 1.5)[0] \
+        * masked_median(scale[now_idx[rows]], now[rows])
+    with np.errstate(invalid="ignore"):
+        stopped = (np.abs(v0) >= spec.stop_speed) & (np.abs(v1) <= 0.3 * np.abs(v0))
+    out[rows[stopped]] = ramp(np.abs(v0[stopped]), spec.stop_speed, 2 * spec.stop_speed)
     return out
