@@ -96,6 +96,13 @@ def list_heads() -> list[str]:
     return order
 
 
+def meaningless_untrained(name: str) -> bool:
+    """A head with nothing to learn that compares CLIP embeddings (zero-shot prompts): on random CLIP weights
+    its scores mean nothing at all (a trained head still learns from random features)."""
+    info = head_info(name)
+    return bool(info and "embeddings" in info.needs and not info.trainable)
+
+
 def default_report_head(candidates: list[tuple[str, bool, int]]) -> str | None:
     """Which head's incidents the report (and the review page) shows when none is named.
 
@@ -106,8 +113,7 @@ def default_report_head(candidates: list[tuple[str, bool, int]]) -> str | None:
         name, untrained, count = c
         info = head_info(name)
         rank = info.report_rank if info and info.report_rank is not None else float("inf")
-        meaningless = bool(info and "embeddings" in info.needs and not info.trainable and untrained)
-        return rank, meaningless, -count, name
+        return rank, untrained and meaningless_untrained(name), -count, name
     return min(candidates, key=order)[0] if candidates else None
 
 

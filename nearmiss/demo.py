@@ -21,6 +21,7 @@ from flows.end_to_end import pipeline_flow
 from flows.score import score_flow
 from steps.train import TrainConfig, run_evaluate, run_train
 from models.evaluation import summary_line
+from models.head_registry import meaningless_untrained
 from models.heads import get_head, list_heads
 from models.train_spec import TrainSpec
 from nearmiss.formatting import format_rows
@@ -46,21 +47,25 @@ def _show(catalog: Catalog, sql: str) -> None:
 
 
 def _nearmiss_command() -> str:
-    """How the user's shell reaches the CLI: bare when their venv is active, else the venv's script."""
+    """How the user's shell reaches the CLI from any folder: bare when their venv is active, else the venv's
+    script by its absolute path (the demo's script runs in the checkout, not where the user typed it)."""
     script = Path(sys.executable).parent / "nearmiss"
     if os.environ.get("VIRTUAL_ENV") and Path(os.environ["VIRTUAL_ENV"]).resolve() == script.parent.parent.resolve():
         return "nearmiss"
-    try:
-        return str(script.relative_to(Path.cwd()))
-    except ValueError:
-        return str(script)
+    return str(script.absolute())
+
+
+def demo_heads(untrained: bool) -> list[str]:
+    """The heads the demo trains and shows: those the synthetic clips can feed (no road users), less those whose
+    scores would mean nothing on random CLIP weights."""
+    return [h for h in HEADS if not (untrained and meaningless_untrained(h))]
 
 
 def _num(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def run_demo(db: str, out: str, n: int = 120, seed: int = 2026, pretrained: str | None = None) -> int:
+def run_demo(db: str, out: str, n: int = 72, seed: int = 2026, pretrained: str | None = None) -> int:
     t0 = time.perf_counter()
     out_dir = Path(out)
     clips_dir = out_dir / "clips"
@@ -70,9 +75,13 @@ def run_demo(db: str, out: str, n: int = 120, seed: int = 2026, pretrained: str 
     make_dataset(clips_dir, n, seed, cfg)
 
     untrained = pretrained is None
+    heads = demo_heads(untrained)
     if untrained:
         print("      no CLIP checkpoint given (this machine cannot download one): the demo uses random CLIP "
               "weights (--untrained); pass --pretrained /path/to/RN50.pt for real ones")
+        print("      with random CLIP weights, the heads that read CLIP embeddings learn from random image features "
+              "and the motion; " + ", ".join(sorted(set(HEADS) - set(heads))) + " (prompts against the "
+              "embeddings, nothing learnt) would mean nothing, so it is left out")
     print(f"[2/6] pipeline flow (ingest, featurize, score) through Prefect into {db}")
     s = pipeline_flow([str(clips_dir)], db=db, labels=str(clips_dir / LABELS_FILE),
                       featurize=FeaturizeOptions(pretrained=pretrained, untrained=untrained))
@@ -80,11 +89,12 @@ def run_demo(db: str, out: str, n: int = 120, seed: int = 2026, pretrained: str 
           f"{s['featurized']} clips featurized")
 
     print("[3/6] training the heads on the labelled clips (train/val split; test held out)")
-    for head in HEADS:
+    for head in heads:
         report = run_train(db, TrainConfig(head, spec=TrainSpec(epochs=60), store=str(store),
                                            pretrained=pretrained, allow_untrained=untrained), log=None)
+        random_clip = untrained and "embeddings" in get_head(head).needs
         print(f"      {report.model.ref:15s} {report.model.kind:9s} {report.splits['train']} train / "
-              f"{report.splits['val']} val clips")
+              f"{report.splits['val']} val clips" + (" (on random CLIP features)" if random_clip else ""))
 
     print("[4/6] scoring every clip with the newest heads (score flow)")
     for r in score_flow(db=db):
@@ -95,7 +105,7 @@ def run_demo(db: str, out: str, n: int = 120, seed: int = 2026, pretrained: str 
     _show(catalog, EXAMPLE_QUERIES[0])
     cols = ("recognition_acc", "detection_acc", "event_f1@0.5", "ap@0.5", "video_ap", "mtta_s")
     rows = []
-    for head in HEADS:
+    for head in heads:
         row, metrics = run_evaluate(db, head)
         line = summary_line(metrics)
         rows.append((row.ref, metrics["clips"], *(_num(line[c]) for c in cols)))
@@ -107,8 +117,8 @@ def run_demo(db: str, out: str, n: int = 120, seed: int = 2026, pretrained: str 
     page = build_report(db, str(out_dir / "report"))
     print(f"[6/6] report: {page.resolve()}")
     print(f"\ncatalog: {Path(db).resolve()} (done in {time.perf_counter() - t0:.0f}s)")
-    print("query it yourself, e.g.:")
+    print("query it yourself, from any folder, e.g.:")
     exe = _nearmiss_command()
     for sql in EXAMPLE_QUERIES:
-        print(f"  {exe} --db {db} query \"{sql}\"")
+        print(f"  {exe} --db {Path(db).resolve()} query \"{sql}\"")
     return 0
