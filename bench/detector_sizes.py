@@ -40,7 +40,7 @@ MODELS = SHARED / "models"
 
 from pipeline.decode import DecodeError, DecodeSpec, downscale, make_decoder  # noqa: E402
 from pipeline.detect import make_detector  # noqa: E402
-from pipeline.detections import Detections  # noqa: E402
+from pipeline.detections import Detections, box_iou as iou  # noqa: E402
 
 TWO_WHEELERS = {"bicycle", "motorcycle"}
 FOUR_WHEELERS = {"car", "truck", "bus"}
@@ -124,16 +124,6 @@ def run(config: Config, images: list[np.ndarray], min_score: float = 0.25) -> tu
     for f in frames:
         out += det.detect(f[None])
     return out, 1000 * (time.perf_counter() - t0) / len(frames)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
 def consensus(runs: list[list[Detections]], min_score: float = 0.4) -> list[Detections]:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 PY = sys.executable
 YOLO = SHARED / "models" / "yolo_fastest"
+FLEET_DAY_H = 800.0   # 100 vehicles, 8 hours a day: machine-hours = this / (video-s per wall-s)
 
 from bench.featurize_profile import CLIPS  # noqa: E402
 
@@ -133,13 +134,14 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n{len(paths)} real clips, {video_s:.1f} s of video, {os.cpu_count()} CPU cores; median of "
           f"{args.rounds} alternating runs, whole processes\n")
-    print("| contender | runs (s) | median (s) | video-s per wall-s | featurize's own median (s) | video-s per s |")
-    print("|---|---|---|---|---|---|")
+    print("| contender | runs (s) | median (s) | video-s per wall-s | featurize's own median (s) | video-s per s | "
+          f"fleet-day ({FLEET_DAY_H:g} h of video), machine-hours |")
+    print("|---|---|---|---|---|---|---|")
     for name in names:
         med = statistics.median(times[name])
         own = statistics.median(inner[name]) if inner[name] else None
         print(f"| {name} | {', '.join(f'{t:.1f}' for t in times[name])} | {med:.1f} | {video_s / med:.2f} | "
-              + (f"{own:.1f} | {video_s / own:.2f} |" if own else "| |"))
+              + (f"{own:.1f} | {video_s / own:.2f} |" if own else "| |") + f" {FLEET_DAY_H * med / video_s:.0f} |")
     print()
     if not args.objects_only:
         now = statistics.median(times[f"nearmiss, engine {args.engines.split(',')[0]}"])

@@ -1,9 +1,10 @@
 """The plain script nearmiss featurize is measured against: the same work, written directly and competently.
 
-PyAV decode (frame threads) of each clip at the union of CLIP's 4 fps and the detector's 10 fps, resized to
-224 px high while converting; DIS optical flow (OpenCV, medium preset, 256 px wide) from the frame before
+PyAV decode (frame threads) of each clip at the union of CLIP's 4 fps and the detector's 10 fps, resized while
+converting: 224 px high for CLIP and flow, 416 px high for the detector (nearmiss's default since the detector
+got frames of its own); DIS optical flow (OpenCV, medium preset, 256 px wide) from the frame before
 each 4 fps sample; open_clip RN50's image tower (torch, inference mode, batches of 64 across clips, random
-weights as nearmiss's benchmarks use); Yolo-Fastest xl through OpenCV DNN at 320 px in batches of 16;
+weights as nearmiss's benchmarks use); Yolo-Fastest xl through OpenCV DNN at 416 px in batches of 16;
 ByteTrack from supervision; rows into DuckDB with one INSERT per clip and table. No nearmiss code is used.
 
     .venv/bin/python bench/plain_featurize.py OUT.duckdb CLIP...
@@ -29,12 +30,15 @@ MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
 
-def decode(path: str, clip_fps: float = 4.0, det_fps: float = 10.0, height: int = 224):
-    """(clip frames, the frame before each, their times, detector frames, their times), RGB at 224 px high."""
+def decode(path: str, clip_fps: float = 4.0, det_fps: float = 10.0, height: int = 224, det_height: int = 416):
+    """(clip frames, the frame before each, their times, detector frames, their times), RGB: 224 px high for
+    CLIP and flow, det_height (never above the clip's own) for the detector."""
     with av.open(path) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
         width = int(round(s.codec_context.width * height / s.codec_context.height / 2)) * 2
+        det_height = min(det_height, s.codec_context.height)
+        det_width = int(round(s.codec_context.width * det_height / s.codec_context.height / 2)) * 2
         duration = float(s.duration * s.time_base) if s.duration else c.duration / 1e6
         want_clip = list(np.arange(0, duration, 1 / clip_fps))
         want_det = list(np.arange(0, duration, 1 / det_fps))
@@ -45,8 +49,9 @@ def decode(path: str, clip_fps: float = 4.0, det_fps: float = 10.0, height: int 
             while want_clip and want_clip[0] < t - 1e-6 and prev is not None:
                 clip.append(prev_img()), before.append(before_img()), clip_t.append(want_clip.pop(0))
             while want_det and want_det[0] < t - 1e-6 and prev is not None:
-                det.append(prev_img()), det_t.append(want_det.pop(0))
+                det.append(prev_det()), det_t.append(want_det.pop(0))
             older, prev = prev, frame
+            prev_det = lambda f=frame: f.to_ndarray(width=det_width, height=det_height, format="rgb24")  # noqa: E731
             cache = {}
             prev_img = lambda f=frame, cache=cache: cache.setdefault(  # noqa: E731
                 "rgb", f.to_ndarray(width=width, height=height, format="rgb24"))
@@ -55,7 +60,7 @@ def decode(path: str, clip_fps: float = 4.0, det_fps: float = 10.0, height: int 
         while want_clip and prev is not None:
             clip.append(prev_img()), before.append(before_img()), clip_t.append(want_clip.pop(0))
         while want_det and prev is not None:
-            det.append(prev_img()), det_t.append(want_det.pop(0))
+            det.append(prev_det()), det_t.append(want_det.pop(0))
     return np.stack(clip), np.stack(before), np.array(clip_t), np.stack(det), np.array(det_t)
 
 
@@ -90,7 +95,7 @@ class Yolo:
         result = []
         for i in range(0, len(frames), 16):
             batch = frames[i:i + 16]
-            self.net.setInput(cv2.dnn.blobFromImages(list(batch), 1 / 255, (320, 320), swapRB=False, crop=False))
+            self.net.setInput(cv2.dnn.blobFromImages(list(batch), 1 / 255, (416, 416), swapRB=False, crop=False))
             rows = np.concatenate([o.reshape(len(batch), -1, o.shape[-1]) for o in self.net.forward(self.outs)], 1)
             for r in rows:
                 scores = r[:, 5:] * r[:, 4:5]

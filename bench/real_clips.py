@@ -116,7 +116,8 @@ def build_catalog(args, work: Path) -> tuple[str, dict, dict, dict, float, float
     # The real-footage heads read road users and motion, never CLIP: the feature set has no CLIP stage.
     cfg = FeaturizeConfig(clip=None, device=args.device,
                           objects=ObjectsSpec(args.detector, fps=args.object_fps, input_size=args.input_size,
-                                              frame_height=args.object_height))
+                                              frame_height=args.object_height,
+                                              base_fps=getattr(args, "object_base_fps", 0.0)))
     t0 = time.perf_counter()
     f = run_featurize(db, cfg)
     seconds = time.perf_counter() - t0
@@ -283,30 +284,44 @@ def ttc_jitter(seqs, info) -> None:
     print(f"  robust trailing fit, lower bound       {share(robust):5.1f}%  {spread['robust']:.2f}")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default="real_bench", help="folder for the catalog and the sidecar")
+def catalog_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The development catalog's recipe and where its clips are: what this bench and the ones built on its
+    catalog (review_loop, cascade_recall) share."""
     ap.add_argument("--detector", default=f"darknet:{SHARED / 'models' / 'yolo_fastest'}")
     ap.add_argument("--object-fps", type=float, default=10.0)
     ap.add_argument("--input-size", type=int, default=ObjectsSpec.input_size, help="detector input size")
     ap.add_argument("--object-height", type=int, default=ObjectsSpec.frame_height,
                     help="height of the detector's frames, decoded from the native ones (0: the 224 px of motion)")
+    ap.add_argument("--object-base-fps", type=float, default=ObjectsSpec.base_fps,
+                    help="the triage cascade's base rate (0: dense)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR,
+                    help="the conflict head's false-alarm budget")
+    ap.add_argument("--dev", default=str(SHARED / "data" / "real_dashcam"))
+    ap.add_argument("--negatives", default=str(SHARED / "data" / "real_negatives"))
+    return ap
+
+
+def parse_catalog_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, or exit 2 with one line where the development clips are not."""
+    args = ap.parse_args()
+    if not Path(args.dev).is_dir():
+        sys.exit(f"no development clips at {args.dev}")
+    return args
+
+
+def main() -> int:
+    ap = catalog_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    ap.add_argument("--work", default="real_bench", help="folder for the catalog and the sidecar")
     ap.add_argument("--heads", default="ttc,conflict")
-    ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR, help="the conflict head's false-alarm budget")
     ap.add_argument("--per-clip", action="store_true", help="print every clip's verdict and incidents")
     ap.add_argument("--learn", action="store_true",
                     help="the conflict head also with its cue fusion learnt from the labelled clips (development: all "
                          "of them; leave-one-source-out: the other sources')")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="change a field of the heads' config, e.g. --set use_ground=false (repeatable)")
-    ap.add_argument("--dev", default=str(SHARED / "data" / "real_dashcam"))
-    ap.add_argument("--negatives", default=str(SHARED / "data" / "real_negatives"))
-    args = ap.parse_args()
-    dev, work = Path(args.dev), Path(args.work)
-    if not dev.is_dir():
-        print(f"no development clips at {dev}", file=sys.stderr)
-        return 2
+    args = parse_catalog_args(ap)
+    work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     db, fs_id, labels, sources, left_out, s_per_min = build_catalog(args, work)
     seqs, info = load(db, fs_id, labels, Path(args.negatives))

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import real_clips as rc  # noqa: E402  (the development catalog, its labels and measures)
 from contracts.sequences import ClipLabel  # noqa: E402
-from models.calibration import DEFAULT_ALARMS_PER_HOUR, calibrate  # noqa: E402
+from models.calibration import calibrate  # noqa: E402
 from models.conflict import ClipCues, ConflictHead  # noqa: E402
 
 VERDICT_WINDOW_S = 1.5
@@ -62,21 +62,10 @@ def score_part(head: ConflictHead, cues, seqs, info, sources, idx: list[int]) ->
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = rc.catalog_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--work", default="real_bench")
-    ap.add_argument("--detector", default=f"darknet:{rc.SHARED / 'models' / 'yolo_fastest'}")
-    ap.add_argument("--object-fps", type=float, default=10.0)
-    ap.add_argument("--input-size", type=int, default=rc.ObjectsSpec.input_size)
-    ap.add_argument("--object-height", type=int, default=rc.ObjectsSpec.frame_height)
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--top", type=int, default=20, help="alarms the reviewer marks per source")
-    ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR)
-    ap.add_argument("--dev", default=str(rc.SHARED / "data" / "real_dashcam"))
-    ap.add_argument("--negatives", default=str(rc.SHARED / "data" / "real_negatives"))
-    args = ap.parse_args()
-    if not Path(args.dev).is_dir():
-        print(f"no development clips at {args.dev}", file=sys.stderr)
-        return 2
+    args = rc.parse_catalog_args(ap)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     db, fs_id, labels, sources, _, _ = rc.build_catalog(args, work)

@@ -56,6 +56,7 @@ class ClipWork:
     _epipoles: list = field(default_factory=list, repr=False)
     _detections: list = field(default_factory=list, repr=False)
     _object_times: list = field(default_factory=list, repr=False)
+    _grid_frames: int = 0                                           # the detector's grid, detected or not
     _signatures: list = field(default_factory=list, repr=False)   # the detector frames' colour histograms (cuts)
 
 
@@ -175,6 +176,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                 try:
                     for s in _windows(path, name, cfg, budget, children):
                         times = s.times_s  # a window's end may hold detector frames only
+                        ego = (None, None)
                         if len(times):  # to CLIP before the detector runs, so that CLIP need not wait for it
                             with _failing_clip(path):
                                 frames = to_model_input(s.frames, input_size) if input_size else None
@@ -182,16 +184,19 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                                                            device=motion_device)
                             work._times.append(times)
                             work._epipoles.append(motion.epipole)
+                            ego = (times, motion.ego)   # the cascade's ego triggers (hard brake, swerve, jolt)
                             _put(out, Piece(work, frames, work.frames, times, motion), stop)
                             work.frames += len(times)
                             del frames, motion
                         if stage is not None and len(s.extra_times_s):
                             with _failing_clip(path):
-                                work._detections += stage.detect(s.extra_frames)
-                                signatures = stage.signatures(s.extra_frames)
+                                dets, kept = stage.detect_window(s.extra_frames, s.extra_times_s, *ego)
+                                work._detections += dets
+                                signatures = stage.signatures(s.extra_frames[kept])
                             if signatures is not None:
                                 work._signatures.append(signatures)
-                            work._object_times.append(s.extra_times_s)
+                            work._object_times.append(s.extra_times_s[kept])
+                            work._grid_frames += len(s.extra_times_s)
                         del s
                 except _DecodeFailed as exc:
                     work.error = str(exc)
@@ -204,7 +209,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                     times = np.concatenate(work._object_times) if work._object_times else np.zeros(0)
                     epipole = None if any(e is None for e in work._epipoles) else np.concatenate(work._epipoles)
                     signatures = np.concatenate(work._signatures) if work._signatures else None
-                    work.objects = stage.track(work._detections, times, epipole, signatures)
+                    work.objects = stage.track(work._detections, times, epipole, signatures, work._grid_frames)
                     work.object_summary = frame_summary(work.objects, work.times)
                 work.error, work.seconds = None, time.perf_counter() - t0
                 return

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.detect import Detections
 from contracts.taxonomy import COCO_TO_CLASS, RIDDEN, ROAD_USERS
+from pipeline.cascade import base_indices, ego_trigger_times, trigger_times, window_mask
 from pipeline.scene_cuts import find_cuts, frame_signatures, shot_index
 from pipeline.specs import ObjectsSpec  # noqa: F401  (its stage's configuration, declared there)
 
@@ -155,11 +156,13 @@ def corridor_gap(boxes: np.ndarray, foe: tuple[float, float], spec: ObjectsSpec)
 
 
 def track_objects(dets: list[Detections], times: np.ndarray, spec: ObjectsSpec,
-                  epipoles: np.ndarray | None = None, signatures: np.ndarray | None = None) -> ObjectTracks:
+                  epipoles: np.ndarray | None = None, signatures: np.ndarray | None = None,
+                  grid_frames: int | None = None) -> ObjectTracks:
     """Detections per frame (at `times`) -> tracks with TTC and ego-path geometry. signatures: the frames'
     colour histograms (pipeline/scene_cuts.py), from which the scene cuts no track may cross are found."""
     times = np.asarray(times, np.float64)
     fps = float(1 / np.median(np.diff(times))) if len(times) > 1 else spec.fps
+    fps = spec.fps if grid_frames is not None else fps   # the cascade: frames are a subset of the spec's grid
     foe = clip_foe(epipoles, spec)
     cuts = find_cuts(signatures, times, spec.cut_distance) if signatures is not None else np.zeros(0)
     rows = _track(dets, fps, spec, shot_index(times, cuts))
@@ -193,12 +196,14 @@ def track_objects(dets: list[Detections], times: np.ndarray, spec: ObjectsSpec,
     entering = ~in_path & (gap_rate < 0) & (gap + gap_rate * np.minimum(ttc, spec.entering_horizon_s) < 1.0)
     pick = lambda xs: [xs[i] for i in order]  # noqa: E731
     return ObjectTracks(
-        t_s=np.asarray(cols["t"], np.float64)[order], frame_idx=np.asarray(cols["f"], np.int32)[order],
+        t_s=np.asarray(cols["t"], np.float64)[order],
+        frame_idx=(np.asarray(cols["f"], np.int32)[order] if grid_frames is None   # the cascade: the grid's index
+                   else np.rint(np.asarray(cols["t"], np.float64)[order] * spec.fps).astype(np.int32)),
         track_id=np.asarray(cols["id"], np.int32)[order],
         boxes=np.asarray(cols["box"], np.float32).reshape(-1, 4)[order],
         score=np.asarray(cols["score"], np.float32)[order], coco=pick(cols["coco"]), cls=pick(cols["cls"]),
         scale_rate=rate.astype(np.float32), ttc_s=ttc, path_gap=gap.astype(np.float32), in_path=in_path,
-        entering=entering, foe=foe, fps=fps, frames=len(times), cuts=cuts)
+        entering=entering, foe=foe, fps=fps, frames=len(times) if grid_frames is None else grid_frames, cuts=cuts)
 
 
 def frame_summary(objects: ObjectTracks, times: np.ndarray) -> np.ndarray:
@@ -239,13 +244,40 @@ class ObjectStage:
     def detect(self, frames: np.ndarray) -> list[Detections]:
         return self.detector.detect(frames)
 
+    def detect_window(self, frames: np.ndarray, times: np.ndarray, motion_t: np.ndarray | None = None,
+                      ego: np.ndarray | None = None, why: dict | None = None) -> tuple[list[Detections], np.ndarray]:
+        """(detections, the frames they are of): every frame when dense; with the triage cascade
+        (spec.base_fps > 0, pipeline/cascade.py) the base frames, and every frame inside the windows that what
+        they show, or the ego's motion over the same stretch (motion_t, ego: MotionFeatures.ego), opens."""
+        every = np.arange(len(frames))
+        if self.spec.base_fps <= 0 or len(frames) < 2 or self.spec.base_fps >= 1 / np.median(np.diff(times)):
+            return self.detect(frames), every
+        base = base_indices(times, self.spec.base_fps)
+        base_dets = self.detect(frames[base])
+        signatures = self.signatures(frames[base])
+        cuts = find_cuts(signatures, times[base], self.spec.cut_distance) if signatures is not None else None
+        triggers = trigger_times(times[base], base_dets, self.spec, frames.shape[2] / frames.shape[1], cuts, why)
+        if motion_t is not None and ego is not None:
+            triggers = np.union1d(triggers, ego_trigger_times(motion_t, ego, self.spec, why))
+        dense = window_mask(times, triggers, self.spec.trigger_before_s, self.spec.trigger_after_s)
+        dense[base] = False
+        extra = np.flatnonzero(dense)
+        found = dict(zip(base.tolist(), base_dets))
+        found.update(zip(extra.tolist(), self.detect(frames[extra]) if len(extra) else []))
+        kept = np.sort(np.fromiter(found, int, len(found)))
+        return [found[int(k)] for k in kept], kept
+
     def signatures(self, frames: np.ndarray) -> np.ndarray | None:
         """What scene cuts are found from (None when they are not looked for)."""
         return frame_signatures(frames) if self.spec.cut_distance > 0 else None
 
     def track(self, dets: list[Detections], times: np.ndarray, epipoles: np.ndarray | None,
-              signatures: np.ndarray | None = None) -> ObjectTracks:
-        return track_objects(dets, times, self.spec, epipoles, signatures)
+              signatures: np.ndarray | None = None, grid_frames: int | None = None) -> ObjectTracks:
+        """grid_frames: with the cascade, how many frames the detector's grid (spec.fps) has over the clip, of
+        which `times` are those detected: the heads read detector frame k at k / fps."""
+        return track_objects(dets, times, self.spec, epipoles, signatures,
+                             grid_frames if self.spec.base_fps > 0 else None)
 
     def run(self, frames: np.ndarray, times: np.ndarray, epipoles: np.ndarray | None) -> ObjectTracks:
-        return self.track(self.detect(frames), times, epipoles, self.signatures(frames))
+        dets, kept = self.detect_window(frames, times)
+        return self.track(dets, times[kept], epipoles, self.signatures(frames[kept]), len(frames))

@@ -58,6 +58,22 @@ class ObjectsSpec:
     cut_distance: float = option(0.5, "colour-histogram distance (0-1) between consecutive detector frames, far above "
                                  "their neighbours', that counts as a scene cut (edited footage): no track crosses "
                                  "one; 0: never", name="object_cut_distance", ge=0, le=1)
+    base_fps: float = option(0.0, "the triage cascade (pipeline/cascade.py): the detector's rate over all video in the "
+                             "cheap pass; what it sees (a looming road user, two close together, one appearing "
+                             "close, a scene cut) opens windows run at --object-fps. 0: dense, every frame at "
+                             "--object-fps", name="object_base_fps", ge=0)
+    trigger_before_s: float = 2.0     # a window opens this long before its trigger ...
+    trigger_after_s: float = 2.0      # ... and closes this long after it
+    loom_rate: float = 0.25           # 1/s: box height growth between base frames that opens a window (TTC 4 s)
+    trigger_height: float = 0.06      # of the frame: boxes shorter than this (farther than ~25 m) open none (the
+    #                                   conflict cues' nearness floors: 0.06 between road users, 0.08 for the ego)
+    appear_height: float = 0.2        # a box this tall with none under it a base frame earlier: someone close
+    trigger_gap: float = 1.0          # two boxes closer than this (in their mean height) ...
+    trigger_closing: float = 0.8      # ... and closing this fast (mean heights/s) open a window
+    brake_moving: float = 0.3         # the ego's speed proxy (1/s) before a hard brake, at least (the ego cue's)
+    brake_ratio: float = 0.3          # ... and at most this share of it over the next second: a hard brake
+    swerve_rate: float = 0.3          # yaw rate beyond its recent level (widths/s, ~30 deg/s): a swerve
+    shock_rate: float = 0.5           # pitch rate (heights/s): a jolt
     track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
     track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
     lost_s: float = 0.7               # a track survives this long unseen
