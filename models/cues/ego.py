@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.cues import ramp
+from models.cues.kinematics import masked_median, window_matrix
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class EgoCues:
 
 def ego_cues(t: np.ndarray, speed: np.ndarray, yaw: np.ndarray, pitch: np.ndarray,
              spec: EgoSpec = EgoSpec()) -> EgoCues:
+    """Every frame's windows at once (models/cues/kinematics.window_matrix): re-scoring a catalog runs this per
+    clip."""
     from scipy.ndimage import median_filter
 
     t = np.asarray(t, np.float64)
@@ -71,15 +74,19 @@ def ego_cues(t: np.ndarray, speed: np.ndarray, yaw: np.ndarray, pitch: np.ndarra
     brake, swerve = np.zeros(n), np.zeros(n)
     if n:
         speed = median_filter(speed, 5, mode="nearest")   # the proxy jumps with the scene's depth: 1.25 s median
-    for k in range(n):
-        before = (t < t[k] - 1e-9) & (t >= t[k] - 2 * spec.window_s - 1e-9)
-        after = (t >= t[k] - 1e-9) & (t < t[k] + spec.window_s - 1e-9)
-        if before.sum() >= spec.min_points and after.sum() >= 3:
-            was = float(np.median(speed[before]))
-            if was >= spec.moving_speed:
-                ratio = float(np.median(speed[after])) / was
-                brake[k] = 1 - ramp(ratio, spec.stop_ratio_lo, spec.stop_ratio_hi)
-        recent = (t >= t[k] - 1.5 * spec.window_s - 1e-9) & (t <= t[k] + 1e-9)
-        swerve[k] = ramp(abs(yaw[k]) - abs(float(np.median(yaw[recent]))), spec.swerve_lo, spec.swerve_hi)
+        w = spec.window_s
+        before_idx, before = window_matrix(t, np.searchsorted(t, t - 2 * w - 1e-9, side="left"),
+                                           np.searchsorted(t, t - 1e-9, side="left"))
+        after_idx, after = window_matrix(t, np.searchsorted(t, t - 1e-9, side="left"),
+                                         np.searchsorted(t, t + w - 1e-9, side="left"))
+        recent_idx, recent = window_matrix(t, np.searchsorted(t, t - 1.5 * w - 1e-9, side="left"),
+                                           np.searchsorted(t, t + 1e-9, side="right"))
+        judged = (before.sum(1) >= spec.min_points) & (after.sum(1) >= 3)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            was = masked_median(speed[before_idx], before)
+            judged &= was >= spec.moving_speed
+            ratio = masked_median(speed[after_idx], after) / np.where(judged, was, 1.0)
+        brake = np.where(judged, 1 - ramp(np.nan_to_num(ratio), spec.stop_ratio_lo, spec.stop_ratio_hi), 0.0)
+        swerve = ramp(np.abs(yaw) - np.abs(masked_median(yaw[recent_idx], recent)), spec.swerve_lo, spec.swerve_hi)
     shock = ramp(np.abs(pitch), spec.shock_lo, spec.shock_hi)
     return EgoCues(t, brake, swerve, shock, spec.weights)

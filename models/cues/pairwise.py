@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.cues import ramp
-from models.cues.kinematics import robust_line
+from models.cues.kinematics import robust_lines, window_matrix
 
 
 @dataclass(frozen=True)
@@ -75,17 +75,21 @@ def pair_conflicts(tracks, n_steps: int, step_t: np.ndarray, spec: PairSpec = Pa
             t = step_t[common]
             near = ramp(np.minimum(a.kin.height[ia], b.kin.height[ib]), spec.min_height, spec.full_height)
             conf = np.minimum(a.score[ia], b.score[ib])
-            for k in range(len(common)):
-                if gap[k] > spec.contact_gap + 0.5 or near[k] == 0:
-                    continue
-                m = (t <= t[k] + 1e-9) & (t >= t[k] - spec.window_s - 1e-9)
-                if m.sum() < spec.min_points or gap[m].max() < spec.open_gap:
-                    continue
-                slope, _ = robust_line(t[m], gap[m], 0.05, 1.5)
+            # every candidate frame's trailing window fitted at once; the few closing fast are judged one by one
+            lo = np.searchsorted(t, t - spec.window_s - 1e-9, side="left")
+            hi = np.searchsorted(t, t + 1e-9, side="right")
+            idx, inside = window_matrix(t, lo, hi)
+            candidate = (gap <= spec.contact_gap + 0.5) & (near > 0) & (inside.sum(1) >= spec.min_points)
+            candidate &= np.where(inside, gap[idx], -np.inf).max(1) >= spec.open_gap
+            ks = np.flatnonzero(candidate)
+            if not len(ks):
+                continue
+            slopes = robust_lines(t[idx[ks]], gap[idx[ks]], inside[ks], 0.05, 1.5)[0]
+            for k, slope in zip(ks, slopes):
                 closing = -slope
                 if not np.isfinite(closing) or closing < spec.min_closing:
                     continue
-                before = side[m][0]
+                before = side[lo[k]]
                 after = (t > t[k] + 1e-9) & (t <= t[k] + spec.settle_s + 1e-9)
                 if after.any() and np.any(np.sign(side[after]) != np.sign(before)) and abs(before) > 1e-6:
                     continue  # they passed through each other: one went by in front of the other
