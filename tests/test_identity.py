@@ -29,6 +29,10 @@ PERTURB = {
     ObjectsSpec: {"fps": 5.0, "min_score": 0.5, "input_size": 320, "frame_height": 0, "cut_distance": 0.0, "track_activation": 0.7, "track_match": 0.3,
                   "lost_s": 0.05, "ttc_window_s": 2.0, "ttc_min_points": 10, "min_rate": 0.8,
                   "corridor_half_width": 0.6, "entering_horizon_s": 0.2, "default_foe": (0.2, 0.8),
+                  # the triage cascade: on, then each of its settings from CASCADE_BASE below
+                  "base_fps": 2.5, "trigger_before_s": 1.5, "trigger_after_s": 1.5, "loom_rate": -10.0,
+                  "trigger_height": 0.9, "appear_height": 0.001, "trigger_gap": 1e9, "trigger_closing": -1e9,
+                  "brake_moving": 1e9, "brake_ratio": 100.0, "swerve_rate": -1.0, "shock_rate": 0.0,
                   "detector": f"darknet:{YOLO / 'yolo-fastest-1.1.cfg'},{YOLO / 'yolo-fastest-1.1.weights'}"},
     # From RN50 on a checkpoint file: another file, random weights, fewer EmbCLIP channels, another model
     # (random weights: no RN101 checkpoint here).
@@ -115,6 +119,17 @@ def _spliced_clip(root: Path) -> Path | None:
 # Fields that only some clips exercise, and the template clip that does.
 SPECIAL_TEMPLATE = {(ObjectsSpec, "default_foe"): "still", (ObjectsSpec, "cut_distance"): "spliced"}
 
+# Fields that act only under other settings, and those settings (the reference run has them too): the cascade's
+# triggers need the cascade on, with windows short enough not to cover the whole clip; a hard brake's speed
+# floor needs a ratio that lets brakes fire.
+CASCADE_BASE = {"base_fps": 2.5, "trigger_before_s": 0.3, "trigger_after_s": 0.3}
+SPECIAL_BASE = {(ObjectsSpec, name): CASCADE_BASE for name in
+                ("trigger_before_s", "trigger_after_s", "loom_rate", "trigger_height", "appear_height", "trigger_gap",
+                 "trigger_closing", "brake_ratio", "swerve_rate", "shock_rate")}
+SPECIAL_BASE[(ObjectsSpec, "brake_moving")] = {**CASCADE_BASE, "brake_ratio": 100.0}
+# the cascade itself, against the dense run: with its default windows the test clip's triggers cover it whole
+SPECIAL_BASE[(ObjectsSpec, "base_fps")] = {"trigger_before_s": 0.3, "trigger_after_s": 0.3}
+
 
 def _run(template: str, tmp_path: Path, cfg: FeaturizeConfig) -> dict:
     db = str(tmp_path / f"{uuid.uuid4().hex}.duckdb")
@@ -152,18 +167,28 @@ def test_every_field_of_the_identity_changes_what_is_stored(catalogs, tmp_path):
     cases = [(DecodeSpec, "synth", motion_only, "decode"), (MotionSpec, "synth", motion_only, "motion"),
              (ObjectsSpec, "real", dataclasses.replace(motion_only, objects=objects), "objects"),
              (ClipSpec, "synth", with_clip, "clip")]
-    dead, ids = [], set()
+    dead, ids, references = [], set(), {}
     for spec_cls, clip, base_cfg, attr in cases:
         base = _run(catalogs[clip], tmp_path, base_cfg)
-        base_id = feature_set_identity(base_cfg)[0]
         for name, changed in _variants(spec_cls, getattr(base_cfg, attr), str(checkpoints[1])):
-            cfg = dataclasses.replace(base_cfg, **{attr: changed})
+            overrides = SPECIAL_BASE.get((spec_cls, name), {})
+            ref_cfg = dataclasses.replace(base_cfg, **{attr: dataclasses.replace(getattr(base_cfg, attr), **overrides)})
+            cfg = dataclasses.replace(ref_cfg, **{attr: dataclasses.replace(getattr(ref_cfg, attr),
+                                                                            **{name: getattr(changed, name)})}) \
+                if overrides else dataclasses.replace(base_cfg, **{attr: changed})
             fs_id = feature_set_identity(cfg)[0]
-            assert fs_id != base_id, f"{spec_cls.__name__}.{name} is not in the feature set's identity"
+            assert fs_id != feature_set_identity(ref_cfg)[0], \
+                f"{spec_cls.__name__}.{name} is not in the feature set's identity"
             ids.add(fs_id)
             special = SPECIAL_TEMPLATE.get((spec_cls, name))
             template = catalogs[special or clip]
-            reference = _run(template, tmp_path, base_cfg) if special else base
+            if special or overrides:
+                key = (special or clip, tuple(sorted(overrides.items())))
+                if key not in references:
+                    references[key] = _run(template, tmp_path, ref_cfg)
+                reference = references[key]
+            else:
+                reference = base
             if _same(reference, _run(template, tmp_path, cfg)):
                 dead.append(f"{spec_cls.__name__}.{name}")
     assert not dead, f"recorded in the identity but changing nothing stored: {dead}"
