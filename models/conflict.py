@@ -26,7 +26,7 @@ from models.cue_fusion import FusionSpec, LearnedFusion, fit_fusion, window_vect
 from models.cues import ramp
 from models.cues.abrupt import AbruptSpec, shape_scores, stop_scores
 from models.cues.ego import EgoSpec, ego_cues
-from models.cues.ground import GroundSpec, fit_horizon, fused_ttc, place
+from models.cues.ground import GroundSpec, fit_horizon, fused_ttc, place_many
 from models.cues.kinematics import KinematicsSpec
 from models.cues.pairwise import PairSpec, pair_conflicts
 from models.cues.riders import RiderSpec
@@ -111,9 +111,9 @@ def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: Con
     yaw_of = (lambda t: np.interp(t, motion_t, motion[:, MOTION_SCALARS.index("ego_yaw")])) if len(motion_t) \
         else (lambda t: None)
     tracks = clip_tracks(o, cfg.kinematics, replace(cfg.riders, aspect=o.aspect), yaw_of=yaw_of)
-    for tr in tracks:
+    grounds = place_many([(tr.kin.t_s, tr.boxes) for tr in tracks], horizon, o.aspect, cfg.kinematics, cfg.ground)
+    for tr, g in zip(tracks, grounds):
         rows, k = tr.rows, tr.kin
-        g = place(k.t_s, tr.boxes, horizon, o.aspect, cfg.kinematics, cfg.ground)
         if cfg.use_ground:
             ttc, basis = fused_ttc(k.rate, k.rate_sigma, g.rate, g.rate_sigma, cfg.ground, cfg.kinematics.z)
         else:

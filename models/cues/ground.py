@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.cues.kinematics import KinematicsSpec, trailing_slopes
+from models.cues.kinematics import KinematicsSpec, trailing_slopes_many
 
 FOUR_WHEELERS = ("car", "truck", "bus")
 
@@ -93,15 +93,27 @@ class GroundTrack:
 
 def place(t: np.ndarray, boxes: np.ndarray, horizon: Horizon, aspect: float, kin: KinematicsSpec = KinematicsSpec(),
           spec: GroundSpec = GroundSpec()) -> GroundTrack:
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    depth = boxes[:, 3] - horizon.y
-    ok = (depth >= spec.min_depth) & (boxes[:, 3] < spec.bottom_border)
-    depth = np.where(ok, depth, np.nan)
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    return place_many([(t, boxes)], horizon, aspect, kin, spec)[0]
+
+
+def place_many(tracks: list[tuple[np.ndarray, np.ndarray]], horizon: Horizon, aspect: float,
+               kin: KinematicsSpec = KinematicsSpec(), spec: GroundSpec = GroundSpec()) -> list[GroundTrack]:
+    """place for a clip's tracks, (times, boxes) each, their closing-rate fits batched together."""
+    depths, placed = [], []
+    for t, boxes in tracks:
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        depth = boxes[:, 3] - horizon.y
+        ok = (depth >= spec.min_depth) & (boxes[:, 3] < spec.bottom_border)
+        depths.append(np.where(ok, depth, np.nan))
+        placed.append((np.asarray(t, np.float64), boxes))
     with np.errstate(invalid="ignore"):
-        rate, sigma = trailing_slopes(np.asarray(t, np.float64), np.log(depth), kin)
-    return GroundTrack(1.0 / depth, (cx - 0.5) * aspect / depth, (boxes[:, 2] - boxes[:, 0]) / 2 * aspect / depth,
-                       rate, sigma)
+        slopes = trailing_slopes_many([(t, np.log(d)) for (t, _), d in zip(placed, depths)], kin)
+    out = []
+    for (t, boxes), depth, (rate, sigma) in zip(placed, depths, slopes):
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        out.append(GroundTrack(1.0 / depth, (cx - 0.5) * aspect / depth,
+                               (boxes[:, 2] - boxes[:, 0]) / 2 * aspect / depth, rate, sigma))
+    return out
 
 
 def fused_ttc(scale_rate: np.ndarray, scale_sigma: np.ndarray, ground_rate: np.ndarray, ground_sigma: np.ndarray,

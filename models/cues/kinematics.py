@@ -128,27 +128,46 @@ def window_matrix(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.nda
 
 def trailing_slopes(t: np.ndarray, y: np.ndarray, spec: KinematicsSpec) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: the robust slope of y over the trailing window ending there, and its standard error."""
-    rate, sigma = np.full(len(t), np.nan), np.full(len(t), np.nan)
-    if not len(t):
-        return rate, sigma
-    ok = np.isfinite(y)
-    lo = np.searchsorted(t, t - spec.window_s - 1e-9, side="left")
-    hi = np.searchsorted(t, t + 1e-9, side="right")
-    idx, inside = window_matrix(t, lo, hi)
-    valid = inside & ok[idx]
+    return trailing_slopes_many([(t, y)], spec)[0]
+
+
+def trailing_slopes_many(series: list[tuple[np.ndarray, np.ndarray]],
+                         spec: KinematicsSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+    """trailing_slopes of several series (a clip's tracks) in one batched fit: no window crosses a series."""
+    lengths = [len(t) for t, _ in series]
+    if not sum(lengths):
+        return [(np.full(n, np.nan), np.full(n, np.nan)) for n in lengths]
+    t_all = np.concatenate([np.asarray(t, np.float64) for t, _ in series])
+    y_all = np.concatenate([np.asarray(y, np.float64) for _, y in series])
+    los, his, start = [], [], 0
+    for t, _ in series:   # each series' windows, as indices into the concatenation
+        t = np.asarray(t, np.float64)
+        los.append(start + np.searchsorted(t, t - spec.window_s - 1e-9, side="left"))
+        his.append(start + np.searchsorted(t, t + 1e-9, side="right"))
+        start += len(t)
+    idx, inside = window_matrix(t_all, np.concatenate(los), np.concatenate(his))
+    valid = inside & np.isfinite(y_all)[idx]
     fit = valid.sum(1) >= spec.min_points
+    rate, sigma = np.full(len(t_all), np.nan), np.full(len(t_all), np.nan)
     if fit.any():
-        rate[fit], sigma[fit] = robust_lines(t[idx[fit]], y[idx[fit]], valid[fit], spec.noise_floor, spec.huber_k)
-    return rate, sigma
+        rate[fit], sigma[fit] = robust_lines(t_all[idx[fit]], y_all[idx[fit]], valid[fit], spec.noise_floor,
+                                             spec.huber_k)
+    bounds = np.cumsum([0] + lengths)
+    return [(rate[a:b], sigma[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def track_kinematics(t: np.ndarray, boxes: np.ndarray, spec: KinematicsSpec = KinematicsSpec()) -> TrackKinematics:
-    t = np.asarray(t, np.float64)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    log_scale = robust_scale(boxes)
-    rate, sigma = trailing_slopes(t, log_scale, spec)
-    return TrackKinematics(t, log_scale, rate, sigma, (boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3],
-                           boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0])
+    return tracks_kinematics([(t, boxes)], spec)[0]
+
+
+def tracks_kinematics(tracks: list[tuple[np.ndarray, np.ndarray]],
+                      spec: KinematicsSpec = KinematicsSpec()) -> list[TrackKinematics]:
+    """track_kinematics of a clip's tracks, (times, boxes) each, their fits batched together."""
+    prepared = [(np.asarray(t, np.float64), np.asarray(b, np.float64).reshape(-1, 4)) for t, b in tracks]
+    scales = [robust_scale(b) for _, b in prepared]
+    slopes = trailing_slopes_many([(t, s) for (t, _), s in zip(prepared, scales)], spec)
+    return [TrackKinematics(t, s, rate, sigma, (b[:, 0] + b[:, 2]) / 2, b[:, 3], b[:, 3] - b[:, 1], b[:, 2] - b[:, 0])
+            for (t, b), s, (rate, sigma) in zip(prepared, scales, slopes)]
 
 
 def naive_rate(t: np.ndarray, boxes: np.ndarray) -> np.ndarray:

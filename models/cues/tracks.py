@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.cues.kinematics import KinematicsSpec, TrackKinematics, track_kinematics
+from models.cues.kinematics import KinematicsSpec, TrackKinematics, tracks_kinematics
 from models.cues.riders import RiderSpec, rider_class
 from contracts.sequences import ClipObjects
 
@@ -42,12 +42,15 @@ def clip_tracks(o: ClipObjects, kin: KinematicsSpec = KinematicsSpec(), riders: 
     """yaw_of(times) -> the ego's yaw rate then (widths/s), to tell a rider's speed from the scene turning."""
     steps = step_of(o)
     coco = np.asarray(o.coco) if o.coco is not None else np.asarray([_COCO_OF[c] for c in o.cls], dtype=object)
-    tracks = []
-    for tid in np.unique(o.track_id):
+    ids = np.unique(o.track_id)
+    by_track = []
+    for tid in ids:
         rows = np.flatnonzero(o.track_id == tid)
-        rows = rows[np.argsort(o.t_s[rows], kind="stable")]
+        by_track.append(rows[np.argsort(o.t_s[rows], kind="stable")])
+    kins = tracks_kinematics([(o.t_s[rows], o.boxes[rows]) for rows in by_track], kin)   # one batched fit
+    tracks = []
+    for tid, rows, k in zip(ids, by_track, kins):
         labels, counts = np.unique(coco[rows].astype(str), return_counts=True)
-        k = track_kinematics(o.t_s[rows], o.boxes[rows], kin)
         tracks.append(Track(int(tid), rows, steps[rows], o.boxes[rows].astype(np.float64), o.score[rows],
                             str(o.cls[rows[0]]), str(labels[np.argmax(counts)]), k, o.aspect))
     for tr in tracks:
