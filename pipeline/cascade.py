@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.detections import Detections, box_iou
+from pipeline.detections import Detections, box_gap, box_iou
 from pipeline.specs import ObjectsSpec
-
-FOUR_WHEELERS = {"car", "truck", "bus"}
-
 
 def base_indices(times: np.ndarray, base_fps: float) -> np.ndarray:
     """The frames of the cheap pass: the first frame at or after each 1 / base_fps step of the clip's time."""
@@ -40,16 +37,6 @@ def base_indices(times: np.ndarray, base_fps: float) -> np.ndarray:
     slots = np.floor((times - times[0]) / step + 1e-6).astype(int)
     _, first = np.unique(slots, return_index=True)
     return first
-
-
-def _pair_gap(boxes: np.ndarray, aspect: float) -> np.ndarray:
-    """(K, K) gap between boxes in their mean height: sideways edge gap and bottom-edge difference."""
-    h = boxes[:, 3] - boxes[:, 1]
-    mean_h = 0.5 * (h[:, None] + h[None, :])
-    side = np.clip(np.maximum(boxes[:, None, 0], boxes[None, :, 0]) - np.minimum(boxes[:, None, 2], boxes[None, :, 2]),
-                   0, None) * aspect
-    depth = np.abs(boxes[:, None, 3] - boxes[None, :, 3])
-    return np.hypot(side, depth) / np.maximum(mean_h, 1e-3)
 
 
 def _match(d: Detections, d0: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +85,8 @@ def trigger_times(times: np.ndarray, dets: list[Detections], spec: ObjectsSpec, 
             fire("appear", t)
         both = np.flatnonzero(matched & tall)
         if len(both) >= 2:     # pairs seen in both frames: close now, and closing fast
-            gap, gap0 = _pair_gap(d.boxes[both], aspect), _pair_gap(d0.boxes[best[both]], aspect)
+            here, there = d.boxes[both], d0.boxes[best[both]]
+            gap, gap0 = box_gap(here[:, None], here[None], aspect), box_gap(there[:, None], there[None], aspect)
             closing = (gap0 - gap) / dt
             np.fill_diagonal(closing, -np.inf)
             if ((gap < spec.trigger_gap) & (closing >= spec.trigger_closing)).any():

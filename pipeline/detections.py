@@ -84,6 +84,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
+def box_gap(a: np.ndarray, b: np.ndarray, aspect: float) -> np.ndarray:
+    """Gap between boxes a and b (..., 4), broadcast against each other, in their mean height: the sideways gap
+    between their edges and the difference of their bottom edges (where they stand on the road)."""
+    h = 0.5 * ((a[..., 3] - a[..., 1]) + (b[..., 3] - b[..., 1]))
+    side = np.clip(np.maximum(a[..., 0], b[..., 0]) - np.minimum(a[..., 2], b[..., 2]), 0, None) * aspect
+    depth = np.abs(a[..., 3] - b[..., 3])
+    return np.hypot(side, depth) / np.maximum(h, 1e-3)
+
+
 def nms_keep(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     import cv2
     if not len(scores):

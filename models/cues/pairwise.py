@@ -24,6 +24,7 @@ import numpy as np
 
 from models.cues import ramp
 from models.cues.kinematics import robust_lines, window_matrix
+from pipeline.detections import box_gap
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,8 @@ class PairSpec:
 
 
 def pair_gap(a: np.ndarray, b: np.ndarray, aspect: float) -> np.ndarray:
-    """(n,) gap between boxes a and b (n, 4), in their mean height."""
-    h = 0.5 * ((a[:, 3] - a[:, 1]) + (b[:, 3] - b[:, 1]))
-    side = np.clip(np.maximum(a[:, 0], b[:, 0]) - np.minimum(a[:, 2], b[:, 2]), 0, None) * aspect
-    depth = np.abs(a[:, 3] - b[:, 3])
-    return np.hypot(side, depth) / np.maximum(h, 1e-3)
+    """(n,) gap between boxes a and b (n, 4), in their mean height (the triage cascade measures it the same way)."""
+    return box_gap(a, b, aspect)
 
 
 def _cut(boxes: np.ndarray, border: float) -> np.ndarray:
