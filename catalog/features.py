@@ -11,6 +11,7 @@ import pyarrow as pa
 from catalog.connection import clip_id_table
 from contracts.columns import MOTION_GRIDS, MOTION_SCALARS
 from contracts.feature_set import FeatureSetInfo
+from contracts.flow_stacks import PackedStacks
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,13 @@ def float_lists(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]).cast(pa.list_(pa.float32()))
 
 
+def _int8_lists(parts: list[np.ndarray]) -> pa.Array:
+    """Lists of differing lengths (dense or coarse flow stacks), without a Python list per value."""
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int32)
+    values = np.concatenate(parts).astype(np.int8) if parts else np.zeros(0, np.int8)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
 _PER_FRAME_TABLES = ("frame_features", "motion_features", "objects")
 _STATUS_COLUMNS = {"clip_id": pa.string(), "feature_set_id": pa.string(), "status": pa.string(),
                    "error": pa.string(), "n_frames": pa.int32(), "decoder": pa.string(), "device": pa.string(),
@@ -130,14 +138,21 @@ def frame_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, embedd
                      else pa.nulls(n, pa.list_(pa.float32()))})
 
 
-def motion_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, motion) -> pa.Table:
+def motion_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, motion,
+                flow: PackedStacks | None = None) -> pa.Table:
     """`motion_features` rows of consecutive sampled frames, without `object_summary` (known only once
-    the whole clip's road users are tracked)."""
-    scalars = motion.scalars()
+    the whole clip's road users are tracked). flow: the stacks packed as the cascade keeps them
+    (contracts/flow_stacks.py); None: at full precision in `flow_stack`."""
+    n, scalars = len(times_s), motion.scalars()
+    stacks = {"flow_stack": float_lists(motion.flow_stack.reshape(n, -1)),
+              "flow_q": pa.nulls(n, pa.list_(pa.int8())), "flow_scale": pa.nulls(n, pa.list_(pa.float32()))}
+    if flow is not None:
+        stacks = {"flow_stack": pa.nulls(n, pa.list_(pa.float32())),
+                  "flow_q": _int8_lists(flow.q),
+                  "flow_scale": float_lists(flow.scale)}
     return pa.table({**_frame_keys(clip_id, fs_id, start, times_s),
                      **{name: pa.array(scalars[name]) for name in MOTION_SCALARS},
-                     **{name: float_lists(getattr(motion, name)) for name in MOTION_GRIDS},
-                     "flow_stack": float_lists(motion.flow_stack.reshape(len(times_s), -1))})
+                     **{name: float_lists(getattr(motion, name)) for name in MOTION_GRIDS}, **stacks})
 
 
 def _frame_keys(clip_id: str, fs_id: str, start: int, times_s: np.ndarray) -> dict[str, pa.Array]:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.connection import clip_id_table
+from contracts.flow_stacks import unpack_stacks
 from contracts.sequences import MOTION_GRIDS, MOTION_SCALARS, ClipLabel, ClipObjects, Sequences
 
 
@@ -44,6 +45,27 @@ def _grouping(ids: np.ndarray, frame_idx: np.ndarray):
     sorted_ids = ids[perm]
     first = np.concatenate([[0], np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1])
     return perm, sorted_ids[first], np.diff(np.append(first, n))
+
+
+def _flow_matrix(con: duckdb.DuckDBPyConnection, fs_id: str, motion: pa.Table) -> np.ndarray:
+    """(rows, 4 * stack cells) flow stacks: full precision where `flow_stack` holds them, else unpacked from
+    the 8-bit `flow_q` the cascade stores (contracts/flow_stacks.py) at the feature set's stack size."""
+    full = motion.column("flow_stack").combine_chunks()
+    if full.null_count == 0:
+        return _matrix(motion, "flow_stack")
+    config = json.loads(con.execute("SELECT config FROM feature_sets WHERE id = ?", [fs_id]).fetchall()[0][0])
+    stack = tuple(config["motion"]["stack"])
+    coarse = (config.get("objects") or {}).get("coarse_stack")
+    out = np.zeros((len(full), 4 * stack[0] * stack[1]), np.float32)
+    packed = np.asarray(full.is_null())
+    q = motion.column("flow_q").combine_chunks().filter(pa.array(packed))
+    values, offsets = q.values.to_numpy(zero_copy_only=False), q.offsets.to_numpy()
+    out[packed] = unpack_stacks([values[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
+                                _matrix(motion.filter(pa.array(packed)), "flow_scale"), stack,
+                                tuple(coarse) if coarse else None)
+    if not packed.all():
+        out[~packed] = _matrix(motion.filter(pa.array(~packed)), "flow_stack")
+    return out
 
 
 def _object_rate(con: duckdb.DuckDBPyConnection, fs_id: str) -> float | None:
@@ -88,7 +110,7 @@ def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[st
     with clip_id_table(con, clip_ids, "_wanted"):
         frames = _rows(con, "frame_features", "t_s" + (", clip_embedding, embclip" if with_embeddings else ""), fs_id)
         motion = _rows(con, "motion_features", ", ".join(MOTION_SCALARS + MOTION_GRIDS)
-                       + (", flow_stack" if with_flow else "") + (", object_summary" if object_fps else ""), fs_id)
+                       + (", flow_stack, flow_q, flow_scale" if with_flow else "") + (", object_summary" if object_fps else ""), fs_id)
     keys = lambda t: (t.column("clip_id").to_numpy(zero_copy_only=False),  # noqa: E731
                       t.column("frame_idx").to_numpy())
     f_ids, f_idx = keys(frames)
@@ -124,7 +146,7 @@ def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[st
         clip=mat(frames, "clip_embedding", perm) if with_embeddings else np.zeros((n, 0), np.float32),
         embclip=embclip,
         motion=motion_x,
-        flow=mat(motion, "flow_stack", m_perm) if with_flow else None,
+        flow=(_flow_matrix(con, fs_id, motion)[m_perm] if n else np.zeros((0, 0), np.float32)) if with_flow else None,
         objects=objects,
     )
 

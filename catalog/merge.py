@@ -127,7 +127,8 @@ def _check_schema(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema) 
 _OPTIONAL = {"clip_features": {"created_at"}, "frame_features": set(), "motion_features": {"object_summary"},
              "objects": set()}
 _LIST_COLUMNS = {"frame_features": ("clip_embedding", "embclip"),
-                 "motion_features": ("fg_energy", "fg_area", "fg_expansion", "flow_stack", "object_summary")}
+                 "motion_features": ("fg_energy", "fg_area", "fg_expansion", "flow_stack", "flow_scale",
+                                     "object_summary")}
 _SCALARS = {"motion_features": MOTION_SCALARS,
             "objects": ("score", "scale_rate")}   # ttc_s and path_gap are infinite by design (not approaching, no path)
 

@@ -323,6 +323,14 @@ MIGRATIONS += (
     """),
 )
 
+MIGRATIONS += (
+    Migration(12, "motion_features.flow_q, flow_scale: flow stacks at 8 bits, coarse outside the cascade's windows", """
+        ALTER TABLE motion_features ALTER COLUMN flow_stack DROP NOT NULL;  -- NULL where flow_q holds the stack
+        ALTER TABLE motion_features ADD COLUMN flow_q TINYINT[];   -- contracts/flow_stacks.py: every cell, or block
+        ALTER TABLE motion_features ADD COLUMN flow_scale FLOAT[]; -- means (the length says which); x = q * scale
+    """),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from catalog.features import float_lists, frame_rows, motion_rows
 from catalog.runs import pid_alive
+from contracts.flow_stacks import PackedStacks
 
 
 class ClipSpill:
@@ -29,9 +30,9 @@ class ClipSpill:
         self.n_frames = 0
 
     def add(self, start: int, times_s: np.ndarray, embeddings: np.ndarray, embclip: np.ndarray | None,
-            motion) -> None:
+            motion, flow: PackedStacks | None = None) -> None:
         self._write(self.frames_path, frame_rows(self.clip_id, self.fs_id, start, times_s, embeddings, embclip))
-        self._write(self.motion_path, motion_rows(self.clip_id, self.fs_id, start, times_s, motion))
+        self._write(self.motion_path, motion_rows(self.clip_id, self.fs_id, start, times_s, motion, flow))
         self.n_frames = max(self.n_frames, start + len(times_s))
 
     def _write(self, path: Path, table: pa.Table) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.decode import make_decoder
 from pipeline.decode_child import ChildDecodeError, ChildDecoders, can_start_children
+from contracts.flow_stacks import PackedStacks, pack_stacks
 from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_projection, resolve_device, to_model_input
 from pipeline.featurize_config import FeaturizeConfig
 from pipeline.featurize_models import object_detector
@@ -72,9 +73,11 @@ class Piece:
     embeddings: list = field(default_factory=list)
     grids: list = field(default_factory=list)     # raw trunk grids, only until the projection is fitted
     embclips: list = field(default_factory=list)  # projected grids
+    flow: PackedStacks | None = None  # with the cascade: the stacks as stored (dense in its windows, else coarse)
+    settled: bool = True              # False until the detector has said where the cascade's windows are
 
     def finished(self, projected: bool) -> bool:
-        return self.embedded == len(self.times) and (projected or not self.grids)
+        return self.embedded == len(self.times) and (projected or not self.grids) and self.settled
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class FramePart:
     embedding: np.ndarray
     embclip: np.ndarray | None
     motion: MotionFeatures
+    flow: PackedStacks | None = None   # None: motion.flow_stack stored at full precision (dense runs)
 
 
 class FeatureSink(Protocol):
@@ -176,7 +180,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                 try:
                     for s in _windows(path, name, cfg, budget, children):
                         times = s.times_s  # a window's end may hold detector frames only
-                        ego = (None, None)
+                        ego, piece = (None, None), None
                         if len(times):  # to CLIP before the detector runs, so that CLIP need not wait for it
                             with _failing_clip(path):
                                 frames = to_model_input(s.frames, input_size) if input_size else None
@@ -185,19 +189,26 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                             work._times.append(times)
                             work._epipoles.append(motion.epipole)
                             ego = (times, motion.ego)   # the cascade's ego triggers (hard brake, swerve, jolt)
-                            _put(out, Piece(work, frames, work.frames, times, motion), stop)
+                            piece = Piece(work, frames, work.frames, times, motion,
+                                          settled=stage is None or not stage.spec.cascade)
+                            _put(out, piece, stop)
                             work.frames += len(times)
                             del frames, motion
+                        triggers = None
                         if stage is not None and len(s.extra_times_s):
                             with _failing_clip(path):
-                                dets, kept = stage.detect_window(s.extra_frames, s.extra_times_s, *ego)
+                                dets, kept, triggers = stage.detect_window(s.extra_frames, s.extra_times_s, *ego)
                                 work._detections += dets
                                 signatures = stage.signatures(s.extra_frames[kept])
                             if signatures is not None:
                                 work._signatures.append(signatures)
                             work._object_times.append(s.extra_times_s[kept])
                             work._grid_frames += len(s.extra_times_s)
-                        del s
+                        if piece is not None and not piece.settled:   # the stacks kept densely where the detector was
+                            piece.flow = pack_stacks(piece.motion.flow_stack, stage.in_windows(times, triggers),
+                                                     stage.spec.coarse_stack)
+                            piece.settled = True   # after flow: the CLIP thread may hand the piece on from now
+                        del s, piece
                 except _DecodeFailed as exc:
                     work.error = str(exc)
                     if work.frames:  # windows already went to CLIP: no second decoder for this clip
@@ -323,7 +334,7 @@ class BatchFeaturizer:
             while w.pieces and w.pieces[0].finished(projected):
                 p = w.pieces.popleft()
                 self.sink.window(w, FramePart(p.start, p.times, np.concatenate(p.embeddings),
-                                              np.concatenate(p.embclips) if p.embclips else None, p.motion))
+                                              np.concatenate(p.embclips) if p.embclips else None, p.motion, p.flow))
         while self.open and self.open[0].ended and not self.open[0].pieces:
             self.sink.done(self.open.popleft())
 

@@ -83,7 +83,7 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
         if objects["base_fps"] == 0:  # dense, as before: the cascade's settings change nothing, ids stay
             for key in ("base_fps", "trigger_before_s", "trigger_after_s", "loom_rate", "trigger_height",
                         "appear_height", "trigger_gap", "trigger_closing", "brake_moving", "brake_ratio",
-                        "swerve_rate", "shock_rate"):
+                        "swerve_rate", "shock_rate", "coarse_stack"):
                 del objects[key]
         config["objects"] = objects
     fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]

@@ -13,6 +13,7 @@ relative to the ego path. Pure compute; the detector is in pipeline/detect.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -234,6 +235,13 @@ def frame_summary(objects: ObjectTracks, times: np.ndarray) -> np.ndarray:
     return out
 
 
+class WindowDetections(NamedTuple):
+    """What the detector saw of a decode window's frames."""
+    dets: list[Detections]
+    kept: np.ndarray                  # the frames detected, of those given
+    triggers: np.ndarray | None       # when the cascade's windows open (None: dense, every frame looked at)
+
+
 @dataclass
 class ObjectStage:
     """Detect, track and measure one clip's frames. Detection is per frame, so a long clip is detected a
@@ -245,13 +253,13 @@ class ObjectStage:
         return self.detector.detect(frames)
 
     def detect_window(self, frames: np.ndarray, times: np.ndarray, motion_t: np.ndarray | None = None,
-                      ego: np.ndarray | None = None, why: dict | None = None) -> tuple[list[Detections], np.ndarray]:
-        """(detections, the frames they are of): every frame when dense; with the triage cascade
-        (spec.base_fps > 0, pipeline/cascade.py) the base frames, and every frame inside the windows that what
-        they show, or the ego's motion over the same stretch (motion_t, ego: MotionFeatures.ego), opens."""
+                      ego: np.ndarray | None = None, why: dict | None = None) -> "WindowDetections":
+        """Detections of a window's frames: every frame when dense; with the triage cascade (spec.cascade,
+        pipeline/cascade.py) the base frames, and every frame inside the windows that what they show, or the
+        ego's motion over the same stretch (motion_t, ego: MotionFeatures.ego), opens."""
         every = np.arange(len(frames))
-        if self.spec.base_fps <= 0 or len(frames) < 2 or self.spec.base_fps >= 1 / np.median(np.diff(times)):
-            return self.detect(frames), every
+        if not self.spec.cascade or len(frames) < 2 or self.spec.base_fps >= 1 / np.median(np.diff(times)):
+            return WindowDetections(self.detect(frames), every, None)
         base = base_indices(times, self.spec.base_fps)
         base_dets = self.detect(frames[base])
         signatures = self.signatures(frames[base])
@@ -259,13 +267,19 @@ class ObjectStage:
         triggers = trigger_times(times[base], base_dets, self.spec, frames.shape[2] / frames.shape[1], cuts, why)
         if motion_t is not None and ego is not None:
             triggers = np.union1d(triggers, ego_trigger_times(motion_t, ego, self.spec, why))
-        dense = window_mask(times, triggers, self.spec.trigger_before_s, self.spec.trigger_after_s)
+        dense = self.in_windows(times, triggers)
         dense[base] = False
         extra = np.flatnonzero(dense)
         found = dict(zip(base.tolist(), base_dets))
         found.update(zip(extra.tolist(), self.detect(frames[extra]) if len(extra) else []))
         kept = np.sort(np.fromiter(found, int, len(found)))
-        return [found[int(k)] for k in kept], kept
+        return WindowDetections([found[int(k)] for k in kept], kept, triggers)
+
+    def in_windows(self, times: np.ndarray, triggers: np.ndarray | None) -> np.ndarray:
+        """Which of these times lie inside the windows the triggers open (None: all of them, a dense run)."""
+        if triggers is None:
+            return np.ones(len(times), bool)
+        return window_mask(times, triggers, self.spec.trigger_before_s, self.spec.trigger_after_s)
 
     def signatures(self, frames: np.ndarray) -> np.ndarray | None:
         """What scene cuts are found from (None when they are not looked for)."""
@@ -276,8 +290,8 @@ class ObjectStage:
         """grid_frames: with the cascade, how many frames the detector's grid (spec.fps) has over the clip, of
         which `times` are those detected: the heads read detector frame k at k / fps."""
         return track_objects(dets, times, self.spec, epipoles, signatures,
-                             grid_frames if self.spec.base_fps > 0 else None)
+                             grid_frames if self.spec.cascade else None)
 
     def run(self, frames: np.ndarray, times: np.ndarray, epipoles: np.ndarray | None) -> ObjectTracks:
-        dets, kept = self.detect_window(frames, times)
+        dets, kept, _ = self.detect_window(frames, times)
         return self.track(dets, times[kept], epipoles, self.signatures(frames[kept]), len(frames))

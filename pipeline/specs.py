@@ -74,6 +74,8 @@ class ObjectsSpec:
     brake_ratio: float = 0.3          # ... and at most this share of it over the next second: a hard brake
     swerve_rate: float = 0.3          # yaw rate beyond its recent level (widths/s, ~30 deg/s): a swerve
     shock_rate: float = 0.5           # pitch rate (heights/s): a jolt
+    coarse_stack: tuple[int, int] = (6, 8)  # the flow stacks outside windows: rows, cols of block means
+    #                                   (contracts/flow_stacks.py; inside windows every cell, both at 8 bits)
     track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track
     track_match: float = 0.8          # ByteTrack's matching threshold (1 - IoU cost)
     lost_s: float = 0.7               # a track survives this long unseen
@@ -83,6 +85,11 @@ class ObjectsSpec:
     corridor_half_width: float = 0.22  # of the frame width, at the bottom row
     entering_horizon_s: float = 1.5
     default_foe: tuple[float, float] = (0.5, 0.45)
+
+    @property
+    def cascade(self) -> bool:
+        """The triage cascade is on: a cheap pass everywhere, dense work in windows (pipeline/cascade.py)."""
+        return self.base_fps > 0
 
 
 @dataclass(frozen=True)

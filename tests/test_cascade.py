@@ -50,7 +50,7 @@ def frames_for(n: int) -> np.ndarray:
 def test_a_window_opens_around_a_looming_road_user_and_nothing_outside_is_detected_densely():
     t = np.arange(200) / FPS                          # 20 s
     stage = ObjectStage(SPEC, SceneDetector(t, loom_at=12.0))
-    dets, kept = stage.detect_window(frames_for(len(t)), t)
+    dets, kept, _ = stage.detect_window(frames_for(len(t)), t)
     base = set(base_indices(t, SPEC.base_fps).tolist())
     assert len(base) == 50
     dense = sorted(set(kept.tolist()) - base)
@@ -67,10 +67,10 @@ def test_a_window_opens_around_a_looming_road_user_and_nothing_outside_is_detect
 def test_calm_driving_is_detected_at_the_base_rate_only_and_dense_gives_every_frame():
     t = np.arange(200) / FPS
     calm = ObjectStage(SPEC, SceneDetector(t, loom_at=None))
-    dets, kept = calm.detect_window(frames_for(len(t)), t)
+    dets, kept, _ = calm.detect_window(frames_for(len(t)), t)
     assert kept.tolist() == base_indices(t, SPEC.base_fps).tolist()
     dense = ObjectStage(replace(SPEC, base_fps=0.0), SceneDetector(t, loom_at=12.0))
-    dets, kept = dense.detect_window(frames_for(len(t)), t)
+    dets, kept, _ = dense.detect_window(frames_for(len(t)), t)
     assert kept.tolist() == list(range(len(t))) and len(dets) == len(t)
     # the tracks of the cascade say where on the detector's grid they were taken, and how long the grid is
     tracks = ObjectStage(SPEC, SceneDetector(t, loom_at=12.0)).run(frames_for(len(t)), t, None)
@@ -114,7 +114,7 @@ def test_a_window_opens_around_a_hard_brake_seen_by_the_motion_stage():
     ego[:, 0] = np.where(mt < 10.0, 0.8, 0.05)
     stage = ObjectStage(SPEC, SceneDetector(t, loom_at=None))
     why = {}
-    dets, kept = stage.detect_window(frames_for(len(t)), t, mt, ego, why)
+    dets, kept, _ = stage.detect_window(frames_for(len(t)), t, mt, ego, why)
     dense = t[sorted(set(kept.tolist()) - set(base_indices(t, SPEC.base_fps).tolist()))]
     assert why.get("brake", 0) >= 1 and dense.min() >= 7.0 and dense.max() <= 13.0 and len(dense) > 20
     ego[:, 0] = 0.8

@@ -32,7 +32,7 @@ PERTURB = {
                   # the triage cascade: on, then each of its settings from CASCADE_BASE below
                   "base_fps": 2.5, "trigger_before_s": 1.5, "trigger_after_s": 1.5, "loom_rate": -10.0,
                   "trigger_height": 0.9, "appear_height": 0.001, "trigger_gap": 1e9, "trigger_closing": -1e9,
-                  "brake_moving": 1e9, "brake_ratio": 100.0, "swerve_rate": -1.0, "shock_rate": 0.0,
+                  "brake_moving": 1e9, "brake_ratio": 100.0, "swerve_rate": -1.0, "shock_rate": 0.0, "coarse_stack": (3, 4),
                   "detector": f"darknet:{YOLO / 'yolo-fastest-1.1.cfg'},{YOLO / 'yolo-fastest-1.1.weights'}"},
     # From RN50 on a checkpoint file: another file, random weights, fewer EmbCLIP channels, another model
     # (random weights: no RN101 checkpoint here).
@@ -125,7 +125,7 @@ SPECIAL_TEMPLATE = {(ObjectsSpec, "default_foe"): "still", (ObjectsSpec, "cut_di
 CASCADE_BASE = {"base_fps": 2.5, "trigger_before_s": 0.3, "trigger_after_s": 0.3}
 SPECIAL_BASE = {(ObjectsSpec, name): CASCADE_BASE for name in
                 ("trigger_before_s", "trigger_after_s", "loom_rate", "trigger_height", "appear_height", "trigger_gap",
-                 "trigger_closing", "brake_ratio", "swerve_rate", "shock_rate")}
+                 "trigger_closing", "brake_ratio", "swerve_rate", "shock_rate", "coarse_stack")}
 SPECIAL_BASE[(ObjectsSpec, "brake_moving")] = {**CASCADE_BASE, "brake_ratio": 100.0}
 # the cascade itself, against the dense run: with its default windows the test clip's triggers cover it whole
 SPECIAL_BASE[(ObjectsSpec, "base_fps")] = {"trigger_before_s": 0.3, "trigger_after_s": 0.3}
