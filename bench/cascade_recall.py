@@ -1,6 +1,6 @@
 """Does the triage cascade find what the dense run finds? The conflict head's incidents, cascade against dense.
 
-    python bench/cascade_recall.py [--dense-work /tmp/rb_dense] [--cascade-work /tmp/rb_cascade] [--base-fps 2.5]
+    python bench/cascade_recall.py [--dense-work /tmp/rb_dense] [--cascade-work /tmp/rb_cascade] [--object-base-fps 2.5]
 
 Builds (or reuses) two development catalogs with `bench/real_clips.py`'s recipe: one featurized dense (the
 detector on every frame at --object-fps), one with the cascade (`--object-base-fps`). Each run's conflict head
@@ -27,8 +27,8 @@ from catalog import Catalog  # noqa: E402
 PEAK_S = 0.5
 
 
-def run(args, work: str, base_fps: float) -> tuple[list, dict]:
-    ns = argparse.Namespace(**{**vars(args), "object_base_fps": base_fps})
+def run(args, work: str, dense: bool) -> tuple[list, dict]:
+    ns = argparse.Namespace(**{**vars(args), "dense": dense})
     Path(work).mkdir(parents=True, exist_ok=True)
     db, fs_id, labels, sources, _, s_per_min = rc.build_catalog(ns, Path(work))
     seqs, info = rc.load(db, fs_id, labels, Path(args.negatives))
@@ -46,10 +46,9 @@ def main() -> int:
     ap = rc.catalog_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--dense-work", default="/tmp/rb_dense")
     ap.add_argument("--cascade-work", default="/tmp/rb_cascade")
-    ap.add_argument("--base-fps", type=float, default=2.5, help="the cascade run's --object-base-fps")
     args = rc.parse_catalog_args(ap)
-    dense, dense_cost = run(args, args.dense_work, 0.0)
-    cascade, cascade_cost = run(args, args.cascade_work, args.base_fps)
+    dense, dense_cost = run(args, args.dense_work, True)
+    cascade, cascade_cost = run(args, args.cascade_work, False)
     by_name = {r.name: r for r in cascade}
     found = total = 0
     missed = []
@@ -65,7 +64,7 @@ def main() -> int:
                 missed.append(f"{r.name} peak {peak:.1f} s {cls} {score:.2f}")
     fa = {k: sum(len(r.incidents) for r in res if r.label == "background") for k, res in
           (("dense", dense), ("cascade", cascade))}
-    print(f"cascade base rate {args.base_fps:g} fps, windows where its cheap pass opens them\n")
+    print(f"cascade base rate {args.object_base_fps:g} fps, windows where its cheap pass opens them\n")
     print(f"crash incidents of the dense run found again by the cascade: {found} of {total} "
           f"({100 * found / max(total, 1):.0f}%; target >= 98%)")
     for m in missed:

@@ -117,7 +117,7 @@ def build_catalog(args, work: Path) -> tuple[str, dict, dict, dict, float, float
     cfg = FeaturizeConfig(clip=None, device=args.device,
                           objects=ObjectsSpec(args.detector, fps=args.object_fps, input_size=args.input_size,
                                               frame_height=args.object_height,
-                                              base_fps=getattr(args, "object_base_fps", 0.0)))
+                                              base_fps=args.object_base_fps, dense=args.dense))
     t0 = time.perf_counter()
     f = run_featurize(db, cfg)
     seconds = time.perf_counter() - t0
@@ -293,7 +293,8 @@ def catalog_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--object-height", type=int, default=ObjectsSpec.frame_height,
                     help="height of the detector's frames, decoded from the native ones (0: the 224 px of motion)")
     ap.add_argument("--object-base-fps", type=float, default=ObjectsSpec.base_fps,
-                    help="the triage cascade's base rate (0: dense)")
+                    help="the triage cascade's base rate")
+    ap.add_argument("--dense", action="store_true", help="no triage cascade: the detector on every frame")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--alarms-per-hour", type=float, default=DEFAULT_ALARMS_PER_HOUR,
                     help="the conflict head's false-alarm budget")

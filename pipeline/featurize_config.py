@@ -80,7 +80,8 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
             del objects["frame_height"]
         if objects["cut_distance"] == 0:  # scene cuts not looked for, as before: ids stay
             del objects["cut_distance"]
-        if objects["base_fps"] == 0:  # dense, as before: the cascade's settings change nothing, ids stay
+        del objects["dense"]
+        if not cfg.objects.cascade:  # dense, as before: the cascade's settings change nothing, ids stay
             for key in ("base_fps", "trigger_before_s", "trigger_after_s", "loom_rate", "trigger_height",
                         "appear_height", "trigger_gap", "trigger_closing", "brake_moving", "brake_ratio",
                         "swerve_rate", "shock_rate", "coarse_stack"):

@@ -58,10 +58,13 @@ class ObjectsSpec:
     cut_distance: float = option(0.5, "colour-histogram distance (0-1) between consecutive detector frames, far above "
                                  "their neighbours', that counts as a scene cut (edited footage): no track crosses "
                                  "one; 0: never", name="object_cut_distance", ge=0, le=1)
-    base_fps: float = option(0.0, "the triage cascade (pipeline/cascade.py): the detector's rate over all video in the "
+    base_fps: float = option(2.5, "the triage cascade (pipeline/cascade.py): the detector's rate over all video in the "
                              "cheap pass; what it sees (a looming road user, two close together, one appearing "
-                             "close, a scene cut) opens windows run at --object-fps. 0: dense, every frame at "
-                             "--object-fps", name="object_base_fps", ge=0)
+                             "close, a scene cut, the ego braking hard, swerving or jolting) opens windows where it "
+                             "runs at --object-fps and the flow stacks keep every cell (8 bits; block means "
+                             "elsewhere)", name="object_base_fps", gt=0)
+    dense: bool = option(False, "research runs: no triage cascade; the detector on every frame at --object-fps and "
+                         "the flow stacks at full precision everywhere (nearmiss's rows before the cascade)")
     trigger_before_s: float = 2.0     # a window opens this long before its trigger ...
     trigger_after_s: float = 2.0      # ... and closes this long after it
     loom_rate: float = 0.25           # 1/s: box height growth between base frames that opens a window (TTC 4 s)
@@ -89,7 +92,7 @@ class ObjectsSpec:
     @property
     def cascade(self) -> bool:
         """The triage cascade is on: a cheap pass everywhere, dense work in windows (pipeline/cascade.py)."""
-        return self.base_fps > 0
+        return not self.dense
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The objects stage's triage cascade (pipeline/cascade.py): windows open where the cheap pass sees something, the
-detector runs densely only there, 0 keeps today's dense rows, and the feature set records the settings."""
+detector runs densely only there, --dense keeps today's dense rows, and the feature set records the settings."""
 from dataclasses import replace
 
 import numpy as np
@@ -69,7 +69,7 @@ def test_calm_driving_is_detected_at_the_base_rate_only_and_dense_gives_every_fr
     calm = ObjectStage(SPEC, SceneDetector(t, loom_at=None))
     dets, kept, _ = calm.detect_window(frames_for(len(t)), t)
     assert kept.tolist() == base_indices(t, SPEC.base_fps).tolist()
-    dense = ObjectStage(replace(SPEC, base_fps=0.0), SceneDetector(t, loom_at=12.0))
+    dense = ObjectStage(replace(SPEC, dense=True), SceneDetector(t, loom_at=12.0))
     dets, kept, _ = dense.detect_window(frames_for(len(t)), t)
     assert kept.tolist() == list(range(len(t))) and len(dets) == len(t)
     # the tracks of the cascade say where on the detector's grid they were taken, and how long the grid is
@@ -96,7 +96,7 @@ def test_a_feature_set_made_with_the_cascade_records_its_settings_and_dense_keep
     import pipeline.featurize_config as fc
 
     monkeypatch.setattr(fc, "detector_identity", lambda spec: "darknet:test:0")
-    dense = FeaturizeConfig(clip=None, objects=replace(SPEC, base_fps=0.0))
+    dense = FeaturizeConfig(clip=None, objects=replace(SPEC, dense=True))
     cascade = FeaturizeConfig(clip=None, objects=SPEC)
     dense_id, _, dense_cfg = feature_set_identity(dense)
     cascade_id, _, cascade_cfg = feature_set_identity(cascade)

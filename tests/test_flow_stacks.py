@@ -32,8 +32,9 @@ def test_dense_frames_come_back_within_half_a_step_and_coarse_ones_as_their_bloc
 
 @pytest.mark.skipif(not (CLIP.is_file() and YOLO.is_dir()), reason="needs ../shared: a real clip and yolo_fastest")
 def test_the_cascade_stores_stacks_densely_in_its_windows_and_dense_runs_keep_full_precision(tmp_path):
-    """A real clip of normal driving (a window, calm after it), featurized dense and with the cascade: the dense run stores today's float stacks; the
-    cascade's read back as the dense run's within 8 bits inside its windows, and as block means outside."""
+    """A real clip of normal driving (a window, calm after it), featurized with --dense and with the cascade: the
+    dense run stores today's float stacks; the cascade's read back as the dense run's within 8 bits inside its
+    windows, and as block means outside."""
     from catalog import Catalog
     from catalog.head_inputs import load_sequences
     from pipeline.featurize_options import FeaturizeOptions
@@ -45,18 +46,18 @@ def test_the_cascade_stores_stacks_densely_in_its_windows_and_dense_runs_keep_fu
     db = str(tmp_path / "c.duckdb")
     run_ingest([str(tmp_path / "clips")], db=db)
     stacks, lengths = {}, {}
-    for base in (0.0, 2.5):
-        cfg = FeaturizeOptions(stages="motion,objects", detector=f"darknet:{YOLO}", object_base_fps=base).config()
+    for dense in (True, False):
+        cfg = FeaturizeOptions(stages="motion,objects", detector=f"darknet:{YOLO}", dense=dense).config()
         fs = run_featurize(db, cfg).feature_set_id
         with Catalog(db).read() as con:
-            lengths[base] = con.execute("SELECT flow_stack IS NULL, len(coalesce(flow_q, flow_stack)) FROM"
+            lengths[dense] = con.execute("SELECT flow_stack IS NULL, len(coalesce(flow_q, flow_stack)) FROM"
                                         " motion_features WHERE feature_set_id = ? ORDER BY frame_idx", [fs]).fetchall()
             (cid,) = con.execute("SELECT DISTINCT clip_id FROM motion_features").fetchone()
-            stacks[base] = load_sequences(con, fs, [cid], with_flow=True, with_embeddings=False).flow
-    assert {r for r in lengths[0.0]} == {(False, 2304)}               # dense: full precision, as before
-    packed = np.array([n for _, n in lengths[2.5]])
-    assert all(null for null, _ in lengths[2.5]) and set(packed) == {2304, 192}   # both kinds on this clip
-    full, back = stacks[0.0].reshape(-1, 4, 18, 32), stacks[2.5].reshape(-1, 4, 18, 32)
+            stacks[dense] = load_sequences(con, fs, [cid], with_flow=True, with_embeddings=False).flow
+    assert {r for r in lengths[True]} == {(False, 2304)}               # dense: full precision, as before
+    packed = np.array([n for _, n in lengths[False]])
+    assert all(null for null, _ in lengths[False]) and set(packed) == {2304, 192}   # both kinds on this clip
+    full, back = stacks[True].reshape(-1, 4, 18, 32), stacks[False].reshape(-1, 4, 18, 32)
     step = np.abs(full).max(axis=(2, 3)) / 127
     inside = packed == 2304
     assert (np.abs(back - full)[inside] <= step[inside][:, :, None, None] / 2 + 1e-6).all()

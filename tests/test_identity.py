@@ -29,10 +29,12 @@ PERTURB = {
     ObjectsSpec: {"fps": 5.0, "min_score": 0.5, "input_size": 320, "frame_height": 0, "cut_distance": 0.0, "track_activation": 0.7, "track_match": 0.3,
                   "lost_s": 0.05, "ttc_window_s": 2.0, "ttc_min_points": 10, "min_rate": 0.8,
                   "corridor_half_width": 0.6, "entering_horizon_s": 0.2, "default_foe": (0.2, 0.8),
-                  # the triage cascade: on, then each of its settings from CASCADE_BASE below
-                  "base_fps": 2.5, "trigger_before_s": 1.5, "trigger_after_s": 1.5, "loom_rate": -10.0,
+                  # the triage cascade (on by default): its base rate, dense runs, then each of its settings, all from
+                  # CASCADE_BASE below
+                  "base_fps": 5.0, "dense": True, "trigger_before_s": 1.5, "trigger_after_s": 1.5, "loom_rate": -10.0,
                   "trigger_height": 0.9, "appear_height": 0.001, "trigger_gap": 1e9, "trigger_closing": -1e9,
-                  "brake_moving": 1e9, "brake_ratio": 100.0, "swerve_rate": -1.0, "shock_rate": 0.0, "coarse_stack": (3, 4),
+                  "brake_moving": 1e9, "brake_ratio": 100.0, "swerve_rate": -1.0, "shock_rate": 0.0,
+                  "coarse_stack": (3, 4),
                   "detector": f"darknet:{YOLO / 'yolo-fastest-1.1.cfg'},{YOLO / 'yolo-fastest-1.1.weights'}"},
     # From RN50 on a checkpoint file: another file, random weights, fewer EmbCLIP channels, another model
     # (random weights: no RN101 checkpoint here).
@@ -127,8 +129,8 @@ SPECIAL_BASE = {(ObjectsSpec, name): CASCADE_BASE for name in
                 ("trigger_before_s", "trigger_after_s", "loom_rate", "trigger_height", "appear_height", "trigger_gap",
                  "trigger_closing", "brake_ratio", "swerve_rate", "shock_rate", "coarse_stack")}
 SPECIAL_BASE[(ObjectsSpec, "brake_moving")] = {**CASCADE_BASE, "brake_ratio": 100.0}
-# the cascade itself, against the dense run: with its default windows the test clip's triggers cover it whole
-SPECIAL_BASE[(ObjectsSpec, "base_fps")] = {"trigger_before_s": 0.3, "trigger_after_s": 0.3}
+# the cascade's base rate, and dense runs against it: with its default windows the test clip's triggers cover it whole
+SPECIAL_BASE[(ObjectsSpec, "base_fps")] = SPECIAL_BASE[(ObjectsSpec, "dense")] = CASCADE_BASE
 
 
 def _run(template: str, tmp_path: Path, cfg: FeaturizeConfig) -> dict:
