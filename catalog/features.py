@@ -129,11 +129,12 @@ def _status_row(clip_id, fs_id, status, error, n_frames, meta) -> pa.Table:
     return pa.table({k: pa.array([values[k]], t) for k, t in _STATUS_COLUMNS.items()})
 
 
-def frame_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, embeddings: np.ndarray,
+def frame_rows(clip_id: str, fs_id: str, frame_idx: np.ndarray, times_s: np.ndarray, embeddings: np.ndarray,
                embclip: np.ndarray | None) -> pa.Table:
-    """`frame_features` rows of consecutive sampled frames, the first being frame `start` of the clip."""
+    """`frame_features` rows of these sampled frames (with the triage cascade, CLIP embeds only some of them:
+    their times say at which rate)."""
     n = len(times_s)
-    return pa.table({**_frame_keys(clip_id, fs_id, start, times_s), "clip_embedding": float_lists(embeddings),
+    return pa.table({**_frame_keys(clip_id, fs_id, frame_idx, times_s), "clip_embedding": float_lists(embeddings),
                      "embclip": float_lists(embclip) if embclip is not None
                      else pa.nulls(n, pa.list_(pa.float32()))})
 
@@ -150,15 +151,15 @@ def motion_rows(clip_id: str, fs_id: str, start: int, times_s: np.ndarray, motio
         stacks = {"flow_stack": pa.nulls(n, pa.list_(pa.float32())),
                   "flow_q": _int8_lists(flow.q),
                   "flow_scale": float_lists(flow.scale)}
-    return pa.table({**_frame_keys(clip_id, fs_id, start, times_s),
+    return pa.table({**_frame_keys(clip_id, fs_id, np.arange(start, start + n), times_s),
                      **{name: pa.array(scalars[name]) for name in MOTION_SCALARS},
                      **{name: float_lists(getattr(motion, name)) for name in MOTION_GRIDS}, **stacks})
 
 
-def _frame_keys(clip_id: str, fs_id: str, start: int, times_s: np.ndarray) -> dict[str, pa.Array]:
+def _frame_keys(clip_id: str, fs_id: str, frame_idx: np.ndarray, times_s: np.ndarray) -> dict[str, pa.Array]:
     n = len(times_s)
     return {"clip_id": pa.array([clip_id] * n, pa.string()), "feature_set_id": pa.array([fs_id] * n, pa.string()),
-            "frame_idx": pa.array(np.arange(start, start + n, dtype=np.int32)),
+            "frame_idx": pa.array(np.asarray(frame_idx, dtype=np.int32)),
             "t_s": pa.array(np.asarray(times_s, float))}
 
 

@@ -68,6 +68,25 @@ def _flow_matrix(con: duckdb.DuckDBPyConnection, fs_id: str, motion: pa.Table) -
     return out
 
 
+def _nearest_rows(f_ids: np.ndarray, f_idx: np.ndarray, ids: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """For each frame (ids, idx), the row of (f_ids, f_idx) of the same clip nearest it: with the triage cascade
+    CLIP embeds every frame inside its windows and a few a second elsewhere, and a frame between two embedded
+    ones reads the nearer's embedding."""
+    names, codes = np.unique(np.concatenate([f_ids, ids]), return_inverse=True)
+    f_key = codes[:len(f_ids)].astype(np.int64) << 32 | f_idx.astype(np.int64)
+    key = codes[len(f_ids):].astype(np.int64) << 32 | idx.astype(np.int64)
+    order = np.argsort(f_key, kind="stable")
+    sorted_key = f_key[order]
+    after = np.clip(np.searchsorted(sorted_key, key, side="left"), 0, max(len(order) - 1, 0))
+    before = np.clip(after - 1, 0, None)
+    same = lambda j: (sorted_key[j] >> 32) == (key >> 32)  # noqa: E731
+    if len(key) and not (same(after) | same(before)).all():
+        missing = names[(key >> 32)[~(same(after) | same(before))][0]]
+        raise ValueError(f"clip {str(missing)[:16]} has motion rows but no frame rows in this feature set")
+    gap = lambda j: np.where(same(j), np.abs((sorted_key[j] & 0xFFFFFFFF) - (key & 0xFFFFFFFF)), np.inf)  # noqa: E731
+    return order[np.where(gap(after) <= gap(before), after, before)]
+
+
 def _object_rate(con: duckdb.DuckDBPyConnection, fs_id: str) -> float | None:
     """The detector's frame rate when the feature set tracks objects, else None."""
     rows = con.execute("SELECT config FROM feature_sets WHERE id = ?", [fs_id]).fetchall()
@@ -109,23 +128,20 @@ def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[st
     object_fps = _object_rate(con, fs_id)
     with clip_id_table(con, clip_ids, "_wanted"):
         frames = _rows(con, "frame_features", "t_s" + (", clip_embedding, embclip" if with_embeddings else ""), fs_id)
-        motion = _rows(con, "motion_features", ", ".join(MOTION_SCALARS + MOTION_GRIDS)
-                       + (", flow_stack, flow_q, flow_scale" if with_flow else "") + (", object_summary" if object_fps else ""), fs_id)
+        motion = _rows(con, "motion_features", ", ".join(("t_s",) + MOTION_SCALARS + MOTION_GRIDS)
+                       + (", flow_stack, flow_q, flow_scale" if with_flow else "")
+                       + (", object_summary" if object_fps else ""), fs_id)
     keys = lambda t: (t.column("clip_id").to_numpy(zero_copy_only=False),  # noqa: E731
                       t.column("frame_idx").to_numpy())
-    f_ids, f_idx = keys(frames)
-    perm, present, counts = _grouping(f_ids, f_idx)
     m_ids, m_idx = keys(motion)
+    m_perm, present, counts = _grouping(m_ids, m_idx)   # every sampled frame has motion rows
+    f_ids, f_idx = keys(frames)
     if len(m_ids) == len(f_ids) and np.array_equal(m_ids, f_ids) and np.array_equal(m_idx, f_idx):
-        m_perm = perm  # written together, stored alike: the usual case
-    else:
-        m_perm, m_present, m_counts = _grouping(m_ids, m_idx)
-        order = {c: k for k, c in enumerate(m_present)}
-        offs = np.concatenate([[0], np.cumsum(m_counts)])
-        rows = np.arange(len(m_ids))[m_perm]
-        m_perm = np.concatenate([rows[offs[order[c]]:offs[order[c] + 1]] for c in present]) if len(present) \
-            else np.zeros(0, int)
-    n = len(f_ids)
+        perm = m_perm  # written together, stored alike: the usual case
+    else:   # CLIP embedded some frames only (the triage cascade), or the rows are stored in another order
+        ordered = np.arange(len(m_ids))[m_perm]
+        perm = _nearest_rows(f_ids, f_idx, m_ids[ordered], m_idx[ordered])
+    n = len(m_ids)
     col = lambda t, name, p: t.column(name).to_numpy(zero_copy_only=False).astype(np.float32)[p]  # noqa: E731
     mat = lambda t, name, p: _matrix(t, name)[p] if n else np.zeros((0, 0), np.float32)  # noqa: E731
     scalars = np.stack([col(motion, c, m_perm) for c in MOTION_SCALARS], 1) if n \
@@ -142,11 +158,12 @@ def load_sequences(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[st
     return Sequences(
         clip_ids=[str(c) for c in present],
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        times=col(frames, "t_s", perm),
+        times=col(motion, "t_s", m_perm),
         clip=mat(frames, "clip_embedding", perm) if with_embeddings else np.zeros((n, 0), np.float32),
         embclip=embclip,
         motion=motion_x,
-        flow=(_flow_matrix(con, fs_id, motion)[m_perm] if n else np.zeros((0, 0), np.float32)) if with_flow else None,
+        flow=(_flow_matrix(con, fs_id, motion)[m_perm] if n else np.zeros((0, 0), np.float32))
+        if with_flow else None,
         objects=objects,
     )
 

@@ -51,7 +51,7 @@ class FeatureSink:
     def window(self, work, part) -> None:
         clip = self._clips.get(work.clip.clip_id) or self._clips.setdefault(
             work.clip.clip_id, self.spill.clip(work.clip.clip_id, self.fs_id))
-        clip.add(part.start, part.times, part.embedding, part.embclip, part.motion, part.flow)
+        clip.add(part.start, part.times, part.embedding, part.embclip, part.motion, part.flow, part.embedded_at)
 
     def done(self, work) -> None:
         spill = self._clips.pop(work.clip.clip_id)

@@ -30,8 +30,12 @@ class ClipSpill:
         self.n_frames = 0
 
     def add(self, start: int, times_s: np.ndarray, embeddings: np.ndarray, embclip: np.ndarray | None,
-            motion, flow: PackedStacks | None = None) -> None:
-        self._write(self.frames_path, frame_rows(self.clip_id, self.fs_id, start, times_s, embeddings, embclip))
+            motion, flow: PackedStacks | None = None, embedded_at: np.ndarray | None = None) -> None:
+        """A window's rows from frame `start` on; embedded_at: which of its frames have embeddings (all: None)."""
+        at = np.arange(len(times_s)) if embedded_at is None else np.asarray(embedded_at, int)
+        if len(at):
+            self._write(self.frames_path, frame_rows(self.clip_id, self.fs_id, start + at, times_s[at], embeddings,
+                                                     embclip))
         self._write(self.motion_path, motion_rows(self.clip_id, self.fs_id, start, times_s, motion, flow))
         self.n_frames = max(self.n_frames, start + len(times_s))
 

@@ -25,6 +25,7 @@ from pipeline.decode_child import ChildDecodeError, ChildDecoders, can_start_chi
 from contracts.flow_stacks import PackedStacks, pack_stacks
 from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_projection, resolve_device, to_model_input
 from pipeline.featurize_config import FeaturizeConfig
+from pipeline.cascade import base_indices
 from pipeline.featurize_models import object_detector
 from pipeline.motion import MotionFeatures, motion_in_batches
 from pipeline.objects import ObjectStage, frame_summary
@@ -74,10 +75,16 @@ class Piece:
     grids: list = field(default_factory=list)     # raw trunk grids, only until the projection is fitted
     embclips: list = field(default_factory=list)  # projected grids
     flow: PackedStacks | None = None  # with the cascade: the stacks as stored (dense in its windows, else coarse)
+    keep: np.ndarray | None = None    # with the cascade: the frames CLIP embeds (its windows, and its base rate)
     settled: bool = True              # False until the detector has said where the cascade's windows are
 
+    def to_embed(self) -> int:
+        """Frames CLIP has yet to embed (none known before the piece is settled)."""
+        return len(self.frames) - self.embedded if self.settled and self.frames is not None else 0
+
     def finished(self, projected: bool) -> bool:
-        return self.embedded == len(self.times) and (projected or not self.grids) and self.settled
+        done = self.frames is None or self.embedded == len(self.frames)
+        return self.settled and done and (projected or not self.grids)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class FramePart:
     embclip: np.ndarray | None
     motion: MotionFeatures
     flow: PackedStacks | None = None   # None: motion.flow_stack stored at full precision (dense runs)
+    embedded_at: np.ndarray | None = None  # the frames (of this window's) with embeddings; None: every one
 
 
 class FeatureSink(Protocol):
@@ -182,15 +190,15 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                         times = s.times_s  # a window's end may hold detector frames only
                         ego, piece = (None, None), None
                         if len(times):  # to CLIP before the detector runs, so that CLIP need not wait for it
-                            with _failing_clip(path):
-                                frames = to_model_input(s.frames, input_size) if input_size else None
+                            cascade = stage is not None and stage.spec.cascade
+                            with _failing_clip(path):   # with the cascade, CLIP's frames wait for its windows
+                                frames = to_model_input(s.frames, input_size) if input_size and not cascade else None
                                 motion = motion_in_batches(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion,
                                                            device=motion_device)
                             work._times.append(times)
                             work._epipoles.append(motion.epipole)
                             ego = (times, motion.ego)   # the cascade's ego triggers (hard brake, swerve, jolt)
-                            piece = Piece(work, frames, work.frames, times, motion,
-                                          settled=stage is None or not stage.spec.cascade)
+                            piece = Piece(work, frames, work.frames, times, motion, settled=not cascade)
                             _put(out, piece, stop)
                             work.frames += len(times)
                             del frames, motion
@@ -204,10 +212,9 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                                 work._signatures.append(signatures)
                             work._object_times.append(s.extra_times_s[kept])
                             work._grid_frames += len(s.extra_times_s)
-                        if piece is not None and not piece.settled:   # the stacks kept densely where the detector was
-                            piece.flow = pack_stacks(piece.motion.flow_stack, stage.in_windows(times, triggers),
-                                                     stage.spec.coarse_stack)
-                            piece.settled = True   # after flow: the CLIP thread may hand the piece on from now
+                        if piece is not None and not piece.settled:   # dense work only where the detector was
+                            with _failing_clip(path):
+                                _settle(piece, s.frames, stage.spec, stage.in_windows(times, triggers), input_size)
                         del s, piece
                 except _DecodeFailed as exc:
                     work.error = str(exc)
@@ -235,6 +242,19 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
         work._epipoles, work._detections, work._signatures = [], [], []
         if not stop.is_set():
             _put(out, work, stop)
+
+
+def _settle(piece: Piece, frames: np.ndarray, spec, inside: np.ndarray, input_size: int | None) -> None:
+    """The cascade's windows are known for this piece: its flow stacks packed (every cell inside them), and CLIP's
+    frames chosen (inside them, and at spec.clip_base_fps elsewhere). Settled last: from then on the CLIP thread
+    may take the piece."""
+    piece.flow = pack_stacks(piece.motion.flow_stack, inside, spec.coarse_stack)
+    if input_size:
+        keep = inside.copy()
+        keep[base_indices(piece.times, spec.clip_base_fps)] = True
+        piece.keep = np.flatnonzero(keep)
+        piece.frames = to_model_input(frames[piece.keep], input_size)
+    piece.settled = True
 
 
 class _ClipFailed(Exception):
@@ -301,7 +321,7 @@ class BatchFeaturizer:
                 item.work.pieces.append(item)
                 if self.model is None:  # nothing to embed: the window is finished as it is
                     item.embeddings.append(np.zeros((len(item.times), 0), np.float32))
-                    item.embedded = len(item.times)
+                    item.frames = None
                 else:
                     self.ready.append(item)
             else:
@@ -319,13 +339,21 @@ class BatchFeaturizer:
             self._embed(final=False)
         self._embed(final=True)
 
+    def _settled(self):
+        """The windows waiting for CLIP, in order, up to the first whose frames are not chosen yet: batches are
+        taken in clip order, so that the EmbCLIP projection is fitted on the same first frames in every run."""
+        for p in self.ready:
+            if not p.settled:
+                return
+            yield p
+
     def _embed(self, final: bool) -> None:
         while True:
-            pending = sum(len(p.frames) - p.embedded for p in self.ready)
+            pending = sum(p.to_embed() for p in self._settled())
             if pending == 0 or (pending < self.cfg.batch_size and not final):
                 break
             self._embed_one_batch()
-            while self.ready and self.ready[0].embedded == len(self.ready[0].frames):
+            while self.ready and self.ready[0].settled and self.ready[0].to_embed() == 0:
                 self.ready.popleft().frames = None  # free the pixels early
         if self.model is not None and self.model.has_grid and self.projection is None:
             self._fit_projection(final)
@@ -333,16 +361,17 @@ class BatchFeaturizer:
         for w in self.open:  # each clip's finished windows go to the sink in order, as they finish
             while w.pieces and w.pieces[0].finished(projected):
                 p = w.pieces.popleft()
-                self.sink.window(w, FramePart(p.start, p.times, np.concatenate(p.embeddings),
-                                              np.concatenate(p.embclips) if p.embclips else None, p.motion, p.flow))
+                self.sink.window(w, FramePart(p.start, p.times, _joined(p.embeddings),
+                                              np.concatenate(p.embclips) if p.embclips else None, p.motion, p.flow,
+                                              p.keep))
         while self.open and self.open[0].ended and not self.open[0].pieces:
             self.sink.done(self.open.popleft())
 
     def _embed_one_batch(self) -> None:
         """One CLIP batch, taken across windows (and clips) in order."""
         take, parts = self.cfg.batch_size, []
-        for p in self.ready:
-            k = min(take, len(p.frames) - p.embedded)
+        for p in self._settled():
+            k = min(take, p.to_embed())
             if k:
                 parts.append((p, p.embedded, p.embedded + k))
                 take -= k
@@ -373,6 +402,11 @@ class BatchFeaturizer:
         for p in waiting:
             p.embclips = [self.projection.apply(g) for g in p.grids] + p.embclips
             p.grids = []
+
+
+def _joined(embeddings: list[np.ndarray]) -> np.ndarray:
+    """A window's embeddings in one array (none embedded when CLIP chose none of its frames)."""
+    return np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32)
 
 
 def projection_lead(durations_s: list[float | None], sample_fps: float, projection_frames: int) -> int:

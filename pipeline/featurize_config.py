@@ -84,8 +84,10 @@ def feature_set_identity(cfg: FeaturizeConfig) -> tuple[str, str, dict]:
         if not cfg.objects.cascade:  # dense, as before: the cascade's settings change nothing, ids stay
             for key in ("base_fps", "trigger_before_s", "trigger_after_s", "loom_rate", "trigger_height",
                         "appear_height", "trigger_gap", "trigger_closing", "brake_moving", "brake_ratio",
-                        "swerve_rate", "shock_rate", "coarse_stack"):
+                        "swerve_rate", "shock_rate", "coarse_stack", "clip_base_fps"):
                 del objects[key]
+        elif clip is None:  # no CLIP stage: its rate outside windows changes nothing
+            del objects["clip_base_fps"]
         config["objects"] = objects
     fs_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     name = (f"{clip.model}/{config['weights']}" if clip else "motion") + f"@{cfg.decode.sample_fps:g}fps"

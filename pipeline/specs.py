@@ -77,6 +77,8 @@ class ObjectsSpec:
     brake_ratio: float = 0.3          # ... and at most this share of it over the next second: a hard brake
     swerve_rate: float = 0.3          # yaw rate beyond its recent level (widths/s, ~30 deg/s): a swerve
     shock_rate: float = 0.5           # pitch rate (heights/s): a jolt
+    clip_base_fps: float = 1.0        # CLIP's rate outside windows (enough to search by text); every sampled frame
+    #                                   inside them. Only with a CLIP stage
     coarse_stack: tuple[int, int] = (6, 8)  # the flow stacks outside windows: rows, cols of block means
     #                                   (contracts/flow_stacks.py; inside windows every cell, both at 8 bits)
     track_activation: float = 0.3     # ByteTrack: a detection this confident starts a track

@@ -34,7 +34,7 @@ PERTURB = {
                   "base_fps": 5.0, "dense": True, "trigger_before_s": 1.5, "trigger_after_s": 1.5, "loom_rate": -10.0,
                   "trigger_height": 0.9, "appear_height": 0.001, "trigger_gap": 1e9, "trigger_closing": -1e9,
                   "brake_moving": 1e9, "brake_ratio": 100.0, "swerve_rate": -1.0, "shock_rate": 0.0,
-                  "coarse_stack": (3, 4),
+                  "coarse_stack": (3, 4), "clip_base_fps": 2.0,
                   "detector": f"darknet:{YOLO / 'yolo-fastest-1.1.cfg'},{YOLO / 'yolo-fastest-1.1.weights'}"},
     # From RN50 on a checkpoint file: another file, random weights, fewer EmbCLIP channels, another model
     # (random weights: no RN101 checkpoint here).
@@ -127,8 +127,10 @@ SPECIAL_TEMPLATE = {(ObjectsSpec, "default_foe"): "still", (ObjectsSpec, "cut_di
 CASCADE_BASE = {"base_fps": 2.5, "trigger_before_s": 0.3, "trigger_after_s": 0.3}
 SPECIAL_BASE = {(ObjectsSpec, name): CASCADE_BASE for name in
                 ("trigger_before_s", "trigger_after_s", "loom_rate", "trigger_height", "appear_height", "trigger_gap",
-                 "trigger_closing", "brake_ratio", "swerve_rate", "shock_rate", "coarse_stack")}
+                 "trigger_closing", "brake_ratio", "swerve_rate", "shock_rate", "coarse_stack", "clip_base_fps")}
 SPECIAL_BASE[(ObjectsSpec, "brake_moving")] = {**CASCADE_BASE, "brake_ratio": 100.0}
+# CLIP's rate outside the cascade's windows acts only with a CLIP stage: those runs have one
+WITH_CLIP = {(ObjectsSpec, "clip_base_fps")}
 # the cascade's base rate, and dense runs against it: with its default windows the test clip's triggers cover it whole
 SPECIAL_BASE[(ObjectsSpec, "base_fps")] = SPECIAL_BASE[(ObjectsSpec, "dense")] = CASCADE_BASE
 
@@ -175,6 +177,8 @@ def test_every_field_of_the_identity_changes_what_is_stored(catalogs, tmp_path):
         for name, changed in _variants(spec_cls, getattr(base_cfg, attr), str(checkpoints[1])):
             overrides = SPECIAL_BASE.get((spec_cls, name), {})
             ref_cfg = dataclasses.replace(base_cfg, **{attr: dataclasses.replace(getattr(base_cfg, attr), **overrides)})
+            if (spec_cls, name) in WITH_CLIP:
+                ref_cfg = dataclasses.replace(ref_cfg, clip=with_clip.clip, projection_frames=with_clip.projection_frames)
             cfg = dataclasses.replace(ref_cfg, **{attr: dataclasses.replace(getattr(ref_cfg, attr),
                                                                             **{name: getattr(changed, name)})}) \
                 if overrides else dataclasses.replace(base_cfg, **{attr: changed})
@@ -185,7 +189,7 @@ def test_every_field_of_the_identity_changes_what_is_stored(catalogs, tmp_path):
             special = SPECIAL_TEMPLATE.get((spec_cls, name))
             template = catalogs[special or clip]
             if special or overrides:
-                key = (special or clip, tuple(sorted(overrides.items())))
+                key = (special or clip, tuple(sorted(overrides.items())), (spec_cls, name) in WITH_CLIP)
                 if key not in references:
                     references[key] = _run(template, tmp_path, ref_cfg)
                 reference = references[key]
