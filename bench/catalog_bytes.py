@@ -1,6 +1,6 @@
 """What a fleet's video costs on disk: catalog bytes per video-minute (motion + objects), dense against the cascade.
 
-    python bench/catalog_bytes.py [--work /tmp/catalog_bytes] [--object-base-fps 2.5]
+    python bench/catalog_bytes.py [--work /tmp/catalog_bytes] [--object-base-fps 2.5] [--written-copies 300]
 
 Builds (or reuses) two development catalogs with `bench/real_clips.py`'s recipe over the real clips: one dense (the
 detector on every frame, full-precision flow stacks), one with the triage cascade (stacks at 8 bits, every cell only
@@ -76,6 +76,30 @@ def fleet_scale_mb(db: str, fs_id: str, copies: int, work: Path) -> float:
     return file_mb(str(out)) - empty_catalog_mb(work)
 
 
+def written_copies(db: str, fs_id: str, minutes: float, copies: int, work: Path) -> None:
+    """The cascade's rows written as featurize writes them, a transaction per copy of the clips, with a CHECKPOINT
+    every 50 copies: the file per video-minute as it grows past a row group."""
+    out = work / "grown.duckdb"
+    out.unlink(missing_ok=True)
+    Catalog(str(out)).ensure()
+    con = duckdb.connect(str(out))
+    con.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
+    print(f"\nthe cascade's rows written copy by copy (a transaction each), the file after a CHECKPOINT:")
+    for k in range(copies):
+        con.execute("BEGIN")
+        for table in SCALED_TABLES:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * REPLACE (clip_id || '-{k}' AS clip_id) FROM src.{table}"
+                        " WHERE feature_set_id = ?", [fs_id])
+        con.execute("COMMIT")
+        if (k + 1) % 50 == 0 or k + 1 == copies:
+            con.execute("CHECKPOINT")
+            used, free = con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size() WHERE database_name ="
+                                     " current_database()").fetchone()
+            print(f"  {k + 1:4d} copies, {(k + 1) * minutes / 60:6.1f} h of video: {os.path.getsize(out) / 1e6 / ((k + 1) * minutes):.3f}"
+                  f" MB per video-minute ({used} blocks in use, {free} free)", flush=True)
+    con.close()
+
+
 def measure(args, work: Path, dense: bool) -> dict:
     ns = argparse.Namespace(**{**vars(args), "dense": dense,
                                 "coarse_cells": ObjectsSpec.coarse_stack[0] * ObjectsSpec.coarse_stack[1]})
@@ -92,6 +116,8 @@ def measure(args, work: Path, dense: bool) -> dict:
             " IS NOT NULL GROUP BY 1", [4 * ns.coarse_cells, fs_id]).fetchall())
     per_table = {t: table_mb(db, t, fs_id if t in ("motion_features", "objects", "frame_features", "clip_features")
                              else None) for t in TABLES}
+    if args.written_copies and not dense:
+        written_copies(db, fs_id, minutes, args.written_copies, work)
     return {"minutes": minutes, "file": file_mb(db), "tables": per_table, "sets": sets, "dense_share": packed,
             "fleet": fleet_scale_mb(db, fs_id, args.copies, work) / (args.copies * minutes)}
 
@@ -108,6 +134,9 @@ def main() -> int:
     ap = rc.catalog_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "catalog_bytes"))
     ap.add_argument("--copies", type=int, default=20, help="copies of the clips' rows for the fleet-scale figure")
+    ap.add_argument("--written-copies", type=int, default=0,
+                    help="also write the cascade's rows this many times over, a transaction per copy (300: 30 hours "
+                         "of video, about 3 minutes), printing the file's size as it grows")
     args = rc.parse_catalog_args(ap)
     runs = {"dense": measure(args, Path(args.work) / "dense", True),
             f"cascade {args.object_base_fps:g} fps": measure(args, Path(args.work) / "cascade", False)}
