@@ -110,6 +110,24 @@ def _track(dets: list[Detections], fps: float, spec: ObjectsSpec, shots: np.ndar
     return rows
 
 
+def _split_unseen(rows: list[_Row], times: np.ndarray, spec: ObjectsSpec, fps: float) -> None:
+    """With the triage cascade the tracker sees only the frames detected, one after another: where a road user
+    went unseen longer than a track survives at the detector's rate (lost_s, and the frame it is found on), the
+    tracker may have handed its track to another. A track is cut there, as the dense run's would have ended: the
+    rows after the gap get a new id (ByteTrack cannot step over the skipped frames instead: it confirms a new track
+    only on the very next frame, which at the base rate would never come)."""
+    longest = spec.lost_s + 1.0 / fps + 1e-6
+    next_id = max((r.track for r in rows), default=0) + 1
+    last: dict[int, tuple[float, int]] = {}          # original track -> (time last seen, id it carries now)
+    for r in sorted(rows, key=lambda r: r.frame):
+        t = float(times[r.frame])
+        seen, now = last.get(r.track, (t, r.track))
+        if t - seen > longest:
+            now, next_id = next_id, next_id + 1
+        last[r.track] = (t, now)
+        r.track = now
+
+
 def _mark_riders(rows: list[_Row]) -> None:
     """A person on a bicycle or motorcycle is its rider, not a pedestrian."""
     by_frame: dict[int, list[_Row]] = {}
@@ -167,6 +185,8 @@ def track_objects(dets: list[Detections], times: np.ndarray, spec: ObjectsSpec,
     foe = clip_foe(epipoles, spec)
     cuts = find_cuts(signatures, times, spec.cut_distance) if signatures is not None else np.zeros(0)
     rows = _track(dets, fps, spec, shot_index(times, cuts))
+    if grid_frames is not None:
+        _split_unseen(rows, times, spec, fps)
     by_track: dict[int, list[_Row]] = {}
     for r in rows:
         by_track.setdefault(r.track, []).append(r)

@@ -120,3 +120,24 @@ def test_a_window_opens_around_a_hard_brake_seen_by_the_motion_stage():
     ego[:, 0] = 0.8
     assert ObjectStage(SPEC, SceneDetector(t, loom_at=None)).detect_window(frames_for(len(t)), t, mt, ego)[1].tolist() \
         == base_indices(t, SPEC.base_fps).tolist()
+
+
+def test_the_tracker_counts_time_over_the_frames_the_cascade_skips():
+    """A car ahead for 4 s, gone for 1.6 s, then another in its place: longer than a track survives unseen
+    (lost_s, 0.7 s), so the second is a new road user, as the dense run says. Seen at the base rate only (calm
+    driving opens no window), the tracker takes the base frames as consecutive, counts 4 frames unseen, not 16,
+    and hands the second car the first one's track: the track is cut where the time unseen was too long."""
+    t = np.arange(120) / FPS
+
+    class Replaced(SceneDetector):
+        def __init__(self):
+            super().__init__(t, loom_at=None)
+            for k, x in enumerate(t):
+                seen = int(x < 4.0 or x >= 5.6)
+                self.boxes[k] = Detections(np.array([[0.45, 0.5, 0.53, 0.6]] * seen, np.float32).reshape(-1, 4),
+                                           np.full(seen, 0.9, np.float32), ["car"] * seen)
+
+    for spec in (SPEC, replace(SPEC, dense=True)):
+        tracks = ObjectStage(spec, Replaced()).run(frames_for(len(t)), t, None)
+        before, after = set(tracks.track_id[tracks.t_s < 4.0]), set(tracks.track_id[tracks.t_s >= 5.6])
+        assert len(before) == len(after) == 1 and before != after, (spec.dense, before, after)
