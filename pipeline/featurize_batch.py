@@ -20,16 +20,17 @@ from typing import Protocol
 
 import numpy as np
 
+from contracts.flow_stacks import PackedStacks, pack_stacks
+from contracts.settings import settings
+from pipeline.cascade import base_indices
 from pipeline.decode import make_decoder
 from pipeline.decode_child import ChildDecodeError, ChildDecoders, can_start_children
-from contracts.flow_stacks import PackedStacks, pack_stacks
 from pipeline.embed import ChannelProjection, LoadedClip, embed_frames, fit_projection, resolve_device, to_model_input
 from pipeline.featurize_config import FeaturizeConfig
-from pipeline.cascade import base_indices
 from pipeline.featurize_models import object_detector
 from pipeline.motion import MotionFeatures, motion_in_batches
 from pipeline.objects import ObjectStage, frame_summary
-from contracts.settings import settings
+from pipeline.specs import ObjectsSpec
 
 
 class ClipSource(Protocol):
@@ -244,7 +245,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
             _put(out, work, stop)
 
 
-def _settle(piece: Piece, frames: np.ndarray, spec, inside: np.ndarray, input_size: int | None) -> None:
+def _settle(piece: Piece, frames: np.ndarray, spec: ObjectsSpec, inside: np.ndarray, input_size: int | None) -> None:
     """The cascade's windows are known for this piece: its flow stacks packed (every cell inside them), and CLIP's
     frames chosen (inside them, and at spec.clip_base_fps elsewhere). Settled last: from then on the CLIP thread
     may take the piece."""
