@@ -105,18 +105,21 @@ def load_objects(con: duckdb.DuckDBPyConnection, fs_id: str, clip_ids: list[str]
                     " coco_class FROM objects WHERE feature_set_id = ? AND clip_id IN (SELECT clip_id FROM _wanted)"
                     " ORDER BY clip_id, t_s, track_id", params=[fs_id]).to_arrow_table()
     cols = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+    cols["cls"], cols["coco"] = cols["class"].astype(str), cols["coco_class"].astype(str)   # once, not per clip
+    cols["boxes"] = np.stack([cols[c] for c in ("x1", "y1", "x2", "y2")], 1).astype(np.float32)
     out = {}
-    ids = cols["clip_id"]
-    for cid, n in frames.items():
-        m = ids == cid
+    ids = cols["clip_id"]   # sorted by clip: each clip's rows are one slice (a mask per clip: quadratic in clips)
+    first = np.searchsorted(ids, np.array(list(frames), dtype=object), side="left") if len(ids) else None
+    last = np.searchsorted(ids, np.array(list(frames), dtype=object), side="right") if len(ids) else None
+    for k, (cid, n) in enumerate(frames.items()):
+        m = slice(first[k], last[k]) if first is not None else slice(0, 0)
         out[cid] = ClipObjects(
             step_t_s=np.arange(n or 0) / fps, t_s=cols["t_s"][m].astype(np.float64),
-            track_id=cols["track_id"][m].astype(np.int32), cls=cols["class"][m].astype(str),
+            track_id=cols["track_id"][m].astype(np.int32), cls=cols["cls"][m],
             score=cols["score"][m].astype(np.float32), ttc_s=cols["ttc_s"][m].astype(np.float64),
             path_gap=cols["path_gap"][m].astype(np.float32), in_path=cols["in_path"][m].astype(bool),
             entering=cols["entering"][m].astype(bool),
-            boxes=np.stack([cols[c][m] for c in ("x1", "y1", "x2", "y2")], 1).astype(np.float32),
-            coco=cols["coco_class"][m].astype(str), aspect=float(aspect.get(cid) or 16 / 9))
+            boxes=cols["boxes"][m], coco=cols["coco"][m], aspect=float(aspect.get(cid) or 16 / 9))
     return out
 
 
