@@ -7,11 +7,12 @@ flow stacks). Trains a head on a labelled subset, then times `score` (first
 pass) and `rescore` over every clip, with the time split into reading,
 inference and writing.
 
-    python bench/rescore_bench.py --n 10000 --source /path/featurized.duckdb
+    python bench/rescore_bench.py --n 10000 --source /path/featurized.duckdb [--head conflict] [--workers 1,0]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -85,13 +86,14 @@ def build_from_source(db: str, source: str, n: int) -> str:
                     " QUALIFY row_number() OVER (ORDER BY r, clip_id) <= ?", [copies, fs_id, n])
         con.execute("INSERT INTO clips (id, path, duration_s, fps, status) SELECT p.id, c.path || '#' || p.r,"
                     " c.duration_s, c.fps, 'ok' FROM pick p JOIN src.clips c ON c.id = p.src_id")
-        con.execute("INSERT INTO clip_features (clip_id, feature_set_id, status, n_frames) SELECT p.id, ?, 'ok',"
-                    " f.n_frames FROM pick p JOIN src.clip_features f ON f.clip_id = p.src_id AND"
+        con.execute("INSERT INTO clip_features (clip_id, feature_set_id, status, n_frames, object_frames) SELECT"
+                    " p.id, ?, 'ok', f.n_frames, f.object_frames FROM pick p JOIN src.clip_features f ON"
+                    " f.clip_id = p.src_id AND"
                     " f.feature_set_id = ?", [fs_id, fs_id])
         con.execute("INSERT INTO labels (clip_id, class, event_start_s, event_end_s, event_peak_s, source)"
                     " SELECT p.id, l.class, l.event_start_s, l.event_end_s, l.event_peak_s, 'bench' FROM pick p"
                     " JOIN src.labels l ON l.clip_id = p.src_id WHERE p.r = 0")
-    for table in ("frame_features", "motion_features"):
+    for table in ("frame_features", "motion_features", "objects"):   # objects: the road users (conflict, ttc)
         with cat.write() as con:
             con.execute(f"ATTACH '{source}' AS src (READ_ONLY)")
             con.execute("CREATE TEMP TABLE pick AS SELECT clip_id AS src_id, clip_id || ':' || r AS id"
@@ -111,6 +113,8 @@ def main() -> None:
     ap.add_argument("--source", default=None, help="featurized catalog whose rows are copied")
     ap.add_argument("--head", default="recognition")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--workers", default="1,0", help="NEARMISS_SCORE_WORKERS values to rescore with, in turn (0: a "
+                    "process per core)")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="nearmiss-rescore-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -143,8 +147,14 @@ def main() -> None:
     preds = head.predict(seqs)
     infer_s = time.perf_counter() - t
     print(f"inference alone: {len(preds) / infer_s:.0f} clips/s")
-    for what, fn in (("score", lambda: run_score(db, [report.model.ref])[0]),
-                     ("rescore", lambda: run_rescore(db, report.model.ref))):
+    def rescore_with(workers: str):
+        os.environ["NEARMISS_SCORE_WORKERS"] = workers
+        return run_rescore(db, report.model.ref)
+
+    runs = [("score", lambda: run_score(db, [report.model.ref])[0])]
+    for w in args.workers.split(","):   # side by side: the conflict head's cues in 1 process, and spread
+        runs.append((f"rescore, NEARMISS_SCORE_WORKERS={w}", lambda w=w: rescore_with(w)))
+    for what, fn in runs:
         t = time.perf_counter()
         r = fn()
         wall = time.perf_counter() - t

@@ -10,6 +10,7 @@
 | NEARMISS_CLAIM_LEASE_S | 300 | how long a featurize run's claim on a clip holds without renewal (it renews every third of it while it works); another host's dead run's clips wait this long, this host's are freed at once |
 | NEARMISS_ENGINE_CACHE | NEARMISS_MODEL_STORE/engines, else ~/.cache/nearmiss/engines | networks exported for ONNX Runtime / OpenVINO, keyed by weights, shape and engine version (any catalog may share them: they depend on the weights only) |
 | NEARMISS_DETECTOR | unset | the detector featurize uses when none is named (e.g. darknet:/models/yolo_fastest) |
+| NEARMISS_SCORE_WORKERS | 0: one per core | processes that compute the conflict head's cues when a chunk holds enough clips (1: in the scoring process) |
 | CI | unset | set: no progress bars |
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Settings:
     query_timeout_s: float = 60.0
     claim_lease_s: float = 300.0
     engine_cache: str | None = None
+    score_workers: int = 0
     ci: bool = False                  # from CI, the variable CI services set
 
     @property

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from models.calibration import Calibration, calibrate
+from models.clip_map import map_clips
 from models.cue_fusion import FusionSpec, LearnedFusion, fit_fusion, window_vectors
 from models.cues import ramp
 from models.cues.abrupt import AbruptSpec, shape_scores, stop_scores
@@ -215,11 +216,8 @@ class ConflictHead:
         if seqs.objects is None:
             raise ValueError("the conflict head needs tracked road users: featurize with --detector (e.g. "
                              "--detector darknet:/path/to/yolo_fastest) and score that feature set")
-        out = []
-        for i, o in enumerate(seqs.objects):
-            sl = seqs.frames(i)
-            out.append(clip_cues(o, seqs.times[sl].astype(np.float64), seqs.motion[sl], self.cfg))
-        return out
+        return map_clips(clip_cues, [(o, seqs.times[seqs.frames(i)].astype(np.float64), seqs.motion[seqs.frames(i)],
+                                      self.cfg) for i, o in enumerate(seqs.objects)])
 
     def smoothed(self, c: ClipCues) -> np.ndarray:
         return smooth(self.fuse(c), self.events.smooth)

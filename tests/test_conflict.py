@@ -349,3 +349,23 @@ def test_a_learnt_fusion_beats_the_fixed_weights_where_one_cue_decides():
     # two labelled near-miss clips are too few to learn from
     assert head.learn_fusion(train[:2] + train[5:], labels[:2] + labels[5:]) is None
     assert FusionSpec().min_positive_clips == 3
+
+
+def test_cues_over_processes_are_the_cues_of_one_process(monkeypatch):
+    """A fleet's re-scoring spreads the clips' cues over processes (models/clip_map.py): the same numbers, in order."""
+    from models import clip_map
+
+    crash = objects({7: ("car", approach(4.0, 30.0, 8.0, start=1.0)), 3: ("car", jittery_follow(4.0, cx=0.2))}, 4.0)
+    calm = objects({3: ("car", jittery_follow(4.0))}, 4.0)
+    seqs = _seqs([crash, calm, calm, crash, calm], 4.0)
+    serial = ConflictHead().cues(seqs)
+    monkeypatch.setenv("NEARMISS_SCORE_WORKERS", "2")
+    calls = []
+    real = clip_map.map_clips
+    monkeypatch.setattr("models.conflict.map_clips", lambda fn, items: calls.append(len(items)) or real(fn, items, 2))
+    spread = ConflictHead().cues(seqs)
+    assert calls == [5] and len(spread) == len(serial)
+    for a, b in zip(serial, spread):
+        assert np.array_equal(a.scores, b.scores) and np.array_equal(a.parties, b.parties)
+    import os
+    assert os.getpid() not in set(real(os.getpid, [()] * 4, 2))   # they did run in other processes
