@@ -11,6 +11,7 @@ baseline. Runs alternate (the order rotates each round) so that the machine's st
 engines, the page cache).
 
     .venv/bin/python bench/featurize_vs_script.py [--clips 6] [--rounds 3] [--no-clip] [--baseline 5d5b072]
+                                                  [--footage normal --clips 12]
 """
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ def script(db: str, paths: list[str]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--footage", choices=("eventful", "normal"), default="eventful",
+                    help="eventful: 6 development clips with crashes, a cut-in and city traffic (the default); normal: "
+                         "the normal-driving segments, a source at a time (what most of a fleet's video is)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--engines", default="auto", help="comma list of this tree's engines to time")
     ap.add_argument("--baseline", action="append", default=[], help="git commit to time as well (repeatable)")
@@ -78,7 +82,16 @@ def main() -> None:
     ap.add_argument("--objects-only", action="store_true",
                     help="with --no-clip: time only the motion + objects contenders (no CLIP, no plain script)")
     args = ap.parse_args()
-    paths = [str(SHARED / "data" / "real_dashcam" / c) for c in CLIPS[:args.clips]]
+    if args.footage == "normal":   # a fleet's day is mostly this: every source's normal driving, in turn
+        folder = SHARED / "data" / "real_negatives"
+        by_source: dict[str, list[str]] = {}
+        for p in sorted(folder.glob("*.mp4")):
+            by_source.setdefault(p.name.split("_")[0], []).append(str(p))
+        rounds = [ps[k] for k in range(max(map(len, by_source.values()), default=0)) for ps in by_source.values()
+                  if k < len(ps)]
+        paths = rounds[:args.clips]
+    else:
+        paths = [str(SHARED / "data" / "real_dashcam" / c) for c in CLIPS[:args.clips]]
     if not all(Path(p).exists() for p in paths) or not YOLO.exists():
         sys.exit("needs ../shared/data/real_dashcam and ../shared/models/yolo_fastest")
     work = Path(tempfile.mkdtemp(prefix="nm-vs-script-"))
@@ -132,7 +145,7 @@ def main() -> None:
                     inner[name].append(float(own.group(1)))
                 print(f"round {round_}: {name}: {wall:.1f} s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{len(paths)} real clips, {video_s:.1f} s of video, {os.cpu_count()} CPU cores; median of "
+    print(f"\n{len(paths)} real clips ({args.footage}), {video_s:.1f} s of video, {os.cpu_count()} CPU cores; median of "
           f"{args.rounds} alternating runs, whole processes\n")
     print("| contender | runs (s) | median (s) | video-s per wall-s | featurize's own median (s) | video-s per s | "
           f"fleet-day ({FLEET_DAY_H:g} h of video), machine-hours |")

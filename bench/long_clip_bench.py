@@ -1,6 +1,7 @@
 """Featurize memory and time against clip length: a 1-minute and a 60-minute clip, side by side.
 
     python bench/long_clip_bench.py [--minutes 1 60] [--fps 4] [--window-s 60] [--whole-too]
+                                    [--detector darknet:../shared/models/yolo_fastest [--dense-too]]
 
 Each clip is rendered here (320x180, 15 fps, H.264: a scrolling road texture with a car that comes
 and goes, so flow and CLIP see changing frames), ingested, and featurized in its own process with
@@ -9,7 +10,8 @@ Featurize decodes and holds a clip `--window-s` seconds at a time, and each wind
 spilled to Parquet beside the catalog as they come, so neither the frames nor the per-frame results
 grow with the clip; --whole-too repeats each clip with the whole clip as one window, for the
 difference. Decoding runs in child processes: the peak of this process and its children together
-is printed beside this process's own.
+is printed beside this process's own. With --detector the objects stage runs too, with the triage cascade (its
+default); --dense-too repeats each clip with --dense, for the difference.
 """
 from __future__ import annotations
 
@@ -86,16 +88,17 @@ class TreePeak:
         self._thread.join()
 
 
-def featurize_one(clip: str, fps: float, window_s: float) -> dict:
+def featurize_one(clip: str, fps: float, window_s: float, detector: str | None, dense: bool) -> dict:
     from steps.featurize import FeaturizeConfig, run_featurize
     from steps.ingest import run_ingest
     from pipeline.decode import DecodeSpec
     from pipeline.embed import ClipSpec
+    from pipeline.specs import ObjectsSpec
 
     db = str(Path(tempfile.mkdtemp()) / "bench.duckdb")
     run_ingest([clip], db=db)
     cfg = FeaturizeConfig(clip=ClipSpec(untrained=True), decode=DecodeSpec(sample_fps=fps), device="cpu",
-                          window_s=window_s)
+                          window_s=window_s, objects=ObjectsSpec(detector, dense=dense) if detector else None)
     t0 = time.perf_counter()
     with TreePeak() as tree:
         s = run_featurize(db, cfg)
@@ -112,10 +115,12 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=4.0, help="sampled frames per second")
     ap.add_argument("--window-s", type=float, default=60.0)
     ap.add_argument("--whole-too", action="store_true", help="also featurize each clip as one window")
-    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)   # clip window_s: a child run
+    ap.add_argument("--detector", help="also the objects stage, with this detector (KIND:ARG)")
+    ap.add_argument("--dense-too", action="store_true", help="with --detector: also each clip with --dense")
+    ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)   # clip window_s dense: a child run
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(featurize_one(a.one[0], a.fps, float(a.one[1]))))
+        print(json.dumps(featurize_one(a.one[0], a.fps, float(a.one[1]), a.detector, a.one[2] == "dense")))
         return
     work = Path(tempfile.mkdtemp(prefix="long_clip_bench_"))
     for minutes in a.minutes:
@@ -123,15 +128,17 @@ def main() -> None:
         t0 = time.perf_counter()
         render(clip, minutes)
         rendered = time.perf_counter() - t0
-        for window in [a.window_s] + ([float("inf")] if a.whole_too else []):
-            out = subprocess.run([sys.executable, __file__, "--one", str(clip), str(window), "--fps", str(a.fps)],
+        modes = ["cascade"] + (["dense"] if a.detector and a.dense_too else [])
+        for window, mode in [(w, m) for w in [a.window_s] + ([float("inf")] if a.whole_too else []) for m in modes]:
+            out = subprocess.run([sys.executable, __file__, "--one", str(clip), str(window), mode, "--fps", str(a.fps)]
+                                 + (["--detector", a.detector] if a.detector else []),
                                  capture_output=True, text=True, cwd=ROOT)
+            what = {"minutes": minutes, "window_s": window, **({"objects": mode} if a.detector else {})}
             if out.returncode:
-                print(json.dumps({"minutes": minutes, "window_s": window, "error": out.stderr[-600:]}), flush=True)
+                print(json.dumps({**what, "error": out.stderr[-600:]}), flush=True)
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(json.dumps({"minutes": minutes, "window_s": window, "rendered_s": round(rendered, 1), **r}),
-                  flush=True)
+            print(json.dumps({**what, "rendered_s": round(rendered, 1), **r}), flush=True)
         clip.unlink()
 
 
