@@ -18,20 +18,21 @@ the road users behind it (track ids), and its class is theirs (riders take their
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
 from models.calibration import Calibration, calibrate
-from models.clip_map import map_clips
+from models.clip_map import map_chunks
 from models.cue_fusion import FusionSpec, LearnedFusion, fit_fusion, window_vectors
 from models.cues import ramp
-from models.cues.abrupt import AbruptSpec, shape_scores, stop_scores
-from models.cues.ego import EgoSpec, ego_cues
-from models.cues.ground import GroundSpec, fit_horizon, fused_ttc, place_many
-from models.cues.kinematics import KinematicsSpec
+from models.cues.abrupt import AbruptSpec, shape_scores_many, stop_scores_many
+from models.cues.ego import EgoSpec, ego_cues_many
+from models.cues.ground import GroundSpec, fit_horizon, fused_ttc, place_clips
+from models.cues.kinematics import KinematicsSpec, series_windows, trailing
 from models.cues.pairwise import PairSpec, pair_conflicts
 from models.cues.riders import RiderSpec
-from models.cues.tracks import clip_tracks
+from models.cues.tracks import clips_tracks
 from models.events import EventSpec, extract_events, smooth
 from models.head_registry import register_head
 from contracts.predictions import ClipPrediction
@@ -39,6 +40,7 @@ from contracts.sequences import BACKGROUND, CLASS_INDEX, MOTION_SCALARS, ClipObj
 from contracts.taxonomy import CLASSES
 
 CUES = ("ego_ttc", "pair", "abrupt", "ego_response")
+CHUNK_ROWS = 20_000     # road-user rows per chunk of clips whose cues are computed together
 
 
 @dataclass(frozen=True)
@@ -93,64 +95,111 @@ class ClipCues:
 
 def _persist(x: np.ndarray, t: np.ndarray, span: float) -> np.ndarray:
     """The lowest value over the trailing `span`: a conflict counts once it has held that long."""
-    out = x.copy()
-    for k in range(len(x)):
-        m = (t >= t[k] - span - 1e-9) & (t <= t[k] + 1e-9)
-        out[k] = x[m].min()
-    return out
+    return _persist_many([x], [t], span)[0]
+
+
+def _persist_many(xs: list[np.ndarray], ts: list[np.ndarray], span: float) -> list[np.ndarray]:
+    """_persist of a clip's tracks, every window at once."""
+    if not sum(len(x) for x in xs):
+        return [np.asarray(x, np.float64).copy() for x in xs]
+    _, idx, inside = series_windows(ts, *trailing(span))
+    flat = np.concatenate(xs)
+    low = np.where(inside, flat[idx], np.inf).min(1)
+    return np.split(low, np.cumsum([len(x) for x in xs])[:-1])
+
+
+def _ego_conflicts(clips: list[tuple[ClipObjects, list, list]], cfg: ConflictConfig) -> tuple[list, list, list]:
+    """Per track (of every clip, in order) and box: how critical a conflict with the ego it is (the TTC, the
+    path, the box's size and confidence, held for persist_s), the TTC and what it rests on; every box at once."""
+    tracks = [tr for _, trs, _ in clips for tr in trs]
+    grounds = [g for _, _, gs in clips for g in gs]
+    if not tracks:
+        return [], [], []
+    cat = lambda f: np.concatenate([f(tr, g) for tr, g in zip(tracks, grounds)])  # noqa: E731
+    if cfg.use_ground:
+        ttc, basis = fused_ttc(cat(lambda tr, g: tr.kin.rate), cat(lambda tr, g: tr.kin.rate_sigma),
+                               cat(lambda tr, g: g.rate), cat(lambda tr, g: g.rate_sigma), cfg.ground,
+                               cfg.kinematics.z)
+    else:
+        ttc = np.concatenate([tr.kin.ttc(cfg.kinematics.z) for tr in tracks])
+        basis = np.ones(len(ttc), np.int64)
+    of_clip = lambda f: np.concatenate([f(o)[np.concatenate([tr.rows for tr in trs])]  # noqa: E731
+                                        for o, trs, _ in clips if trs])
+    in_path, entering, path_gap = of_clip(lambda o: o.in_path), of_clip(lambda o: o.entering), \
+        of_clip(lambda o: o.path_gap)
+    path = np.where(in_path, 1.0, np.where(entering, cfg.entering_weight,
+                                           np.where(path_gap <= cfg.beside_gap, cfg.beside_weight, 0.0)))
+    crit = (1 - ramp(np.minimum(ttc, 1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)) * path \
+        * ramp(cat(lambda tr, g: tr.kin.height), cfg.min_height, cfg.full_height) \
+        * ramp(cat(lambda tr, g: tr.score), cfg.min_score, cfg.full_score)
+    cuts = np.cumsum([len(tr.rows) for tr in tracks])[:-1]
+    crits = _persist_many(np.split(crit, cuts), [tr.kin.t_s for tr in tracks], cfg.persist_s)
+    return crits, np.split(ttc, cuts), np.split(basis, cuts)
 
 
 def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: ConflictConfig) -> ClipCues:
-    m = len(o.step_t_s)
-    scores, parties = np.zeros((m, len(CUES))), np.full((m, len(CUES), 2), -1, np.int64)
-    classes = np.full((m, len(CUES)), BACKGROUND, np.int64)
-    ttc_at, ttc_from = np.full(m, np.inf), np.zeros(m, np.int64)
-    dist_at, lat_at = np.full(m, np.nan), np.full(m, np.nan)
-    horizon = fit_horizon(o.boxes, o.coco if o.coco is not None else np.full(len(o.boxes), "car"), cfg.ground)
-    ego = ego_cues(motion_t, *(motion[:, MOTION_SCALARS.index(c)] for c in ("ego_speed", "ego_yaw", "ego_pitch")),
-                   cfg.ego) if len(motion_t) else None
-    yaw_of = (lambda t: np.interp(t, motion_t, motion[:, MOTION_SCALARS.index("ego_yaw")])) if len(motion_t) \
-        else (lambda t: None)
-    tracks = clip_tracks(o, cfg.kinematics, replace(cfg.riders, aspect=o.aspect), yaw_of=yaw_of)
-    grounds = place_many([(tr.kin.t_s, tr.boxes) for tr in tracks], horizon, o.aspect, cfg.kinematics, cfg.ground)
-    for tr, g in zip(tracks, grounds):
-        rows, k = tr.rows, tr.kin
-        if cfg.use_ground:
-            ttc, basis = fused_ttc(k.rate, k.rate_sigma, g.rate, g.rate_sigma, cfg.ground, cfg.kinematics.z)
-        else:
-            ttc, basis = k.ttc(cfg.kinematics.z), np.ones(len(k.t_s), np.int64)
-        path = np.where(o.in_path[rows], 1.0, np.where(o.entering[rows], cfg.entering_weight,
-                                                        np.where(o.path_gap[rows] <= cfg.beside_gap,
-                                                                 cfg.beside_weight, 0.0)))
-        crit = (1 - ramp(np.minimum(ttc, 1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)) * path \
-            * ramp(k.height, cfg.min_height, cfg.full_height) * ramp(tr.score, cfg.min_score, cfg.full_score)
-        crit = _persist(crit, k.t_s, cfg.persist_s)
-        abrupt = np.maximum(shape_scores(tr, tracks, cfg.abrupt), stop_scores(tr, cfg.abrupt, o.aspect)) \
-            * ramp(tr.score, cfg.min_score, cfg.full_score)
-        cls = CLASS_INDEX[tr.cls]
-        for cue, values in ((0, crit), (2, abrupt)):
-            better = values > scores[tr.step, cue]
-            scores[tr.step[better], cue] = values[better]
-            parties[tr.step[better], cue, 0] = tr.track_id
-            classes[tr.step[better], cue] = cls
-            if cue == 0:
-                ttc_at[tr.step[better]] = ttc[better]
-                ttc_from[tr.step[better]] = basis[better]
-                dist_at[tr.step[better]], lat_at[tr.step[better]] = g.distance[better], g.lateral[better]
-    pair, who = pair_conflicts(tracks, m, o.step_t_s, cfg.pair, o.aspect)
-    scores[:, 1], parties[:, 1] = pair, who
-    by_id = {t.track_id: t for t in tracks}
-    for k in np.flatnonzero(pair > 0):
-        a, b = (by_id[int(i)].cls for i in who[k])
-        # the other party of a crash between road users: the more vulnerable one
-        classes[k, 1] = CLASS_INDEX[next((c for c in ("pedestrian", "bicycle") if c in (a, b)), "vehicle")]
-    if ego is not None:
-        scores[:, 3] = ego.at(o.step_t_s)
-        # whom the ego reacted to: the road user most critical at that moment, else a vehicle
-        near = scores[:, 0] > 0
-        classes[:, 3] = np.where(near, classes[:, 0], CLASS_INDEX["vehicle"])
-        parties[:, 3] = np.where(near[:, None], parties[:, 0], -1)
-    return ClipCues(o.step_t_s, scores, parties, classes, ttc_at, ttc_from, dist_at, lat_at)
+    return clips_cues([(o, motion_t, motion)], cfg)[0]
+
+
+def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: ConflictConfig) -> list[ClipCues]:
+    """clip_cues of a chunk of clips, (road users, motion times, motion rows) each: the tracks' fits, the ego's
+    windows and the persistence of every clip in one numpy pass each (re-scoring a catalog is mostly this; per clip
+    and per track, numpy's call overhead was most of the time). Each clip's cues are its own: no window crosses
+    a clip or a track."""
+    col = {c: MOTION_SCALARS.index(c) for c in ("ego_speed", "ego_yaw", "ego_pitch")}
+    moving = [k for k, (_, t, _) in enumerate(clips) if len(t)]
+    egos = dict(zip(moving, ego_cues_many([(clips[k][1], *(clips[k][2][:, col[c]] for c in col)) for k in moving],
+                                          cfg.ego)))
+    yaw_ofs = [(lambda tt, t=t, m=m: np.interp(tt, t, m[:, col["ego_yaw"]])) if len(t) else (lambda tt: None)
+               for _, t, m in clips]
+    tracks_of = clips_tracks([(o, replace(cfg.riders, aspect=o.aspect), yaw_of)
+                              for (o, _, _), yaw_of in zip(clips, yaw_ofs)], cfg.kinematics)
+    horizons = [fit_horizon(o.boxes, o.coco if o.coco is not None else np.full(len(o.boxes), "car"), cfg.ground)
+                for o, _, _ in clips]
+    grounds_of = place_clips([([(tr.kin.t_s, tr.boxes) for tr in tracks], h, o.aspect)
+                              for (o, _, _), tracks, h in zip(clips, tracks_of, horizons)], cfg.kinematics, cfg.ground)
+    crits, ttcs, bases = (iter(x) for x in _ego_conflicts(
+        [(o, trs, gs) for (o, _, _), trs, gs in zip(clips, tracks_of, grounds_of)], cfg))
+    every = [tr for trs in tracks_of for tr in trs]
+    aspects = [o.aspect for (o, _, _), trs in zip(clips, tracks_of) for _ in trs]
+    stops = iter(stop_scores_many(every, cfg.abrupt, aspects))
+    shapes = iter(shape_scores_many(every, [trs for trs in tracks_of for _ in trs], cfg.abrupt))
+    out = []
+    for k, ((o, _, _), tracks, grounds) in enumerate(zip(clips, tracks_of, grounds_of)):
+        m = len(o.step_t_s)
+        scores, parties = np.zeros((m, len(CUES))), np.full((m, len(CUES), 2), -1, np.int64)
+        classes = np.full((m, len(CUES)), BACKGROUND, np.int64)
+        ttc_at, ttc_from = np.full(m, np.inf), np.zeros(m, np.int64)
+        dist_at, lat_at = np.full(m, np.nan), np.full(m, np.nan)
+        for tr, g in zip(tracks, grounds):
+            crit, ttc, basis = next(crits), next(ttcs), next(bases)
+            abrupt = np.maximum(next(shapes), next(stops)) \
+                * ramp(tr.score, cfg.min_score, cfg.full_score)
+            cls = CLASS_INDEX[tr.cls]
+            for cue, values in ((0, crit), (2, abrupt)):
+                better = values > scores[tr.step, cue]
+                scores[tr.step[better], cue] = values[better]
+                parties[tr.step[better], cue, 0] = tr.track_id
+                classes[tr.step[better], cue] = cls
+                if cue == 0:
+                    ttc_at[tr.step[better]] = ttc[better]
+                    ttc_from[tr.step[better]] = basis[better]
+                    dist_at[tr.step[better]], lat_at[tr.step[better]] = g.distance[better], g.lateral[better]
+        pair, who = pair_conflicts(tracks, m, o.step_t_s, cfg.pair, o.aspect)
+        scores[:, 1], parties[:, 1] = pair, who
+        by_id = {t.track_id: t for t in tracks}
+        for j in np.flatnonzero(pair > 0):
+            a, b = (by_id[int(i)].cls for i in who[j])
+            # the other party of a crash between road users: the more vulnerable one
+            classes[j, 1] = CLASS_INDEX[next((c for c in ("pedestrian", "bicycle") if c in (a, b)), "vehicle")]
+        if k in egos:
+            scores[:, 3] = egos[k].at(o.step_t_s)
+            # whom the ego reacted to: the road user most critical at that moment, else a vehicle
+            near = scores[:, 0] > 0
+            classes[:, 3] = np.where(near, classes[:, 0], CLASS_INDEX["vehicle"])
+            parties[:, 3] = np.where(near[:, None], parties[:, 0], -1)
+        out.append(ClipCues(o.step_t_s, scores, parties, classes, ttc_at, ttc_from, dist_at, lat_at))
+    return out
 
 
 def explain(c: ClipCues, step: int, cue: int) -> str:
@@ -216,8 +265,11 @@ class ConflictHead:
         if seqs.objects is None:
             raise ValueError("the conflict head needs tracked road users: featurize with --detector (e.g. "
                              "--detector darknet:/path/to/yolo_fastest) and score that feature set")
-        return map_clips(clip_cues, [(o, seqs.times[seqs.frames(i)].astype(np.float64), seqs.motion[seqs.frames(i)],
-                                      self.cfg) for i, o in enumerate(seqs.objects)])
+        clips = [(o, seqs.times[seqs.frames(i)].astype(np.float64), seqs.motion[seqs.frames(i)])
+                 for i, o in enumerate(seqs.objects)]
+        # chunks of about CHUNK_ROWS road-user rows: big enough to batch, small enough to stay in cache
+        return map_chunks(partial(clips_cues, cfg=self.cfg), clips, weight=lambda c: len(c[0].t_s) + 1,
+                          budget=CHUNK_ROWS)
 
     def smoothed(self, c: ClipCues) -> np.ndarray:
         return smooth(self.fuse(c), self.events.smooth)

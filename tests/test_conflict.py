@@ -351,21 +351,34 @@ def test_a_learnt_fusion_beats_the_fixed_weights_where_one_cue_decides():
     assert FusionSpec().min_positive_clips == 3
 
 
-def test_cues_over_processes_are_the_cues_of_one_process(monkeypatch):
-    """A fleet's re-scoring spreads the clips' cues over processes (models/clip_map.py): the same numbers, in order."""
+def test_cues_over_processes_and_in_chunks_are_the_cues_of_one_clip_at_a_time(monkeypatch):
+    """A fleet's re-scoring batches the clips' cues in chunks and spreads the chunks over processes
+    (models/clip_map.py): the same numbers as each clip alone, in order."""
     from models import clip_map
+    from models.conflict import clip_cues
 
     crash = objects({7: ("car", approach(4.0, 30.0, 8.0, start=1.0)), 3: ("car", jittery_follow(4.0, cx=0.2))}, 4.0)
     calm = objects({3: ("car", jittery_follow(4.0))}, 4.0)
     seqs = _seqs([crash, calm, calm, crash, calm], 4.0)
+    alone = [clip_cues(o, seqs.times[seqs.frames(i)].astype(np.float64), seqs.motion[seqs.frames(i)],
+                       ConflictHead().cfg) for i, o in enumerate(seqs.objects)]
     serial = ConflictHead().cues(seqs)
     monkeypatch.setenv("NEARMISS_SCORE_WORKERS", "2")
-    calls = []
-    real = clip_map.map_clips
-    monkeypatch.setattr("models.conflict.map_clips", lambda fn, items: calls.append(len(items)) or real(fn, items, 2))
+    calls, chunks = [], []
+    real = clip_map.map_chunks
+
+    def spy(fn, items, weight, budget):
+        calls.append(len(items))
+        chunks.extend(clip_map.chunked(items, weight, 2 * weight(items[0])))
+        return real(fn, items, weight, 2 * weight(items[0]), min_clips=2)
+
+    monkeypatch.setattr("models.conflict.map_chunks", spy)
     spread = ConflictHead().cues(seqs)
-    assert calls == [5] and len(spread) == len(serial)
-    for a, b in zip(serial, spread):
-        assert np.array_equal(a.scores, b.scores) and np.array_equal(a.parties, b.parties)
+    assert calls == [5] and len(spread) == len(serial) == len(alone) and 1 < len(chunks) < 5
+    assert any(c.scores.max() > 0.5 for c in alone) and any(c.scores.max() == 0 for c in alone)
+    for a, b, c in zip(alone, serial, spread):
+        for x in (b, c):
+            assert np.array_equal(a.scores, x.scores) and np.array_equal(a.parties, x.parties)
+            assert np.array_equal(a.ttc_s, x.ttc_s) and np.array_equal(a.classes, x.classes)
     import os
-    assert os.getpid() not in set(real(os.getpid, [()] * 4, 2))   # they did run in other processes
+    assert os.getpid() not in set(real(lambda chunk: [os.getpid() for _ in chunk], [()] * 4, min_clips=2))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.cues import ramp
-from models.cues.kinematics import masked_median, robust_lines, window_matrix
+from models.cues.kinematics import masked_median, robust_lines, series_windows
 
 FALLERS = ("person", "bicycle", "motorcycle", "motorbike")
 
@@ -57,61 +57,91 @@ def shape_scores(track, tracks=(), spec: AbruptSpec = AbruptSpec()) -> np.ndarra
     judged: their shape is not theirs. Cars are not judged by shape: a small detector's car boxes change
     their height / width by half within a second in normal traffic (measured on the development
     negatives), as much as a car tipping up would."""
-    out = np.zeros(len(track.step))
-    if track.coco not in FALLERS or len(out) < spec.min_points + 2:
-        return out
-    t, h, w, boxes = track.kin.t_s, track.kin.height, track.kin.width, track.boxes
+    return shape_scores_many([track], [tracks], spec)[0]
+
+
+def shape_scores_many(tracks, peers, spec: AbruptSpec = AbruptSpec()) -> list[np.ndarray]:
+    """shape_scores of many tracks (a chunk of clips'), each with its clip's tracks (peers): every box's windows
+    over every track at once; the occlusion check, per box, only where a fall is left to confirm."""
+    outs = [np.zeros(len(tr.step)) for tr in tracks]
+    judged = [k for k, tr in enumerate(tracks) if tr.coco in FALLERS and len(tr.step) >= spec.min_points + 2]
+    if not judged:
+        return outs
+    w = spec.window_s
+    ts = [tracks[k].kin.t_s for k in judged]
+    # before: [t - 3w, t - w) (a moment before the change); held: [t, t + hold_s] (the new shape must hold)
+    t, b_idx, before = series_windows(ts, (lambda t: t - 3 * w, "left"), (lambda t: t - w + 1e-9, "left"))
+    _, h_idx, held = series_windows(ts, (lambda t: t - 1e-9, "left"), (lambda t: t + spec.hold_s + 1e-9, "right"))
+    boxes = np.concatenate([tracks[k].boxes for k in judged])
+    h = np.concatenate([tracks[k].kin.height for k in judged])
+    shape = np.log(np.clip(h, 1e-4, None) / np.clip(np.concatenate([tracks[k].kin.width for k in judged]), 1e-4, None))
     cut = (boxes[:, 0] <= spec.border) | (boxes[:, 2] >= 1 - spec.border) | (boxes[:, 3] >= 1 - spec.border)
-    shape = np.log(np.clip(h, 1e-4, None) / np.clip(w, 1e-4, None))
-    for k in range(1, len(t)):
-        before = (t < t[k] - spec.window_s + 1e-9) & (t >= t[k] - 3 * spec.window_s) & ~cut
-        if before.sum() < spec.min_points or cut[k] or cut[k - 1] or np.median(h[before]) < spec.min_height \
-                or np.exp(shape[k]) > spec.fallen:
+    before, held = before & ~cut[b_idx], held & ~cut[h_idx]
+    first = np.zeros(len(t), bool)      # each track's first box has none before it to compare with
+    first[np.cumsum([0] + [len(x) for x in ts[:-1]])] = True
+    prev_cut = np.r_[True, cut[:-1]]
+    with np.errstate(invalid="ignore"):
+        cand = ~first & (before.sum(1) >= spec.min_points) & ~cut & ~prev_cut \
+            & (masked_median(h[b_idx], before) >= spec.min_height) & ~(np.exp(shape) > spec.fallen) \
+            & (held.sum(1) >= spec.min_points - 1)
+        was, now = masked_median(shape[b_idx], before), masked_median(shape[h_idx], held)
+        wobble = np.abs(np.where(held, shape[h_idx], -np.inf).max(1) - np.where(held, shape[h_idx], np.inf).min(1))
+        cand &= ~(wobble > np.abs(was - now))           # it wobbles more than it moved
+        cand &= ~(np.exp(was) < spec.upright) & ~(np.exp(now) > spec.fallen)
+        cand &= ~((was - now) < spec.fall_drop * 0.5)
+    starts = np.cumsum([0] + [len(x) for x in ts])
+    for j in np.flatnonzero(cand):
+        n = int(np.searchsorted(starts, j, side="right")) - 1
+        tr, k = tracks[judged[n]], int(j - starts[n])
+        if _occluded(tr, peers[judged[n]], k) or _occluded(tr, peers[judged[n]], k - 1):
             continue
-        was = float(np.median(shape[before]))
-        # the new shape must hold: a fallen rider stays down, a tipped car stays tipped (detection is offline,
-        # so the next `hold_s` may be read); box jitter and a moment's occlusion do not hold
-        held = (t >= t[k] - 1e-9) & (t <= t[k] + spec.hold_s + 1e-9) & ~cut
-        if held.sum() < spec.min_points - 1:
-            continue
-        now = float(np.median(shape[held]))
-        if abs(float(np.max(shape[held]) - np.min(shape[held]))) > abs(was - now):
-            continue  # it wobbles more than it moved
-        if np.exp(was) < spec.upright or np.exp(now) > spec.fallen:
-            continue
-        change = was - now
-        if change < spec.fall_drop * 0.5 or _occluded(track, tracks, k) or _occluded(track, tracks, k - 1):
-            continue
-        out[k] = ramp(change, spec.fall_drop * 0.5, spec.fall_drop)
-    return out
+        outs[judged[n]][k] = ramp(was[j] - now[j], spec.fall_drop * 0.5, spec.fall_drop)
+    return outs
 
 
 def stop_scores(track, spec: AbruptSpec = AbruptSpec(), aspect: float | None = None) -> np.ndarray:
     """(n,) per box: a road user that was moving sideways at vehicle speed and is still within `window_s`
-    (so it lost at least 70 % of its speed in under a second: a hit, not braking). Every box's two windows are
-    fitted at once (models/cues/kinematics.robust_lines)."""
-    out = np.zeros(len(track.step))
-    if len(out) < 2 * spec.min_points:
-        return out
-    t, k_, boxes = track.kin.t_s, track.kin, track.boxes
+    (so it lost at least 70 % of its speed in under a second: a hit, not braking)."""
+    return stop_scores_many([track], spec, aspect)[0]
+
+
+def stop_scores_many(tracks, spec: AbruptSpec = AbruptSpec(), aspect=None) -> list[np.ndarray]:
+    """stop_scores of many tracks (a chunk of clips'): every box's two windows, over every track, fitted at once
+    (models/cues/kinematics.robust_lines). aspect: one for all, or each track's (its clip's frame)."""
+    outs = [np.zeros(len(tr.step)) for tr in tracks]
+    aspects = aspect if isinstance(aspect, (list, tuple)) else [aspect] * len(tracks)
+    judged = [len(tr.step) >= 2 * spec.min_points for tr in tracks]
+    judged_tracks = [tr for tr, j in zip(tracks, judged) if j]
+    if not judged_tracks:
+        return outs
+    w = spec.window_s
+    ts = [tr.kin.t_s for tr in judged_tracks]
+    t, prev_idx, prev = series_windows(ts, (lambda t: t - 2 * w - 1e-9, "left"), (lambda t: t - w + 1e-9, "left"))
+    _, now_idx, now = series_windows(ts, (lambda t: t - w / 2 - 1e-9, "left"), (lambda t: t + 1e-9, "right"))
+    boxes = np.concatenate([tr.boxes for tr in judged_tracks])
+    height = np.concatenate([tr.kin.height for tr in judged_tracks])
+    cx = np.concatenate([tr.kin.cx for tr in judged_tracks])
     whole = ~((boxes[:, 0] <= spec.border) | (boxes[:, 2] >= 1 - spec.border))
-    scale = (aspect or spec.aspect) / np.maximum(k_.height, 1e-3)   # widths/s -> own heights/s
-    prev_idx, prev = window_matrix(t, np.searchsorted(t, t - 2 * spec.window_s - 1e-9, side="left"),
-                                   np.searchsorted(t, t - spec.window_s + 1e-9, side="left"))
-    now_idx, now = window_matrix(t, np.searchsorted(t, t - spec.window_s / 2 - 1e-9, side="left"),
-                                 np.searchsorted(t, t + 1e-9, side="right"))
+    frame = np.concatenate([np.full(len(tr.step), a or spec.aspect, np.float64)
+                            for tr, a, j in zip(tracks, aspects, judged) if j])
+    scale = frame / np.maximum(height, 1e-3)   # widths/s -> own heights/s
     prev, now = prev & whole[prev_idx], now & whole[now_idx]
-    judged = (prev.sum(1) >= spec.min_points) & (now.sum(1) >= 3)
+    fit = (prev.sum(1) >= spec.min_points) & (now.sum(1) >= 3)
     with np.errstate(invalid="ignore"):
-        judged &= masked_median(k_.height[prev_idx], prev) >= spec.min_height
-    if not judged.any():
-        return out
-    rows = np.flatnonzero(judged)
-    v0 = robust_lines(t[prev_idx[rows]], k_.cx[prev_idx[rows]], prev[rows], 0.005, 1.5)[0] \
-        * masked_median(scale[prev_idx[rows]], prev[rows])
-    v1 = robust_lines(t[now_idx[rows]], k_.cx[now_idx[rows]], now[rows], 0.005, 1.5)[0] \
-        * masked_median(scale[now_idx[rows]], now[rows])
-    with np.errstate(invalid="ignore"):
-        stopped = (np.abs(v0) >= spec.stop_speed) & (np.abs(v1) <= 0.3 * np.abs(v0))
-    out[rows[stopped]] = ramp(np.abs(v0[stopped]), spec.stop_speed, 2 * spec.stop_speed)
-    return out
+        fit &= masked_median(height[prev_idx], prev) >= spec.min_height
+    out = np.zeros(len(t))
+    if fit.any():
+        rows = np.flatnonzero(fit)
+        v0 = robust_lines(t[prev_idx[rows]], cx[prev_idx[rows]], prev[rows], 0.005, 1.5)[0] \
+            * masked_median(scale[prev_idx[rows]], prev[rows])
+        v1 = robust_lines(t[now_idx[rows]], cx[now_idx[rows]], now[rows], 0.005, 1.5)[0] \
+            * masked_median(scale[now_idx[rows]], now[rows])
+        with np.errstate(invalid="ignore"):
+            stopped = (np.abs(v0) >= spec.stop_speed) & (np.abs(v1) <= 0.3 * np.abs(v0))
+        out[rows[stopped]] = ramp(np.abs(v0[stopped]), spec.stop_speed, 2 * spec.stop_speed)
+    at = 0
+    for o, j in zip(outs, judged):
+        if j:
+            o[:] = out[at:at + len(o)]
+            at += len(o)
+    return outs

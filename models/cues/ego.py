@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.cues import ramp
-from models.cues.kinematics import masked_median, window_matrix
+from models.cues.kinematics import masked_median, series_windows, trailing
 
 
 @dataclass(frozen=True)
@@ -64,29 +64,38 @@ class EgoCues:
 
 def ego_cues(t: np.ndarray, speed: np.ndarray, yaw: np.ndarray, pitch: np.ndarray,
              spec: EgoSpec = EgoSpec()) -> EgoCues:
-    """Every frame's windows at once (models/cues/kinematics.window_matrix): re-scoring a catalog runs this per
-    clip."""
+    return ego_cues_many([(t, speed, yaw, pitch)], spec)[0]
+
+
+def ego_cues_many(clips: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                  spec: EgoSpec = EgoSpec()) -> list[EgoCues]:
+    """ego_cues of several clips, (times, speed, yaw, pitch) each: every frame's windows, over every clip, at
+    once (models/cues/kinematics.series_windows; re-scoring a catalog runs this a chunk of clips at a time)."""
     from scipy.ndimage import median_filter
 
-    t = np.asarray(t, np.float64)
-    speed, yaw, pitch = (np.nan_to_num(np.asarray(a, np.float64)) for a in (speed, yaw, pitch))
-    n = len(t)
-    brake, swerve = np.zeros(n), np.zeros(n)
-    if n:
-        speed = median_filter(speed, 5, mode="nearest")   # the proxy jumps with the scene's depth: 1.25 s median
-        w = spec.window_s
-        before_idx, before = window_matrix(t, np.searchsorted(t, t - 2 * w - 1e-9, side="left"),
-                                           np.searchsorted(t, t - 1e-9, side="left"))
-        after_idx, after = window_matrix(t, np.searchsorted(t, t - 1e-9, side="left"),
-                                         np.searchsorted(t, t + w - 1e-9, side="left"))
-        recent_idx, recent = window_matrix(t, np.searchsorted(t, t - 1.5 * w - 1e-9, side="left"),
-                                           np.searchsorted(t, t + 1e-9, side="right"))
-        judged = (before.sum(1) >= spec.min_points) & (after.sum(1) >= 3)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            was = masked_median(speed[before_idx], before)
-            judged &= was >= spec.moving_speed
-            ratio = masked_median(speed[after_idx], after) / np.where(judged, was, 1.0)
-        brake = np.where(judged, 1 - ramp(np.nan_to_num(ratio), spec.stop_ratio_lo, spec.stop_ratio_hi), 0.0)
-        swerve = ramp(np.abs(yaw) - np.abs(masked_median(yaw[recent_idx], recent)), spec.swerve_lo, spec.swerve_hi)
-    shock = ramp(np.abs(pitch), spec.shock_lo, spec.shock_hi)
-    return EgoCues(t, brake, swerve, shock, spec.weights)
+    ts = [np.asarray(t, np.float64) for t, *_ in clips]
+    lengths = [len(t) for t in ts]
+    out = [EgoCues(t, np.zeros(len(t)), np.zeros(len(t)), ramp(np.abs(np.nan_to_num(np.asarray(p, np.float64))),
+                                                                spec.shock_lo, spec.shock_hi), spec.weights)
+           for t, (_, _, _, p) in zip(ts, clips)]
+    if not sum(lengths):
+        return out
+    # the proxy jumps with the scene's depth: 1.25 s median, within each clip
+    speed = np.concatenate([median_filter(np.nan_to_num(np.asarray(s, np.float64)), 5, mode="nearest") if len(s)
+                            else np.zeros(0) for _, s, _, _ in clips])
+    yaw = np.concatenate([np.nan_to_num(np.asarray(y, np.float64)) for _, _, y, _ in clips])
+    w = spec.window_s
+    _, before_idx, before = series_windows(ts, (lambda t: t - 2 * w - 1e-9, "left"), (lambda t: t - 1e-9, "left"))
+    _, after_idx, after = series_windows(ts, (lambda t: t - 1e-9, "left"), (lambda t: t + w - 1e-9, "left"))
+    _, recent_idx, recent = series_windows(ts, *trailing(1.5 * w))
+    judged = (before.sum(1) >= spec.min_points) & (after.sum(1) >= 3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        was = masked_median(speed[before_idx], before)
+        judged &= was >= spec.moving_speed
+        ratio = masked_median(speed[after_idx], after) / np.where(judged, was, 1.0)
+    brake = np.where(judged, 1 - ramp(np.nan_to_num(ratio), spec.stop_ratio_lo, spec.stop_ratio_hi), 0.0)
+    swerve = ramp(np.abs(yaw) - np.abs(masked_median(yaw[recent_idx], recent)), spec.swerve_lo, spec.swerve_hi)
+    bounds = np.cumsum([0] + lengths)
+    for e, a, b in zip(out, bounds[:-1], bounds[1:]):
+        e.brake, e.swerve = brake[a:b], swerve[a:b]
+    return out

@@ -99,21 +99,29 @@ def place(t: np.ndarray, boxes: np.ndarray, horizon: Horizon, aspect: float, kin
 def place_many(tracks: list[tuple[np.ndarray, np.ndarray]], horizon: Horizon, aspect: float,
                kin: KinematicsSpec = KinematicsSpec(), spec: GroundSpec = GroundSpec()) -> list[GroundTrack]:
     """place for a clip's tracks, (times, boxes) each, their closing-rate fits batched together."""
-    depths, placed = [], []
-    for t, boxes in tracks:
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        depth = boxes[:, 3] - horizon.y
-        ok = (depth >= spec.min_depth) & (boxes[:, 3] < spec.bottom_border)
-        depths.append(np.where(ok, depth, np.nan))
-        placed.append((np.asarray(t, np.float64), boxes))
+    return place_clips([(tracks, horizon, aspect)], kin, spec)[0]
+
+
+def place_clips(clips: list[tuple[list[tuple[np.ndarray, np.ndarray]], Horizon, float]],
+                kin: KinematicsSpec = KinematicsSpec(), spec: GroundSpec = GroundSpec()) -> list[list[GroundTrack]]:
+    """place_many of several clips, (tracks, horizon, aspect) each: every track's closing-rate fit in one batch."""
+    per_track = [(t, boxes, horizon.y, aspect) for tracks, horizon, aspect in clips for t, boxes in tracks]
+    if not per_track:
+        return [[] for _ in clips]
+    times = [np.asarray(t, np.float64) for t, _, _, _ in per_track]
+    lengths = [len(t) for t in times]
+    boxes = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for _, b, _, _ in per_track])  # every box at once
+    horizon_y = np.repeat([y for _, _, y, _ in per_track], lengths)
+    aspect = np.repeat([a for _, _, _, a in per_track], lengths)
+    depth = boxes[:, 3] - horizon_y
+    depth = np.where((depth >= spec.min_depth) & (boxes[:, 3] < spec.bottom_border), depth, np.nan)
+    cuts = np.cumsum(lengths)[:-1]
     with np.errstate(invalid="ignore"):
-        slopes = trailing_slopes_many([(t, np.log(d)) for (t, _), d in zip(placed, depths)], kin)
-    out = []
-    for (t, boxes), depth, (rate, sigma) in zip(placed, depths, slopes):
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2
-        out.append(GroundTrack(1.0 / depth, (cx - 0.5) * aspect / depth,
-                               (boxes[:, 2] - boxes[:, 0]) / 2 * aspect / depth, rate, sigma))
-    return out
+        slopes = iter(trailing_slopes_many(list(zip(times, np.split(np.log(depth), cuts))), kin))
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    columns = (1.0 / depth, (cx - 0.5) * aspect / depth, (boxes[:, 2] - boxes[:, 0]) / 2 * aspect / depth)
+    columns = iter(zip(*(np.split(c, cuts) for c in columns)))
+    return [[GroundTrack(*next(columns), *next(slopes)) for _ in tracks] for tracks, _, _ in clips]
 
 
 def fused_ttc(scale_rate: np.ndarray, scale_sigma: np.ndarray, ground_rate: np.ndarray, ground_sigma: np.ndarray,

@@ -14,6 +14,7 @@ its width, and one touching both gives no estimate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -131,21 +132,39 @@ def trailing_slopes(t: np.ndarray, y: np.ndarray, spec: KinematicsSpec) -> tuple
     return trailing_slopes_many([(t, y)], spec)[0]
 
 
+Bound = tuple[Callable[[np.ndarray], np.ndarray], str]   # (sample times -> query times, searchsorted's side)
+
+
+def series_windows(ts: list[np.ndarray], lo: Bound, hi: Bound) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """window_matrix over several series (tracks, pairs of tracks, clips) concatenated, each sample's window
+    [searchsorted(t, lo(t)), searchsorted(t, hi(t))) within its own series, found for every series in one call:
+    the series index and the time as one complex key, which numpy orders (and searches) lexicographically, so no
+    window crosses a series and no time is rounded. Returns (the concatenated times, index, in-window)."""
+    ts = [np.asarray(t, np.float64) for t in ts]
+    t_all = np.concatenate(ts) if ts else np.zeros(0)
+    if not len(t_all):
+        return t_all, np.zeros((0, 1), np.int64), np.zeros((0, 1), bool)
+    series = np.repeat(np.arange(len(ts), dtype=np.float64), [len(t) for t in ts])
+    key = series + 1j * t_all
+    first = np.searchsorted(key, series + 1j * lo[0](t_all), side=lo[1])
+    end = np.searchsorted(key, series + 1j * hi[0](t_all), side=hi[1])
+    idx, inside = window_matrix(t_all, first, end)
+    return t_all, idx, inside
+
+
+def trailing(span: float) -> tuple[Bound, Bound]:
+    """series_windows' bounds for each sample's trailing window of `span` seconds, itself included."""
+    return (lambda t: t - span - 1e-9, "left"), (lambda t: t + 1e-9, "right")
+
+
 def trailing_slopes_many(series: list[tuple[np.ndarray, np.ndarray]],
                          spec: KinematicsSpec) -> list[tuple[np.ndarray, np.ndarray]]:
     """trailing_slopes of several series (a clip's tracks) in one batched fit: no window crosses a series."""
     lengths = [len(t) for t, _ in series]
     if not sum(lengths):
         return [(np.full(n, np.nan), np.full(n, np.nan)) for n in lengths]
-    t_all = np.concatenate([np.asarray(t, np.float64) for t, _ in series])
+    t_all, idx, inside = series_windows([t for t, _ in series], *trailing(spec.window_s))
     y_all = np.concatenate([np.asarray(y, np.float64) for _, y in series])
-    los, his, start = [], [], 0
-    for t, _ in series:   # each series' windows, as indices into the concatenation
-        t = np.asarray(t, np.float64)
-        los.append(start + np.searchsorted(t, t - spec.window_s - 1e-9, side="left"))
-        his.append(start + np.searchsorted(t, t + 1e-9, side="right"))
-        start += len(t)
-    idx, inside = window_matrix(t_all, np.concatenate(los), np.concatenate(his))
     valid = inside & np.isfinite(y_all)[idx]
     fit = valid.sum(1) >= spec.min_points
     rate, sigma = np.full(len(t_all), np.nan), np.full(len(t_all), np.nan)
@@ -163,11 +182,16 @@ def track_kinematics(t: np.ndarray, boxes: np.ndarray, spec: KinematicsSpec = Ki
 def tracks_kinematics(tracks: list[tuple[np.ndarray, np.ndarray]],
                       spec: KinematicsSpec = KinematicsSpec()) -> list[TrackKinematics]:
     """track_kinematics of a clip's tracks, (times, boxes) each, their fits batched together."""
-    prepared = [(np.asarray(t, np.float64), np.asarray(b, np.float64).reshape(-1, 4)) for t, b in tracks]
-    scales = [robust_scale(b) for _, b in prepared]
-    slopes = trailing_slopes_many([(t, s) for (t, _), s in zip(prepared, scales)], spec)
-    return [TrackKinematics(t, s, rate, sigma, (b[:, 0] + b[:, 2]) / 2, b[:, 3], b[:, 3] - b[:, 1], b[:, 2] - b[:, 0])
-            for (t, b), s, (rate, sigma) in zip(prepared, scales, slopes)]
+    if not tracks:
+        return []
+    times = [np.asarray(t, np.float64) for t, _ in tracks]
+    b = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for _, b in tracks])   # every box at once
+    cuts = np.cumsum([len(t) for t in times])[:-1]
+    scales = np.split(robust_scale(b), cuts)
+    slopes = trailing_slopes_many(list(zip(times, scales)), spec)
+    columns = [np.split(c, cuts) for c in ((b[:, 0] + b[:, 2]) / 2, b[:, 3], b[:, 3] - b[:, 1], b[:, 2] - b[:, 0])]
+    return [TrackKinematics(t, s, rate, sigma, *cols)
+            for t, s, (rate, sigma), *cols in zip(times, scales, slopes, *columns)]
 
 
 def naive_rate(t: np.ndarray, boxes: np.ndarray) -> np.ndarray:

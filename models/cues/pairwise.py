@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.cues import ramp
-from models.cues.kinematics import robust_lines, window_matrix
+from models.cues.kinematics import robust_lines, series_windows, trailing
 from pipeline.detections import box_gap
 
 
@@ -54,48 +54,72 @@ def _cut(boxes: np.ndarray, border: float) -> np.ndarray:
 
 
 
+def _common_rows(a, b, cut: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of tracks a and b at the detector frames both were seen on, neither box cut by the border (a
+    track has one box per detector frame: its steps ascend without repeats)."""
+    if not len(a.step) or not len(b.step) or a.step[-1] < b.step[0] or b.step[-1] < a.step[0]:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    j = np.minimum(np.searchsorted(b.step, a.step), len(b.step) - 1)
+    ia = np.flatnonzero(b.step[j] == a.step)
+    ib = j[ia]
+    whole = ~(cut[a.track_id][ia] | cut[b.track_id][ib])
+    return ia[whole], ib[whole]
+
+
 def pair_conflicts(tracks, n_steps: int, step_t: np.ndarray, spec: PairSpec = PairSpec(),
                    aspect: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per detector frame: the strongest pairwise conflict score in [0, 1], and the pair (2 track ids, -1 none)."""
+    """Per detector frame: the strongest pairwise conflict score in [0, 1], and the pair (2 track ids, -1 none).
+    Every pair's frames together (re-scoring a catalog runs this per clip): the gaps, each frame's trailing window
+    and the robust fits in one numpy call each; the few frames closing fast are judged one by one."""
     aspect = aspect or spec.aspect
     score = np.zeros(n_steps)
     pair = np.full((n_steps, 2), -1, np.int64)
     big = [t for t in tracks if np.nanmax(t.kin.height, initial=0) >= spec.min_height]
+    cut = {t.track_id: _cut(t.boxes, spec.border) for t in big}
+    pairs = []
     for i, a in enumerate(big):
         for b in big[i + 1:]:
-            common, ia, ib = np.intersect1d(a.step, b.step, return_indices=True)
-            whole = ~(_cut(a.boxes[ia], spec.border) | _cut(b.boxes[ib], spec.border))
-            common, ia, ib = common[whole], ia[whole], ib[whole]
-            if len(common) < spec.min_points:
-                continue
-            gap = pair_gap(a.boxes[ia], b.boxes[ib], aspect)
-            side = (a.boxes[ia, 0] + a.boxes[ia, 2]) - (b.boxes[ib, 0] + b.boxes[ib, 2])  # centres' order
-            t = step_t[common]
-            near = ramp(np.minimum(a.kin.height[ia], b.kin.height[ib]), spec.min_height, spec.full_height)
-            conf = np.minimum(a.score[ia], b.score[ib])
-            # every candidate frame's trailing window fitted at once; the few closing fast are judged one by one
-            lo = np.searchsorted(t, t - spec.window_s - 1e-9, side="left")
-            hi = np.searchsorted(t, t + 1e-9, side="right")
-            idx, inside = window_matrix(t, lo, hi)
-            candidate = (gap <= spec.contact_gap + 0.5) & (near > 0) & (inside.sum(1) >= spec.min_points)
-            candidate &= np.where(inside, gap[idx], -np.inf).max(1) >= spec.open_gap
-            ks = np.flatnonzero(candidate)
-            if not len(ks):
-                continue
-            slopes = robust_lines(t[idx[ks]], gap[idx[ks]], inside[ks], 0.05, 1.5)[0]
-            for k, slope in zip(ks, slopes):
-                closing = -slope
-                if not np.isfinite(closing) or closing < spec.min_closing:
-                    continue
-                before = side[lo[k]]
-                after = (t > t[k] + 1e-9) & (t <= t[k] + spec.settle_s + 1e-9)
-                if after.any() and np.any(np.sign(side[after]) != np.sign(before)) and abs(before) > 1e-6:
-                    continue  # they passed through each other: one went by in front of the other
-                # both seen after the contact, or one hidden behind the other (as often a pass as a crash)
-                seen = 1.0 if after.sum() >= 2 else spec.unseen_weight
-                ttc = max(gap[k] - spec.contact_gap, 0.0) / closing
-                s = (1 - ramp(ttc, spec.ttc_critical_s, spec.ttc_safe_s)) * near[k] * ramp(conf[k], 0.3, 0.6) * seen
-                if s > score[common[k]]:
-                    score[common[k]] = s
-                    pair[common[k]] = (a.track_id, b.track_id)
+            ia, ib = _common_rows(a, b, cut)
+            if len(ia) >= spec.min_points:
+                pairs.append((a, b, ia, ib))
+    if not pairs:
+        return score, pair
+    box_a = np.concatenate([a.boxes[ia] for a, _, ia, _ in pairs])
+    box_b = np.concatenate([b.boxes[ib] for _, b, _, ib in pairs])
+    common = np.concatenate([a.step[ia] for a, _, ia, _ in pairs])
+    gap = pair_gap(box_a, box_b, aspect)
+    side = (box_a[:, 0] + box_a[:, 2]) - (box_b[:, 0] + box_b[:, 2])  # centres' order
+    near = ramp(np.minimum(np.concatenate([a.kin.height[ia] for a, _, ia, _ in pairs]),
+                           np.concatenate([b.kin.height[ib] for _, b, _, ib in pairs])), spec.min_height,
+                spec.full_height)
+    conf = np.minimum(np.concatenate([a.score[ia] for a, _, ia, _ in pairs]),
+                      np.concatenate([b.score[ib] for _, b, _, ib in pairs]))
+    t, idx, inside = series_windows([step_t[a.step[ia]] for a, _, ia, _ in pairs], *trailing(spec.window_s))
+    lo = idx[:, 0]
+    candidate = (gap <= spec.contact_gap + 0.5) & (near > 0) & (inside.sum(1) >= spec.min_points)
+    candidate &= np.where(inside, gap[idx], -np.inf).max(1) >= spec.open_gap
+    ks = np.flatnonzero(candidate)
+    if not len(ks):
+        return score, pair
+    slopes = robust_lines(t[idx[ks]], gap[idx[ks]], inside[ks], 0.05, 1.5)[0]
+    ends = np.cumsum([len(ia) for _, _, ia, _ in pairs])
+    owner = np.searchsorted(ends, ks, side="right")   # which pair each candidate frame belongs to
+    for k, slope, p in zip(ks, slopes, owner):
+        closing = -slope
+        if not np.isfinite(closing) or closing < spec.min_closing:
+            continue
+        a, b = pairs[p][0], pairs[p][1]
+        first, last = ends[p] - len(pairs[p][2]), ends[p]
+        before = side[lo[k]]
+        tp, sp = t[first:last], side[first:last]
+        after = (tp > t[k] + 1e-9) & (tp <= t[k] + spec.settle_s + 1e-9)
+        if after.any() and np.any(np.sign(sp[after]) != np.sign(before)) and abs(before) > 1e-6:
+            continue  # they passed through each other: one went by in front of the other
+        # both seen after the contact, or one hidden behind the other (as often a pass as a crash)
+        seen = 1.0 if after.sum() >= 2 else spec.unseen_weight
+        ttc = max(gap[k] - spec.contact_gap, 0.0) / closing
+        s = (1 - ramp(ttc, spec.ttc_critical_s, spec.ttc_safe_s)) * near[k] * ramp(conf[k], 0.3, 0.6) * seen
+        if s > score[common[k]]:
+            score[common[k]] = s
+            pair[common[k]] = (a.track_id, b.track_id)
     return score, pair

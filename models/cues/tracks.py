@@ -40,19 +40,31 @@ def step_of(o: ClipObjects) -> np.ndarray:
 def clip_tracks(o: ClipObjects, kin: KinematicsSpec = KinematicsSpec(), riders: RiderSpec = RiderSpec(),
                 foe: tuple[float, float] = (0.5, 0.45), yaw_of=None) -> list[Track]:
     """yaw_of(times) -> the ego's yaw rate then (widths/s), to tell a rider's speed from the scene turning."""
-    steps = step_of(o)
-    coco = np.asarray(o.coco) if o.coco is not None else np.asarray([_COCO_OF[c] for c in o.cls], dtype=object)
-    ids = np.unique(o.track_id)
-    by_track = []
-    for tid in ids:
-        rows = np.flatnonzero(o.track_id == tid)
-        by_track.append(rows[np.argsort(o.t_s[rows], kind="stable")])
-    kins = tracks_kinematics([(o.t_s[rows], o.boxes[rows]) for rows in by_track], kin)   # one batched fit
-    tracks = []
-    for tid, rows, k in zip(ids, by_track, kins):
-        labels, counts = np.unique(coco[rows].astype(str), return_counts=True)
-        tracks.append(Track(int(tid), rows, steps[rows], o.boxes[rows].astype(np.float64), o.score[rows],
-                            str(o.cls[rows[0]]), str(labels[np.argmax(counts)]), k, o.aspect))
-    for tr in tracks:
-        tr.cls = rider_class(tr, tracks, riders, foe, yaw_of(tr.t_s) if yaw_of else None) or tr.cls
-    return tracks
+    return clips_tracks([(o, riders, yaw_of)], kin, foe)[0]
+
+
+def clips_tracks(clips: list[tuple[ClipObjects, RiderSpec, object]], kin: KinematicsSpec = KinematicsSpec(),
+                 foe: tuple[float, float] = (0.5, 0.45)) -> list[list[Track]]:
+    """clip_tracks of several clips, (objects, rider spec, yaw_of) each, every track's kinematics in one batched
+    fit (re-scoring a catalog runs this a chunk of clips at a time)."""
+    grouped = []
+    for o, _, _ in clips:
+        # each track's rows in time order: by track, then time, then row (a stable sort)
+        order = np.lexsort((o.t_s, o.track_id))
+        ids, first = np.unique(o.track_id[order], return_index=True)
+        grouped.append((ids, np.split(order, first[1:]) if len(order) else []))
+    kins = iter(tracks_kinematics([(o.t_s[rows], o.boxes[rows]) for (o, _, _), (_, by_track) in zip(clips, grouped)
+                                   for rows in by_track], kin))
+    out = []
+    for (o, riders, yaw_of), (ids, by_track) in zip(clips, grouped):
+        steps = step_of(o)
+        coco = np.asarray(o.coco) if o.coco is not None else np.asarray([_COCO_OF[c] for c in o.cls], dtype=object)
+        tracks = []
+        for tid, rows in zip(ids, by_track):
+            labels, counts = np.unique(coco[rows].astype(str), return_counts=True)
+            tracks.append(Track(int(tid), rows, steps[rows], o.boxes[rows].astype(np.float64), o.score[rows],
+                                str(o.cls[rows[0]]), str(labels[np.argmax(counts)]), next(kins), o.aspect))
+        for tr in tracks:
+            tr.cls = rider_class(tr, tracks, riders, foe, yaw_of(tr.t_s) if yaw_of else None) or tr.cls
+        out.append(tracks)
+    return out
