@@ -25,12 +25,12 @@ import numpy as np
 from models.calibration import Calibration, calibrate
 from models.clip_map import map_chunks
 from models.cue_fusion import FusionSpec, LearnedFusion, fit_fusion, window_vectors
-from models.cues import ramp
+from models.cues import pieces, ramp
 from models.cues.abrupt import AbruptSpec, shape_scores_many, stop_scores_many
 from models.cues.ego import EgoSpec, ego_cues_many
-from models.cues.ground import GroundSpec, fit_horizon, fused_ttc, place_clips
+from models.cues.ground import GroundSpec, fit_horizons, fused_ttc, place_clips
 from models.cues.kinematics import KinematicsSpec, series_windows, trailing
-from models.cues.pairwise import PairSpec, pair_conflicts
+from models.cues.pairwise import PairSpec, pair_conflicts_many
 from models.cues.riders import RiderSpec
 from models.cues.tracks import clips_tracks
 from models.events import EventSpec, extract_events, smooth
@@ -105,7 +105,7 @@ def _persist_many(xs: list[np.ndarray], ts: list[np.ndarray], span: float) -> li
     _, idx, inside = series_windows(ts, *trailing(span))
     flat = np.concatenate(xs)
     low = np.where(inside, flat[idx], np.inf).min(1)
-    return np.split(low, np.cumsum([len(x) for x in xs])[:-1])
+    return pieces(low, [len(x) for x in xs])
 
 
 def _ego_conflicts(clips: list[tuple[ClipObjects, list, list]], cfg: ConflictConfig) -> tuple[list, list, list]:
@@ -132,9 +132,9 @@ def _ego_conflicts(clips: list[tuple[ClipObjects, list, list]], cfg: ConflictCon
     crit = (1 - ramp(np.minimum(ttc, 1e9), cfg.ttc_critical_s, cfg.ttc_safe_s)) * path \
         * ramp(cat(lambda tr, g: tr.kin.height), cfg.min_height, cfg.full_height) \
         * ramp(cat(lambda tr, g: tr.score), cfg.min_score, cfg.full_score)
-    cuts = np.cumsum([len(tr.rows) for tr in tracks])[:-1]
-    crits = _persist_many(np.split(crit, cuts), [tr.kin.t_s for tr in tracks], cfg.persist_s)
-    return crits, np.split(ttc, cuts), np.split(basis, cuts)
+    lengths = [len(tr.rows) for tr in tracks]
+    crits = _persist_many(pieces(crit, lengths), [tr.kin.t_s for tr in tracks], cfg.persist_s)
+    return crits, pieces(ttc, lengths), pieces(basis, lengths)
 
 
 def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: ConflictConfig) -> ClipCues:
@@ -154,8 +154,8 @@ def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: Con
                for _, t, m in clips]
     tracks_of = clips_tracks([(o, replace(cfg.riders, aspect=o.aspect), yaw_of)
                               for (o, _, _), yaw_of in zip(clips, yaw_ofs)], cfg.kinematics)
-    horizons = [fit_horizon(o.boxes, o.coco if o.coco is not None else np.full(len(o.boxes), "car"), cfg.ground)
-                for o, _, _ in clips]
+    horizons = fit_horizons([(o.boxes, o.coco if o.coco is not None else np.full(len(o.boxes), "car"))
+                             for o, _, _ in clips], cfg.ground)
     grounds_of = place_clips([([(tr.kin.t_s, tr.boxes) for tr in tracks], h, o.aspect)
                               for (o, _, _), tracks, h in zip(clips, tracks_of, horizons)], cfg.kinematics, cfg.ground)
     crits, ttcs, bases = (iter(x) for x in _ego_conflicts(
@@ -164,6 +164,8 @@ def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: Con
     aspects = [o.aspect for (o, _, _), trs in zip(clips, tracks_of) for _ in trs]
     stops = iter(stop_scores_many(every, cfg.abrupt, aspects))
     shapes = iter(shape_scores_many(every, [trs for trs in tracks_of for _ in trs], cfg.abrupt))
+    pairs = pair_conflicts_many([(trs, len(o.step_t_s), o.step_t_s, o.aspect) for (o, _, _), trs in
+                                 zip(clips, tracks_of)], cfg.pair)
     out = []
     for k, ((o, _, _), tracks, grounds) in enumerate(zip(clips, tracks_of, grounds_of)):
         m = len(o.step_t_s)
@@ -185,7 +187,7 @@ def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: Con
                     ttc_at[tr.step[better]] = ttc[better]
                     ttc_from[tr.step[better]] = basis[better]
                     dist_at[tr.step[better]], lat_at[tr.step[better]] = g.distance[better], g.lateral[better]
-        pair, who = pair_conflicts(tracks, m, o.step_t_s, cfg.pair, o.aspect)
+        pair, who = pairs[k]
         scores[:, 1], parties[:, 1] = pair, who
         by_id = {t.track_id: t for t in tracks}
         for j in np.flatnonzero(pair > 0):

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.cues.kinematics import KinematicsSpec, trailing_slopes_many
+from models.cues import pieces
+from models.cues.kinematics import KinematicsSpec, masked_median, trailing_slopes_many
 
 FOUR_WHEELERS = ("car", "truck", "bus")
 
@@ -57,23 +58,53 @@ class Horizon:
 def fit_horizon(boxes: np.ndarray, coco: np.ndarray, spec: GroundSpec = GroundSpec()) -> Horizon:
     """The clip's horizon from its car boxes: a robust line bottom = y_h + k * h (Huber-weighted least squares),
     kept inside plausible windows; the default row when there are too few whole car boxes."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    whole = (np.isin(np.asarray(coco).astype(str), FOUR_WHEELERS) & (boxes[:, 0] > 0.01) & (boxes[:, 2] < 0.99)
-             & (boxes[:, 3] < spec.bottom_border) & (boxes[:, 3] - boxes[:, 1] > 0.01))
-    if whole.sum() < spec.min_boxes:
-        return Horizon(spec.default_horizon, 1.0, 0)
-    h, bottom = boxes[whole, 3] - boxes[whole, 1], boxes[whole, 3]
-    a = np.c_[np.ones_like(h), h]
-    w = np.ones_like(h)
-    for _ in range(5):
-        coef = np.linalg.lstsq(a * w[:, None], bottom * w, rcond=None)[0]
-        resid = bottom - a @ coef
-        sigma = max(1.4826 * float(np.median(np.abs(resid))), 1e-3)
-        r = np.abs(resid) / sigma
-        w = np.sqrt(1.5 / np.maximum(r, 1.5))      # Huber: full weight within 1.5 sigma
-    ratio = float(np.clip(coef[1], *spec.ratio_window))
-    y = float(np.median(bottom - ratio * h))     # the intercept again with the slope kept in its window
-    return Horizon(float(np.clip(y, *spec.horizon_window)), ratio, int(whole.sum()))
+    return fit_horizons([(boxes, coco)], spec)[0]
+
+
+def fit_horizons(clips: list[tuple[np.ndarray, np.ndarray]], spec: GroundSpec = GroundSpec()) -> list[Horizon]:
+    """fit_horizon of several clips, (boxes, COCO labels) each: every clip's Huber iterations at once, each a
+    weighted least-squares line in closed form over a clip's row of a padded matrix (re-scoring a catalog runs this
+    a chunk of clips at a time)."""
+    out: list[Horizon | None] = [None] * len(clips)
+    hs, bottoms, fitted = [], [], []
+    for c, (boxes, coco) in enumerate(clips):
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        whole = (np.isin(np.asarray(coco).astype(str), FOUR_WHEELERS) & (boxes[:, 0] > 0.01) & (boxes[:, 2] < 0.99)
+                 & (boxes[:, 3] < spec.bottom_border) & (boxes[:, 3] - boxes[:, 1] > 0.01))
+        if whole.sum() < spec.min_boxes:
+            out[c] = Horizon(spec.default_horizon, 1.0, 0)
+            continue
+        hs.append(boxes[whole, 3] - boxes[whole, 1])
+        bottoms.append(boxes[whole, 3])
+        fitted.append(c)
+    if fitted:
+        width = max(len(h) for h in hs)
+        valid = np.arange(width)[None, :] < np.array([len(h) for h in hs])[:, None]
+        h, bottom = np.zeros(valid.shape), np.zeros(valid.shape)
+        h[valid], bottom[valid] = np.concatenate(hs), np.concatenate(bottoms)
+        w = valid.astype(np.float64)
+        for _ in range(5):
+            coef0, coef1 = _weighted_line(h, bottom, w * w)
+            resid = np.where(valid, bottom - (coef0[:, None] + coef1[:, None] * h), 0.0)
+            sigma = np.maximum(1.4826 * masked_median(np.abs(resid), valid), 1e-3)
+            r = np.abs(resid) / sigma[:, None]
+            w = np.sqrt(1.5 / np.maximum(r, 1.5)) * valid      # Huber: full weight within 1.5 sigma
+        ratio = np.clip(coef1, *spec.ratio_window)
+        y = masked_median(bottom - ratio[:, None] * h, valid)  # the intercept again with the slope kept in its window
+        for c, yc, rc, v in zip(fitted, y, ratio, valid.sum(1)):
+            out[c] = Horizon(float(np.clip(yc, *spec.horizon_window)), float(rc), int(v))
+    return out
+
+
+def _weighted_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (intercept, slope) of the least-squares line y = a + b x with weights w (zero off the row's points);
+    a row whose x do not vary gets the flat line through their weighted mean."""
+    sw, sx, sy = w.sum(1), (w * x).sum(1), (w * y).sum(1)
+    xm, ym = sx / sw, sy / sw
+    dx = np.where(w > 0, x - xm[:, None], 0.0)
+    sxx = (w * dx * dx).sum(1)
+    slope = np.where(sxx > 1e-12, (w * dx * (y - ym[:, None])).sum(1) / np.where(sxx > 1e-12, sxx, 1.0), 0.0)
+    return ym - slope * xm, slope
 
 
 @dataclass
@@ -115,12 +146,11 @@ def place_clips(clips: list[tuple[list[tuple[np.ndarray, np.ndarray]], Horizon, 
     aspect = np.repeat([a for _, _, _, a in per_track], lengths)
     depth = boxes[:, 3] - horizon_y
     depth = np.where((depth >= spec.min_depth) & (boxes[:, 3] < spec.bottom_border), depth, np.nan)
-    cuts = np.cumsum(lengths)[:-1]
     with np.errstate(invalid="ignore"):
-        slopes = iter(trailing_slopes_many(list(zip(times, np.split(np.log(depth), cuts))), kin))
+        slopes = iter(trailing_slopes_many(list(zip(times, pieces(np.log(depth), lengths))), kin))
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     columns = (1.0 / depth, (cx - 0.5) * aspect / depth, (boxes[:, 2] - boxes[:, 0]) / 2 * aspect / depth)
-    columns = iter(zip(*(np.split(c, cuts) for c in columns)))
+    columns = iter(zip(*(pieces(c, lengths) for c in columns)))
     return [[GroundTrack(*next(columns), *next(slopes)) for _ in tracks] for tracks, _, _ in clips]
 
 

@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from models.cues import pieces
+
 BORDER = 0.01       # a box edge this close to the frame's edge (fraction of the frame) is cut by it
 
 
@@ -186,10 +188,10 @@ def tracks_kinematics(tracks: list[tuple[np.ndarray, np.ndarray]],
         return []
     times = [np.asarray(t, np.float64) for t, _ in tracks]
     b = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for _, b in tracks])   # every box at once
-    cuts = np.cumsum([len(t) for t in times])[:-1]
-    scales = np.split(robust_scale(b), cuts)
+    lengths = [len(t) for t in times]
+    scales = pieces(robust_scale(b), lengths)
     slopes = trailing_slopes_many(list(zip(times, scales)), spec)
-    columns = [np.split(c, cuts) for c in ((b[:, 0] + b[:, 2]) / 2, b[:, 3], b[:, 3] - b[:, 1], b[:, 2] - b[:, 0])]
+    columns = [pieces(c, lengths) for c in ((b[:, 0] + b[:, 2]) / 2, b[:, 3], b[:, 3] - b[:, 1], b[:, 2] - b[:, 0])]
     return [TrackKinematics(t, s, rate, sigma, *cols)
             for t, s, (rate, sigma), *cols in zip(times, scales, slopes, *columns)]
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.cues import pieces
 from models.cues.kinematics import KinematicsSpec, TrackKinematics, tracks_kinematics
 from models.cues.riders import RiderSpec, rider_class
 from contracts.sequences import ClipObjects
@@ -37,6 +38,18 @@ def step_of(o: ClipObjects) -> np.ndarray:
     return np.clip(np.searchsorted(o.step_t_s, o.t_s - 1e-6), 0, max(m - 1, 0))
 
 
+def _commonest_labels(coco: np.ndarray, track_id: np.ndarray, n_tracks: int) -> list[str]:
+    """Per track (in the order of their ids): the detector's commonest label for it, the first in alphabetical
+    order on a tie; one count over the clip's rows, not one per track."""
+    if not n_tracks:
+        return []
+    labels, code = np.unique(coco.astype(str), return_inverse=True)
+    _, track = np.unique(track_id, return_inverse=True)
+    counts = np.zeros((n_tracks, len(labels)), np.int64)
+    np.add.at(counts, (track.reshape(-1), code.reshape(-1)), 1)
+    return [str(x) for x in labels[np.argmax(counts, axis=1)]]
+
+
 def clip_tracks(o: ClipObjects, kin: KinematicsSpec = KinematicsSpec(), riders: RiderSpec = RiderSpec(),
                 foe: tuple[float, float] = (0.5, 0.45), yaw_of=None) -> list[Track]:
     """yaw_of(times) -> the ego's yaw rate then (widths/s), to tell a rider's speed from the scene turning."""
@@ -51,19 +64,19 @@ def clips_tracks(clips: list[tuple[ClipObjects, RiderSpec, object]], kin: Kinema
     for o, _, _ in clips:
         # each track's rows in time order: by track, then time, then row (a stable sort)
         order = np.lexsort((o.t_s, o.track_id))
-        ids, first = np.unique(o.track_id[order], return_index=True)
-        grouped.append((ids, np.split(order, first[1:]) if len(order) else []))
+        ids, sizes = np.unique(o.track_id[order], return_counts=True)
+        grouped.append((ids, pieces(order, sizes)))
     kins = iter(tracks_kinematics([(o.t_s[rows], o.boxes[rows]) for (o, _, _), (_, by_track) in zip(clips, grouped)
                                    for rows in by_track], kin))
     out = []
     for (o, riders, yaw_of), (ids, by_track) in zip(clips, grouped):
         steps = step_of(o)
         coco = np.asarray(o.coco) if o.coco is not None else np.asarray([_COCO_OF[c] for c in o.cls], dtype=object)
+        commonest = _commonest_labels(coco, o.track_id, len(ids))
         tracks = []
-        for tid, rows in zip(ids, by_track):
-            labels, counts = np.unique(coco[rows].astype(str), return_counts=True)
+        for tid, rows, label in zip(ids, by_track, commonest):
             tracks.append(Track(int(tid), rows, steps[rows], o.boxes[rows].astype(np.float64), o.score[rows],
-                                str(o.cls[rows[0]]), str(labels[np.argmax(counts)]), next(kins), o.aspect))
+                                str(o.cls[rows[0]]), label, next(kins), o.aspect))
         for tr in tracks:
             tr.cls = rider_class(tr, tracks, riders, foe, yaw_of(tr.t_s) if yaw_of else None) or tr.cls
         out.append(tracks)
