@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from contracts.sequences import ClipLabel
+from models.cues.kinematics import window_matrix
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,12 @@ class LearnedFusion:
 
 def window_vectors(t: np.ndarray, scores: np.ndarray, window_s: float) -> np.ndarray:
     """(M, cues): each cue's highest score over the window centred on each detector frame."""
-    out = np.zeros_like(scores, dtype=np.float64)
+    if not len(t):
+        return np.zeros_like(scores, dtype=np.float64)
     half = window_s / 2
-    lo = np.searchsorted(t, t - half - 1e-9, side="left")
-    hi = np.searchsorted(t, t + half + 1e-9, side="right")
-    for k in range(len(t)):
-        out[k] = scores[lo[k]:hi[k]].max(axis=0)
-    return out
+    idx, inside = window_matrix(t, np.searchsorted(t, t - half - 1e-9, side="left"),
+                                np.searchsorted(t, t + half + 1e-9, side="right"))
+    return np.where(inside[:, :, None], scores[idx], -np.inf).max(axis=1).astype(np.float64)
 
 
 def labelled_windows(t: np.ndarray, windows: np.ndarray, label: ClipLabel,
