@@ -86,18 +86,35 @@ def _tracker(fps: float, spec: ObjectsSpec):
                             minimum_consecutive_frames=1)
 
 
-def _track(dets: list[Detections], fps: float, spec: ObjectsSpec, shots: np.ndarray | None = None) -> list[_Row]:
+def _rescale_velocities(tracker, factor: float) -> None:
+    """The tracker's Kalman filter moves each track by its velocity once per update: where the cascade's step
+    between detected frames changes (base frames 4 grid frames apart, then a window's consecutive ones), every
+    track's velocity (and its uncertainty) is rescaled to the new step, or a car's motion over a base interval
+    would be taken for its motion per window frame and carry its predicted box onto the next car (supervision
+    0.30.9, pinned: its tracks' state is mean[4:8] = the box's velocities per update)."""
+    for track in (*tracker.tracked_tracks, *tracker.lost_tracks):
+        track.mean[4:] *= factor
+        track.covariance[4:, :] *= factor
+        track.covariance[:, 4:] *= factor
+
+
+def _track(dets: list[Detections], fps: float, spec: ObjectsSpec, shots: np.ndarray | None = None,
+           grid: np.ndarray | None = None) -> list[_Row]:
     """Tracks over the frames, a new tracker for each shot (shots: the shot of each frame, from the scene
-    cuts), so that no track crosses a cut; track ids stay unique over the clip."""
+    cuts), so that no track crosses a cut; track ids stay unique over the clip. grid: with the triage cascade,
+    each detected frame's index on the detector's grid (the steps between them vary)."""
     import supervision as sv
 
     rows: list[_Row] = []
     shots = np.zeros(len(dets), int) if shots is None else shots
-    tracker, shot, offset = None, None, 0
+    tracker, shot, offset, step = None, None, 0, 1
     for k, d in enumerate(dets):
         if shots[k] != shot:
             offset = max((r.track for r in rows), default=0)
-            tracker, shot = _tracker(fps, spec), shots[k]
+            tracker, shot, step = _tracker(fps, spec), shots[k], 1
+        elif grid is not None and grid[k] - grid[k - 1] != step:
+            _rescale_velocities(tracker, (grid[k] - grid[k - 1]) / step)
+            step = grid[k] - grid[k - 1]
         if not len(d):
             tracker.update_with_detections(sv.Detections.empty())
             continue
@@ -184,7 +201,8 @@ def track_objects(dets: list[Detections], times: np.ndarray, spec: ObjectsSpec,
     fps = spec.fps if grid_frames is not None else fps   # the cascade: frames are a subset of the spec's grid
     foe = clip_foe(epipoles, spec)
     cuts = find_cuts(signatures, times, spec.cut_distance) if signatures is not None else np.zeros(0)
-    rows = _track(dets, fps, spec, shot_index(times, cuts))
+    grid = np.rint(times * spec.fps).astype(np.int64) if grid_frames is not None else None
+    rows = _track(dets, fps, spec, shot_index(times, cuts), grid)
     if grid_frames is not None:
         _split_unseen(rows, times, spec, fps)
     by_track: dict[int, list[_Row]] = {}

@@ -141,3 +141,32 @@ def test_the_tracker_counts_time_over_the_frames_the_cascade_skips():
         tracks = ObjectStage(spec, Replaced()).run(frames_for(len(t)), t, None)
         before, after = set(tracks.track_id[tracks.t_s < 4.0]), set(tracks.track_id[tracks.t_s >= 5.6])
         assert len(before) == len(after) == 1 and before != after, (spec.dense, before, after)
+
+
+def test_a_track_keeps_its_speed_where_the_cascade_changes_step():
+    """Car A drives across at 0.05 frame widths/s, seen at the base rate (0.02 a base frame); a window opens (a car
+    looming elsewhere) on the frame after A was last seen, and 0.4 s later car B comes out 0.08 further on, where
+    A's motion per base frame taken as its motion per window frame would put it. The tracker moves a track by its
+    velocity once per update: rescaled to the window's step, A is predicted 0.02 on and B is a new road user, as
+    in the dense run; not rescaled, B was handed A's track."""
+    t = np.arange(100) / FPS
+
+    class HandOver(SceneDetector):
+        def __init__(self):
+            super().__init__(t, loom_at=5.0)
+            for k, x in enumerate(t):
+                centre = 0.05 + 0.05 * x if k <= 40 else 0.33 + 0.05 * (x - 4.4) if k >= 44 else None
+                if centre is not None:
+                    b = self.boxes[k]
+                    self.boxes[k] = Detections(np.r_[b.boxes, [[centre - 0.03, 0.30, centre + 0.03, 0.38]]].astype(
+                        np.float32), np.r_[b.scores, [0.9]].astype(np.float32), list(b.coco) + ["car"])
+
+    for spec in (SPEC, replace(SPEC, dense=True)):
+        detector = HandOver()
+        tracks = ObjectStage(spec, detector).run(frames_for(len(t)), t, None)
+        if not spec.dense:   # the premise: base frames up to A's last, then the window's consecutive frames
+            assert {36, 40, 41, 42, 43, 44} <= set(detector.asked) and not {37, 38, 39} & set(detector.asked)
+        a_or_b = np.abs(tracks.boxes[:, 3] - 0.38) < 1e-3
+        before = set(tracks.track_id[a_or_b & (tracks.t_s <= 4.0)])
+        after = set(tracks.track_id[a_or_b & (tracks.t_s >= 4.4)])
+        assert len(before) == len(after) == 1 and before != after, (spec.dense, before, after)
