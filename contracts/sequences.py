@@ -72,6 +72,32 @@ class ClipObjects:
     aspect: float = 16 / 9              # the frame's width / height (boxes are fractions of each)
 
 
+_ROW_FIELDS = ("t_s", "track_id", "cls", "score", "ttc_s", "path_gap", "in_path", "entering", "boxes")
+
+
+def pack_objects(clips: list[ClipObjects]) -> dict:
+    """Many clips' road users as one long array per field and their lengths: what a process pool pickles at the
+    speed of a copy, where a list of clips is pickled a dozen small arrays at a time (unpack_objects undoes it)."""
+    cat = lambda arrays, empty: np.concatenate(arrays) if arrays else empty  # noqa: E731
+    return {"rows": np.array([len(o.t_s) for o in clips], np.int64),
+            "steps": np.array([len(o.step_t_s) for o in clips], np.int64),
+            "aspect": [o.aspect for o in clips], "has_coco": [o.coco is not None for o in clips],
+            "step_t_s": cat([o.step_t_s for o in clips], np.zeros(0)),
+            "coco": cat([np.asarray(o.coco) for o in clips if o.coco is not None], np.zeros(0, str)),
+            **{f: cat([np.asarray(getattr(o, f)) for o in clips], np.zeros(0)) for f in _ROW_FIELDS}}
+
+
+def unpack_objects(packed: dict) -> list[ClipObjects]:
+    """The clips pack_objects packed, each field a view of the long arrays."""
+    rows = np.concatenate([[0], np.cumsum(packed["rows"])]).tolist()
+    steps = np.concatenate([[0], np.cumsum(packed["steps"])]).tolist()
+    coco = np.concatenate([[0], np.cumsum(packed["rows"] * np.asarray(packed["has_coco"], bool))]).tolist()
+    return [ClipObjects(packed["step_t_s"][steps[k]:steps[k + 1]],
+                        **{f: packed[f][rows[k]:rows[k + 1]] for f in _ROW_FIELDS},
+                        coco=packed["coco"][coco[k]:coco[k + 1]] if packed["has_coco"][k] else None,
+                        aspect=packed["aspect"][k]) for k in range(len(packed["rows"]))]
+
+
 @dataclass(frozen=True)
 class ClipLabel:
     cls: str

@@ -8,6 +8,7 @@ daemonic process (a Dask worker may not start children) or with one worker, the 
 """
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 from typing import Callable, Sequence
@@ -37,15 +38,25 @@ def _run(fn: Callable, chunks: list[list]) -> list:
     return [out for chunk in chunks for out in fn(chunk)]
 
 
+def _run_packed(fn: Callable, payload, unpack: Callable, sizes: list[int]) -> list:
+    items = unpack(payload)
+    bounds = [0, *itertools.accumulate(sizes)]
+    return _run(fn, [items[a:b] for a, b in zip(bounds, bounds[1:])])
+
+
 def map_chunks(fn: Callable[[list], list], items: Sequence, weight: Callable[[object], float] = lambda _: 1.0,
-               budget: float = 64, min_clips: int = 256) -> list:
+               budget: float = 64, min_clips: int = 256, pack: Callable | None = None,
+               unpack: Callable | None = None) -> list:
     """fn over chunks of the items (fn(chunk) -> one result per item, in order), the results in the items' order;
-    spread over processes when there are enough items to repay them."""
+    spread over processes when there are enough items to repay them. pack(items) -> payload and unpack(payload)
+    -> items: how a run of items travels to a process (a few long arrays pickle far faster than many small ones)."""
     n = min(workers(), max(1, len(items) // max(min_clips // 4, 1)))
     if n <= 1 or len(items) < min_clips or multiprocessing.current_process().daemon:
         return _run(fn, chunked(items, weight, budget))
     from joblib import Parallel, delayed
 
     runs = [items[k * len(items) // n:(k + 1) * len(items) // n] for k in range(n)]
-    parts = Parallel(n_jobs=n, backend="loky")(delayed(_run)(fn, chunked(run, weight, budget)) for run in runs)
+    pack, unpack = pack or (lambda run: run), unpack or (lambda payload: payload)
+    parts = Parallel(n_jobs=n, backend="loky")(
+        delayed(_run_packed)(fn, pack(run), unpack, [len(c) for c in chunked(run, weight, budget)]) for run in runs)
     return [out for part in parts for out in part]

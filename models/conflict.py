@@ -36,10 +36,12 @@ from models.cues.tracks import clips_tracks
 from models.events import EventSpec, extract_events, smooth
 from models.head_registry import register_head
 from contracts.predictions import ClipPrediction
-from contracts.sequences import BACKGROUND, CLASS_INDEX, MOTION_SCALARS, ClipObjects, Sequences
+from contracts.sequences import (BACKGROUND, CLASS_INDEX, MOTION_SCALARS, ClipObjects, Sequences,
+                                 pack_objects, unpack_objects)
 from contracts.taxonomy import CLASSES
 
 CUES = ("ego_ttc", "pair", "abrupt", "ego_response")
+EGO_MOTION = ("ego_speed", "ego_yaw", "ego_pitch")   # the motion columns the cues read, in this order
 CHUNK_ROWS = 20_000     # road-user rows per chunk of clips whose cues are computed together
 
 
@@ -137,16 +139,22 @@ def _ego_conflicts(clips: list[tuple[ClipObjects, list, list]], cfg: ConflictCon
     return crits, pieces(ttc, lengths), pieces(basis, lengths)
 
 
+def ego_motion(motion: np.ndarray) -> np.ndarray:
+    """The motion rows' columns the cues read (EGO_MOTION), and only those: a chunk of clips sent to another
+    process carries 3 columns of each frame's motion, not all of them (the grids are most of a row)."""
+    return motion[:, [MOTION_SCALARS.index(c) for c in EGO_MOTION]]
+
+
 def clip_cues(o: ClipObjects, motion_t: np.ndarray, motion: np.ndarray, cfg: ConflictConfig) -> ClipCues:
-    return clips_cues([(o, motion_t, motion)], cfg)[0]
+    return clips_cues([(o, motion_t, ego_motion(motion))], cfg)[0]
 
 
 def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: ConflictConfig) -> list[ClipCues]:
-    """clip_cues of a chunk of clips, (road users, motion times, motion rows) each: the tracks' fits, the ego's
+    """clip_cues of a chunk of clips, (road users, motion times, ego_motion rows) each: the tracks' fits, the ego's
     windows and the persistence of every clip in one numpy pass each (re-scoring a catalog is mostly this; per clip
     and per track, numpy's call overhead was most of the time). Each clip's cues are its own: no window crosses
     a clip or a track."""
-    col = {c: MOTION_SCALARS.index(c) for c in ("ego_speed", "ego_yaw", "ego_pitch")}
+    col = {c: k for k, c in enumerate(EGO_MOTION)}
     moving = [k for k, (_, t, _) in enumerate(clips) if len(t)]
     egos = dict(zip(moving, ego_cues_many([(clips[k][1], *(clips[k][2][:, col[c]] for c in col)) for k in moving],
                                           cfg.ego)))
@@ -202,6 +210,19 @@ def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: Con
             parties[:, 3] = np.where(near[:, None], parties[:, 0], -1)
         out.append(ClipCues(o.step_t_s, scores, parties, classes, ttc_at, ttc_from, dist_at, lat_at))
     return out
+
+
+def _pack_items(items: list[tuple]) -> dict:
+    """(clip id, road users, motion times, ego motion) per clip, as a few long arrays for another process."""
+    return {"ids": [i[0] for i in items], "objects": pack_objects([i[1] for i in items]),
+            "lengths": [len(i[2]) for i in items], "times": np.concatenate([i[2] for i in items]),
+            "ego": np.concatenate([i[3] for i in items])}
+
+
+def _unpack_items(p: dict) -> list[tuple]:
+    bounds = [0, *np.cumsum(p["lengths"]).tolist()]
+    return [(cid, o, p["times"][a:b], p["ego"][a:b])
+            for cid, o, a, b in zip(p["ids"], unpack_objects(p["objects"]), bounds, bounds[1:])]
 
 
 def explain(c: ClipCues, step: int, cue: int) -> str:
@@ -263,21 +284,31 @@ class ConflictHead:
     def learn_fusion(self, cues: list[ClipCues], labels: list) -> LearnedFusion | None:
         return fit_fusion([(c.step_t_s, c.scores) for c in cues], labels, self.fusion_spec)
 
-    def cues(self, seqs: Sequences) -> list[ClipCues]:
+    def _clips(self, seqs: Sequences) -> list[tuple]:
         if seqs.objects is None:
             raise ValueError("the conflict head needs tracked road users: featurize with --detector (e.g. "
                              "--detector darknet:/path/to/yolo_fastest) and score that feature set")
-        clips = [(o, seqs.times[seqs.frames(i)].astype(np.float64), seqs.motion[seqs.frames(i)])
-                 for i, o in enumerate(seqs.objects)]
+        ego = ego_motion(seqs.motion)
+        return [(o, seqs.times[seqs.frames(i)].astype(np.float64), ego[seqs.frames(i)])
+                for i, o in enumerate(seqs.objects)]
+
+    def cues(self, seqs: Sequences) -> list[ClipCues]:
         # chunks of about CHUNK_ROWS road-user rows: big enough to batch, small enough to stay in cache
-        return map_chunks(partial(clips_cues, cfg=self.cfg), clips, weight=lambda c: len(c[0].t_s) + 1,
+        return map_chunks(partial(clips_cues, cfg=self.cfg), self._clips(seqs), weight=lambda c: len(c[0].t_s) + 1,
                           budget=CHUNK_ROWS)
 
     def smoothed(self, c: ClipCues) -> np.ndarray:
         return smooth(self.fuse(c), self.events.smooth)
 
     def predict(self, seqs: Sequences) -> list[ClipPrediction]:
-        return [self._predict(cid, c) for cid, c in zip(seqs.clip_ids, self.cues(seqs))]
+        # each chunk's predictions made where its cues are (another process's cues would cost more to send back)
+        items = [(cid, *clip) for cid, clip in zip(seqs.clip_ids, self._clips(seqs))]
+        return map_chunks(self._predict_chunk, items, weight=lambda c: len(c[1].t_s) + 1, budget=CHUNK_ROWS,
+                          pack=_pack_items, unpack=_unpack_items)
+
+    def _predict_chunk(self, items: list[tuple]) -> list[ClipPrediction]:
+        cues = clips_cues([item[1:] for item in items], self.cfg)
+        return [self._predict(item[0], c) for item, c in zip(items, cues)]
 
     def _predict(self, clip_id: str, c: ClipCues) -> ClipPrediction:
         score = self.fuse(c).astype(np.float32)

@@ -367,14 +367,23 @@ def test_cues_over_processes_and_in_chunks_are_the_cues_of_one_clip_at_a_time(mo
     calls, chunks = [], []
     real = clip_map.map_chunks
 
-    def spy(fn, items, weight, budget):
+    def spy(fn, items, weight, budget, **packing):
         calls.append(len(items))
         chunks.extend(clip_map.chunked(items, weight, 2 * weight(items[0])))
-        return real(fn, items, weight, 2 * weight(items[0]), min_clips=2)
+        return real(fn, items, weight, 2 * weight(items[0]), min_clips=2, **packing)
 
+    serial_predictions = ConflictHead().predict(seqs)
     monkeypatch.setattr("models.conflict.map_chunks", spy)
     spread = ConflictHead().cues(seqs)
     assert calls == [5] and len(spread) == len(serial) == len(alone) and 1 < len(chunks) < 5
+    # predictions are made where the cues are, the clips packed into a few arrays on the way (same numbers)
+    spread_predictions = ConflictHead().predict(seqs)
+    assert calls == [5, 5] and [p.clip_id for p in spread_predictions] == list(seqs.clip_ids)
+    for a, b in zip(serial_predictions, spread_predictions):
+        assert a.near_miss_score == b.near_miss_score and np.array_equal(a.step_scores, b.step_scores)
+        same = lambda p: [(i.peak_s, i.cls, i.parties) for i in p.incidents]  # noqa: E731
+        assert same(a) == same(b)
+    assert any(p.incidents for p in serial_predictions)
     assert any(c.scores.max() > 0.5 for c in alone) and any(c.scores.max() == 0 for c in alone)
     for a, b, c in zip(alone, serial, spread):
         for x in (b, c):
@@ -382,3 +391,22 @@ def test_cues_over_processes_and_in_chunks_are_the_cues_of_one_clip_at_a_time(mo
             assert np.array_equal(a.ttc_s, x.ttc_s) and np.array_equal(a.classes, x.classes)
     import os
     assert os.getpid() not in set(real(lambda chunk: [os.getpid() for _ in chunk], [()] * 4, min_clips=2))
+
+
+def test_clips_packed_for_another_process_come_back_the_same():
+    """pack_objects: many clips' road users as a few long arrays (what a process pool pickles fast) and back, a
+    clip without the detector's labels and a clip without road users included."""
+    from dataclasses import fields, replace as with_
+
+    from contracts.sequences import pack_objects, unpack_objects
+
+    crash = objects({7: ("car", approach(4.0, 30.0, 8.0, start=1.0)), 3: ("person", jittery_follow(4.0, cx=0.2))}, 4.0)
+    clips = [crash, with_(objects({3: ("car", jittery_follow(2.0))}, 2.0), coco=None, aspect=4 / 3),
+             objects({}, 1.0), crash]
+    back = unpack_objects(pack_objects(clips))
+    assert len(back) == len(clips)
+    for a, b in zip(clips, back):
+        for f in fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert (x is None and y is None) or np.array_equal(np.asarray(x), np.asarray(y)), f.name
+    assert back[1].coco is None and back[1].aspect == 4 / 3 and len(back[2].t_s) == 0

@@ -73,7 +73,8 @@ def _pair_rows(clips, spec: PairSpec) -> tuple[dict, np.ndarray, np.ndarray] | N
     rows = {"clip": np.repeat([c for c, _ in big], lengths), "track": np.repeat(np.arange(len(big)), lengths),
             "step": np.concatenate([t.step for _, t in big]), "boxes": np.concatenate([t.boxes for _, t in big]),
             "height": np.concatenate([t.kin.height for _, t in big]),
-            "score": np.concatenate([t.score for _, t in big]), "t": np.concatenate([clips[c][2][t.step] for c, t in big]),
+            "score": np.concatenate([t.score for _, t in big]),
+            "t": np.concatenate([clips[c][2][t.step] for c, t in big]),
             "aspect": np.repeat([clips[c][3] or spec.aspect for c, _ in big], lengths),
             "track_id": np.array([t.track_id for _, t in big], np.int64)}
     whole = np.flatnonzero(~_cut(rows["boxes"], spec.border))
