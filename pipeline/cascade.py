@@ -29,14 +29,18 @@ import numpy as np
 from pipeline.detections import Detections, box_gap, box_iou
 from pipeline.specs import ObjectsSpec
 
-def base_indices(times: np.ndarray, base_fps: float) -> np.ndarray:
-    """The frames of the cheap pass: the first frame at or after each 1 / base_fps step of the clip's time."""
+def base_indices(times: np.ndarray, base_fps: float, origin: float | None = None,
+                 before: float | None = None) -> np.ndarray:
+    """The frames of the cheap pass: the first frame at or after each 1 / base_fps step of the clip's time, counted
+    from `origin` (the clip's first frame; default: these times' first). before: the time of the clip's frame just
+    before these, when they are a decode window's (a step begun there has its first frame already)."""
     if not len(times):
         return np.zeros(0, int)
     step = 1.0 / base_fps
-    slots = np.floor((times - times[0]) / step + 1e-6).astype(int)
-    _, first = np.unique(slots, return_index=True)
-    return first
+    origin = float(times[0]) if origin is None else origin
+    slots = np.floor((times - origin) / step + 1e-6).astype(int)
+    previous = np.r_[np.floor((before - origin) / step + 1e-6) if before is not None else -1, slots[:-1]]
+    return np.flatnonzero(slots != previous)
 
 
 def _match(d: Detections, d0: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,17 +53,21 @@ def _match(d: Detections, d0: Detections) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def trigger_times(times: np.ndarray, dets: list[Detections], spec: ObjectsSpec, aspect: float = 16 / 9,
-                  cuts: np.ndarray | None = None, why: dict | None = None) -> np.ndarray:
+                  cuts: np.ndarray | None = None, why: dict | None = None,
+                  events: list | None = None) -> np.ndarray:
     """Times (of base frames) at which the cheap pass saw something worth a closer look. why: counts per
-    trigger kind are added to it (for the benchmark)."""
-    out: list[float] = [] if cuts is None else list(cuts)
-    if why is not None and cuts is not None:
-        why["cut"] = why.get("cut", 0) + len(cuts)
+    trigger kind are added to it (for the benchmark); events: each (time, kind) is appended to it."""
+    out: list[float] = []
 
     def fire(kind: str, t: float) -> None:
         out.append(float(t))
         if why is not None:
             why[kind] = why.get(kind, 0) + 1
+        if events is not None:
+            events.append((float(t), kind))
+
+    for t in [] if cuts is None else cuts:
+        fire("cut", t)
 
     prev, prev_growth = None, None
     for t, d in zip(times, dets):
@@ -95,7 +103,8 @@ def trigger_times(times: np.ndarray, dets: list[Detections], spec: ObjectsSpec, 
     return np.unique(np.asarray(out, np.float64))
 
 
-def ego_trigger_times(t: np.ndarray, ego: np.ndarray, spec: ObjectsSpec, why: dict | None = None) -> np.ndarray:
+def ego_trigger_times(t: np.ndarray, ego: np.ndarray, spec: ObjectsSpec, why: dict | None = None,
+                      events: list | None = None) -> np.ndarray:
     """Times of the motion stage's frames where the ego brakes hard, swerves or jolts. ego: (N, 4) speed proxy
     (1/s), yaw (widths/s), pitch (heights/s), residual rms, as MotionFeatures.ego."""
     t = np.asarray(t, np.float64)
@@ -117,9 +126,11 @@ def ego_trigger_times(t: np.ndarray, ego: np.ndarray, spec: ObjectsSpec, why: di
             kinds.append("shock")
         if kinds:
             out.append(float(t[k]))
-            if why is not None:
-                for kind in kinds:
+            for kind in kinds:
+                if why is not None:
                     why[kind] = why.get(kind, 0) + 1
+                if events is not None:
+                    events.append((float(t[k]), kind))
     return np.asarray(out, np.float64)
 
 

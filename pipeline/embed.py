@@ -187,6 +187,8 @@ def to_model_input(frames: np.ndarray, size: int) -> np.ndarray:
 
     if frames.shape[1:3] == (size, size):
         return frames
+    if not len(frames):   # a decode window where the cascade chose no frame for CLIP
+        return np.zeros((0, size, size, 3), np.uint8)
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
 
 

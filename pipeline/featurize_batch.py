@@ -186,37 +186,48 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
         for path in [p for p in clip.paths if Path(p).exists()]:
             for name in names:
                 work.decoder = name
+                # with the cascade, detection and CLIP's choice of frames follow the clip, not its decode windows
+                cascade = stage.stream() if stage is not None and stage.cascades else None
+                unsettled: list[tuple] = []   # pieces waiting for the cascade's windows
                 try:
                     for s in _windows(path, name, cfg, budget, children):
                         times = s.times_s  # a window's end may hold detector frames only
                         ego, piece = (None, None), None
                         if len(times):  # to CLIP before the detector runs, so that CLIP need not wait for it
-                            cascade = stage is not None and stage.spec.cascade
                             with _failing_clip(path):   # with the cascade, CLIP's frames wait for its windows
-                                frames = to_model_input(s.frames, input_size) if input_size and not cascade else None
+                                dense = input_size and cascade is None
+                                frames = to_model_input(s.frames, input_size) if dense else None
                                 motion = motion_in_batches(s.frames, s.prev_frames, s.prev_dt_s, cfg.motion,
                                                            device=motion_device)
                             work._times.append(times)
                             work._epipoles.append(motion.epipole)
                             ego = (times, motion.ego)   # the cascade's ego triggers (hard brake, swerve, jolt)
-                            piece = Piece(work, frames, work.frames, times, motion, settled=not cascade)
+                            piece = Piece(work, frames, work.frames, times, motion, settled=cascade is None)
                             _put(out, piece, stop)
                             work.frames += len(times)
+                            if cascade is not None:   # (its frames, and the time of the clip's frame before)
+                                unsettled.append((piece, s.frames, work._times[-2][-1] if len(work._times) > 1
+                                                  else None))
                             del frames, motion
-                        triggers = None
-                        if stage is not None and len(s.extra_times_s):
+                        if stage is not None and (len(s.extra_times_s) or cascade is not None):
                             with _failing_clip(path):
-                                dets, kept, triggers = stage.detect_window(s.extra_frames, s.extra_times_s, *ego)
-                                work._detections += dets
-                                signatures = stage.signatures(s.extra_frames[kept])
-                            if signatures is not None:
-                                work._signatures.append(signatures)
-                            work._object_times.append(s.extra_times_s[kept])
+                                if cascade is None:   # dense: every detector frame
+                                    _detected(work, s.extra_times_s, stage.detect(s.extra_frames),
+                                              stage.signatures(s.extra_frames))
+                                else:
+                                    _detected(work, *_released(cascade.feed(
+                                        _extra(s), s.extra_times_s, *ego)))
                             work._grid_frames += len(s.extra_times_s)
-                        if piece is not None and not piece.settled:   # dense work only where the detector was
+                        if cascade is not None:
                             with _failing_clip(path):
-                                _settle(piece, s.frames, stage.spec, stage.in_windows(times, triggers), input_size)
+                                unsettled = _settle_up_to(unsettled, cascade, stage, input_size,
+                                                          cascade.settled_until())
                         del s, piece
+                    if cascade is not None:   # the clip's end: every window known
+                        with _failing_clip(path):
+                            _detected(work, *_released(cascade.feed(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0),
+                                                                    last=True)))
+                            unsettled = _settle_up_to(unsettled, cascade, stage, input_size, np.inf)
                 except _DecodeFailed as exc:
                     work.error = str(exc)
                     if work.frames:  # windows already went to CLIP: no second decoder for this clip
@@ -245,14 +256,42 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
             _put(out, work, stop)
 
 
-def _settle(piece: Piece, frames: np.ndarray, spec: ObjectsSpec, inside: np.ndarray, input_size: int | None) -> None:
+def _extra(s) -> np.ndarray:
+    """A decode window's detector frames (none: an empty stack, so that the cascade still reads its motion)."""
+    return s.extra_frames if s.extra_frames is not None and len(s.extra_times_s) else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def _released(found) -> tuple:
+    return found.times, found.dets, found.signatures
+
+
+def _detected(work: ClipWork, times: np.ndarray, dets: list, signatures) -> None:
+    """Detector frames of the clip whose detections are final, in time order, for tracking at the clip's end."""
+    work._detections += dets
+    work._object_times.append(np.asarray(times, np.float64))
+    if signatures is not None and len(times):
+        work._signatures.append(signatures)
+
+
+def _settle_up_to(unsettled: list, cascade, stage: ObjectStage, input_size: int | None, until: float) -> list:
+    """Settle, in order, the pieces whose frames no trigger still to come can reach (the clip's end: all)."""
+    while unsettled and unsettled[0][0].times[-1] <= until:
+        piece, frames, before = unsettled.pop(0)
+        _settle(piece, frames, stage.spec, stage.in_windows(piece.times, cascade.triggers), input_size,
+                float(piece.work._times[0][0]), before)
+    return unsettled
+
+
+def _settle(piece: Piece, frames: np.ndarray, spec: ObjectsSpec, inside: np.ndarray, input_size: int | None,
+            origin: float, before: float | None) -> None:
     """The cascade's windows are known for this piece: its flow stacks packed (every cell inside them), and CLIP's
-    frames chosen (inside them, and at spec.clip_base_fps elsewhere). Settled last: from then on the CLIP thread
-    may take the piece."""
+    frames chosen (inside them, and at spec.clip_base_fps elsewhere, counted from the clip's first frame, origin;
+    before: the time of the clip's frame before the piece). Settled last: from then on the CLIP thread may take
+    the piece."""
     piece.flow = pack_stacks(piece.motion.flow_stack, inside, spec.coarse_stack)
     if input_size:
         keep = inside.copy()
-        keep[base_indices(piece.times, spec.clip_base_fps)] = True
+        keep[base_indices(piece.times, spec.clip_base_fps, origin, before)] = True
         piece.keep = np.flatnonzero(keep)
         piece.frames = to_model_input(frames[piece.keep], input_size)
     piece.settled = True

@@ -19,7 +19,8 @@ import numpy as np
 
 from pipeline.detect import Detections
 from contracts.taxonomy import COCO_TO_CLASS, RIDDEN, ROAD_USERS
-from pipeline.cascade import base_indices, ego_trigger_times, trigger_times, window_mask
+from pipeline.cascade import window_mask
+from pipeline.cascade_stream import CascadeStream
 from pipeline.scene_cuts import find_cuts, frame_signatures, shot_index
 from pipeline.specs import ObjectsSpec  # noqa: F401  (its stage's configuration, declared there)
 
@@ -292,26 +293,26 @@ class ObjectStage:
 
     def detect_window(self, frames: np.ndarray, times: np.ndarray, motion_t: np.ndarray | None = None,
                       ego: np.ndarray | None = None, why: dict | None = None) -> "WindowDetections":
-        """Detections of a window's frames: every frame when dense; with the triage cascade (spec.cascade,
+        """Detections of a whole clip's frames: every frame when dense; with the triage cascade (spec.cascade,
         pipeline/cascade.py) the base frames, and every frame inside the windows that what they show, or the
-        ego's motion over the same stretch (motion_t, ego: MotionFeatures.ego), opens."""
+        ego's motion over the same stretch (motion_t, ego: MotionFeatures.ego), opens. A clip decoded a window
+        at a time goes through a CascadeStream instead (pipeline/cascade_stream.py), which decides the same."""
         every = np.arange(len(frames))
         if not self.spec.cascade or len(frames) < 2 or self.spec.base_fps >= 1 / np.median(np.diff(times)):
             return WindowDetections(self.detect(frames), every, None)
-        base = base_indices(times, self.spec.base_fps)
-        base_dets = self.detect(frames[base])
-        signatures = self.signatures(frames[base])
-        cuts = find_cuts(signatures, times[base], self.spec.cut_distance) if signatures is not None else None
-        triggers = trigger_times(times[base], base_dets, self.spec, frames.shape[2] / frames.shape[1], cuts, why)
-        if motion_t is not None and ego is not None:
-            triggers = np.union1d(triggers, ego_trigger_times(motion_t, ego, self.spec, why))
-        dense = self.in_windows(times, triggers)
-        dense[base] = False
-        extra = np.flatnonzero(dense)
-        found = dict(zip(base.tolist(), base_dets))
-        found.update(zip(extra.tolist(), self.detect(frames[extra]) if len(extra) else []))
-        kept = np.sort(np.fromiter(found, int, len(found)))
-        return WindowDetections([found[int(k)] for k in kept], kept, triggers)
+        stream = self.stream(why)
+        found = stream.feed(frames, times, motion_t, ego, last=True)
+        return WindowDetections(found.dets, np.searchsorted(np.asarray(times, np.float64), found.times),
+                                stream.triggers)
+
+    @property
+    def cascades(self) -> bool:
+        """Whether the triage cascade runs: asked for, and its base rate below the detector's."""
+        return self.spec.cascade and self.spec.base_fps < self.spec.fps
+
+    def stream(self, why: dict | None = None) -> CascadeStream:
+        """The cascade for a clip fed a decode window at a time."""
+        return CascadeStream(self, why)
 
     def in_windows(self, times: np.ndarray, triggers: np.ndarray | None) -> np.ndarray:
         """Which of these times lie inside the windows the triggers open (None: all of them, a dense run)."""

@@ -170,3 +170,35 @@ def test_a_track_keeps_its_speed_where_the_cascade_changes_step():
         before = set(tracks.track_id[a_or_b & (tracks.t_s <= 4.0)])
         after = set(tracks.track_id[a_or_b & (tracks.t_s >= 4.4)])
         assert len(before) == len(after) == 1 and before != after, (spec.dense, before, after)
+
+
+def test_a_clip_fed_a_decode_window_at_a_time_gets_the_windows_of_one_pass():
+    """A long clip is decoded a window at a time (pipeline/cascade_stream.py): a car looming from 6.2 s and a hard
+    brake at 13.1 s, whose windows reach back over decode windows already seen, and a brake judged on motion still
+    to come. Fed in windows of 0.7, 1.3 and 5 s, the cascade detects the same frames, opens the same windows and
+    counts each trigger once, as over the whole clip in one pass."""
+    t = np.arange(200) / FPS
+    mt = np.arange(80) / 4.0
+    ego = np.zeros((len(mt), 4), np.float32)
+    ego[:, 0] = np.where(mt < 13.1, 0.8, 0.05)
+    whole_why: dict = {}
+    whole = ObjectStage(SPEC, SceneDetector(t, loom_at=6.2)).detect_window(frames_for(len(t)), t, mt, ego, whole_why)
+    assert {"loom", "brake"} <= set(whole_why) and len(whole.kept) < len(t)
+    for window_s in (0.7, 1.3, 5.0):
+        why: dict = {}
+        stream = ObjectStage(SPEC, SceneDetector(t, loom_at=6.2)).stream(why)
+        frames, times, dets = frames_for(len(t)), [], []
+        edges = np.arange(0.0, 20.0 + window_s, window_s)
+        for a, b in zip(edges, edges[1:]):
+            k, m = (t >= a - 1e-9) & (t < b - 1e-9), (mt >= a - 1e-9) & (mt < b - 1e-9)
+            found = stream.feed(frames[k], t[k], mt[m], ego[m])
+            so_far = np.concatenate(times) if times else np.zeros(0)
+            assert not len(so_far) or not len(found.times) or found.times[0] > so_far[-1]   # in time order
+            times.append(found.times)
+            dets += found.dets
+        found = stream.feed(frames[:0], t[:0], last=True)
+        times.append(found.times)
+        dets += found.dets
+        assert np.array_equal(np.concatenate(times), t[whole.kept]), window_s
+        assert np.array_equal(stream.triggers, whole.triggers) and why == whole_why, window_s
+        assert all(np.array_equal(a.boxes, b.boxes) for a, b in zip(dets, whole.dets))
