@@ -95,13 +95,9 @@ class ClipCues:
         return 1.0 - np.prod(1.0 - np.clip(self.scores * w, 0, 1), axis=1)
 
 
-def _persist(x: np.ndarray, t: np.ndarray, span: float) -> np.ndarray:
-    """The lowest value over the trailing `span`: a conflict counts once it has held that long."""
-    return _persist_many([x], [t], span)[0]
-
-
 def _persist_many(xs: list[np.ndarray], ts: list[np.ndarray], span: float) -> list[np.ndarray]:
-    """_persist of a clip's tracks, every window at once."""
+    """Per track: the lowest value over the trailing `span` (a conflict counts once it has held that long), every
+    track's windows at once."""
     if not sum(len(x) for x in xs):
         return [np.asarray(x, np.float64).copy() for x in xs]
     _, idx, inside = series_windows(ts, *trailing(span))

@@ -11,6 +11,7 @@ window's frames are freed as before. Pure compute.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,8 +24,7 @@ EGO_HISTORY_S = 2.5     # the ego's motion carried over: a brake looks 2 s back,
 EGO_LOOKAHEAD_S = 1.0   # a brake is judged on the next second of motion
 
 
-@dataclass
-class Released:
+class Released(NamedTuple):
     """Detector frames whose fate is settled, in time order: those detected (base frames, and frames inside the
     windows), with their detections and, when cuts are looked for, their colour signatures."""
     times: np.ndarray

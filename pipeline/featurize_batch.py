@@ -215,8 +215,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                                     _detected(work, s.extra_times_s, stage.detect(s.extra_frames),
                                               stage.signatures(s.extra_frames))
                                 else:
-                                    _detected(work, *_released(cascade.feed(
-                                        _extra(s), s.extra_times_s, *ego)))
+                                    _detected(work, *cascade.feed(_extra(s), s.extra_times_s, *ego))
                             work._grid_frames += len(s.extra_times_s)
                         if cascade is not None:
                             with _failing_clip(path):
@@ -225,8 +224,7 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
                         del s, piece
                     if cascade is not None:   # the clip's end: every window known
                         with _failing_clip(path):
-                            _detected(work, *_released(cascade.feed(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0),
-                                                                    last=True)))
+                            _detected(work, *cascade.feed(NO_FRAMES, np.zeros(0), last=True))
                             unsettled = _settle_up_to(unsettled, cascade, stage, input_size, np.inf)
                 except _DecodeFailed as exc:
                     work.error = str(exc)
@@ -256,13 +254,12 @@ def stream_clip(clip: ClipSource, cfg: FeaturizeConfig, motion_device: str, inpu
             _put(out, work, stop)
 
 
+NO_FRAMES = np.zeros((0, 1, 1, 3), np.uint8)   # an empty stack of frames
+
+
 def _extra(s) -> np.ndarray:
     """A decode window's detector frames (none: an empty stack, so that the cascade still reads its motion)."""
-    return s.extra_frames if s.extra_frames is not None and len(s.extra_times_s) else np.zeros((0, 1, 1, 3), np.uint8)
-
-
-def _released(found) -> tuple:
-    return found.times, found.dets, found.signatures
+    return s.extra_frames if s.extra_frames is not None and len(s.extra_times_s) else NO_FRAMES
 
 
 def _detected(work: ClipWork, times: np.ndarray, dets: list, signatures) -> None:

@@ -298,7 +298,7 @@ class ObjectStage:
         ego's motion over the same stretch (motion_t, ego: MotionFeatures.ego), opens. A clip decoded a window
         at a time goes through a CascadeStream instead (pipeline/cascade_stream.py), which decides the same."""
         every = np.arange(len(frames))
-        if not self.spec.cascade or len(frames) < 2 or self.spec.base_fps >= 1 / np.median(np.diff(times)):
+        if not self.cascades or len(frames) < 2:
             return WindowDetections(self.detect(frames), every, None)
         stream = self.stream(why)
         found = stream.feed(frames, times, motion_t, ego, last=True)

@@ -124,18 +124,13 @@ class GroundTrack:
 
 def place(t: np.ndarray, boxes: np.ndarray, horizon: Horizon, aspect: float, kin: KinematicsSpec = KinematicsSpec(),
           spec: GroundSpec = GroundSpec()) -> GroundTrack:
-    return place_many([(t, boxes)], horizon, aspect, kin, spec)[0]
-
-
-def place_many(tracks: list[tuple[np.ndarray, np.ndarray]], horizon: Horizon, aspect: float,
-               kin: KinematicsSpec = KinematicsSpec(), spec: GroundSpec = GroundSpec()) -> list[GroundTrack]:
-    """place for a clip's tracks, (times, boxes) each, their closing-rate fits batched together."""
-    return place_clips([(tracks, horizon, aspect)], kin, spec)[0]
+    return place_clips([([(t, boxes)], horizon, aspect)], kin, spec)[0][0]
 
 
 def place_clips(clips: list[tuple[list[tuple[np.ndarray, np.ndarray]], Horizon, float]],
                 kin: KinematicsSpec = KinematicsSpec(), spec: GroundSpec = GroundSpec()) -> list[list[GroundTrack]]:
-    """place_many of several clips, (tracks, horizon, aspect) each: every track's closing-rate fit in one batch."""
+    """place for several clips' tracks, (tracks: (times, boxes) each, horizon, aspect) per clip: every track's
+    closing-rate fit in one batch."""
     per_track = [(t, boxes, horizon.y, aspect) for tracks, horizon, aspect in clips for t, boxes in tracks]
     if not per_track:
         return [[] for _ in clips]
