@@ -78,24 +78,35 @@ class DarknetDetector:
             self._local.outputs = net.getUnconnectedOutLayersNames()
         return net
 
+    @property
+    def batches(self) -> bool:
+        """Whether infer() may take frames of several clips at once: an engine's network (one per process);
+        OpenCV DNN keeps a network per thread instead, and runs each clip's frames on its own thread."""
+        return self._runner is not None
+
     def detect(self, frames: np.ndarray) -> list[Detections]:
         out: list[Detections] = []
-        net = self._net() if self._runner is None else None
-        for start in range(0, len(frames), self.batch_size):
-            batch = list(frames[start:start + self.batch_size])
-            blob = self._cv2.dnn.blobFromImages(batch, 1 / 255.0, (self.input_size, self.input_size),
-                                                swapRB=False, crop=False)  # frames are RGB already
-            if self._runner is not None:
-                rows = self._runner(blob)[0]
-            else:
-                net.setInput(blob)
-                heads = net.forward(self._local.outputs)
-                rows = np.concatenate([h.reshape(len(batch), -1, h.shape[-1]) for h in heads], axis=1)
-            for r in rows:
-                out.append(self._parse(r))
+        for start in range(0, len(frames), self.batch_size):   # a chunk's inputs at a time: 2 MB a frame
+            out += [self.parse(r) for r in self.infer(self.inputs(frames[start:start + self.batch_size]))]
         return out
 
-    def _parse(self, rows: np.ndarray) -> Detections:
+    def inputs(self, frames: np.ndarray) -> np.ndarray:
+        """The network's input for these frames: (B, 3, size, size), scaled to 0-1."""
+        return self._cv2.dnn.blobFromImages(list(frames), 1 / 255.0, (self.input_size, self.input_size),
+                                            swapRB=False, crop=False)  # frames are RGB already
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        """The network's rows (B, rows, 5 + classes) for a batch of inputs (with an engine: of any clips)."""
+        if self._runner is not None:
+            return np.concatenate([self._runner(inputs[s:s + self.batch_size])[0]
+                                   for s in range(0, len(inputs), self.batch_size)])
+        net = self._net()
+        net.setInput(inputs)
+        heads = net.forward(self._local.outputs)
+        return np.concatenate([h.reshape(len(inputs), -1, h.shape[-1]) for h in heads], axis=1)
+
+    def parse(self, rows: np.ndarray) -> Detections:
+        """One frame's road users from its rows."""
         # A row's score is its best class's probability times the objectness: only the few rows that can
         # reach min_score are looked at further (most of the 1,500 per frame are empty sky and road).
         rows = rows[rows[:, 5:].max(1) * rows[:, 4] >= self.min_score]

@@ -44,6 +44,20 @@ class Detector(Protocol):
     def detect(self, frames: np.ndarray) -> list[Detections]: ...
 
 
+class BatchingDetector(Detector, Protocol):
+    """A detector whose network step may take frames of several clips in one call (pipeline/detect_batching.py):
+    detect(frames) is [parse(r) for r in infer(inputs(frames))], batch_size frames at a time, and batches says
+    whether infer() may be shared (one network for every thread)."""
+    batch_size: int
+    batches: bool
+
+    def inputs(self, frames: np.ndarray) -> np.ndarray: ...
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray: ...
+
+    def parse(self, rows: np.ndarray) -> Detections: ...
+
+
 @dataclass(frozen=True)
 class DetectorParams:
     """How a detector is built: where it runs and what it keeps (each kind reads what applies to it)."""

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from contracts.feature_set import FeatureSetInfo
 from pipeline.detect import make_detector
+from pipeline.detect_batching import shared
 from pipeline.embed import ClipSpec, LoadedClip, WeightsUnavailable, engine_clip, resolve_device
 from pipeline.featurize_config import FeaturizeConfig
 from pipeline.specs import ObjectsSpec
@@ -43,8 +44,9 @@ def with_available_clip(cfg: FeaturizeConfig) -> tuple[FeaturizeConfig, str | No
 
 @lru_cache(maxsize=2)
 def detector(spec: str, device: str, min_score: float = 0.25, input_size: int = 320, engine: str = "torch"):
-    """The detector a spec names, loaded (and compiled for its engine) once per process."""
-    return make_detector(spec, str(resolve_device(device)), min_score, input_size, engine)
+    """The detector a spec names, loaded (and compiled for its engine) once per process, and shared by the clips
+    featurized at once: their calls run as one batch (pipeline/detect_batching.py)."""
+    return shared(make_detector(spec, str(resolve_device(device)), min_score, input_size, engine))
 
 
 def object_detector(spec: ObjectsSpec, device: str, engine: str = "torch"):

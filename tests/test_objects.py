@@ -146,6 +146,6 @@ def test_darknet_parse_keeps_exactly_the_rows_a_full_scan_keeps():
     kept = sorted((tuple(np.round(boxes[i], 6)), names[ok][i]) for c in np.unique(names[ok])
                   for i in np.flatnonzero(names[ok] == c)[nms_keep(boxes[names[ok] == c], score[ok][names[ok] == c],
                                                                      det.nms_iou)])
-    got = det._parse(rows)
+    got = det.parse(rows)
     assert len(got) > 5
     assert sorted((tuple(np.round(b, 6)), n) for b, n in zip(got.boxes, got.coco)) == kept
