@@ -71,7 +71,8 @@ def profile(paths: list[Path], engine: str, dense: bool) -> tuple[dict[str, floa
 
     for k, path in enumerate(paths):
         video_s += probe_video(str(path)).duration_s
-        s = timed("decode", lambda: make_decoder(cfg.decoder).decode(str(path), cfg.decode, cfg.objects.fps))
+        s = timed("decode", lambda: make_decoder(cfg.decoder).decode(str(path), cfg.decode, cfg.objects.fps,
+                                                                   extra_height=cfg.objects.frame_height))
         motion = timed("flow", motion_in_batches, s.frames, s.prev_frames, s.prev_dt_s, cfg.motion)
         dets, kept, triggers = timed("detector", stage.detect_window, s.extra_frames, s.extra_times_s, s.times_s,
                                      motion.ego)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,6 +60,21 @@ def checkout(ref: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     return tree
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every child process waited for so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def stolen_s() -> float:
+    """CPU seconds this VM's CPUs were stolen (ran other guests) since boot, summed over CPUs; 0 off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def script(db: str, paths: list[str]) -> list[str]:
@@ -126,6 +142,8 @@ def main() -> None:
                                                                       tuple(flags.split()))
     times: dict[str, list[float]] = {name: [] for name in contenders}
     inner: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    steal: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for round_ in range(0 if args.warm else 1, args.rounds + 1):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
@@ -133,9 +151,11 @@ def main() -> None:
             db = work / f"{round_}-{names.index(name)}.duckdb"
             if contenders[name] is not script:
                 shutil.copy(ingested(contenders[name].tree), db)
-            t0 = time.perf_counter()
+            t0, cpu0, stolen0 = time.perf_counter(), children_cpu_s(), stolen_s()
             r = subprocess.run(contenders[name](str(db), paths), capture_output=True, text=True, env=env)
             wall = time.perf_counter() - t0
+            cpu[name].append(children_cpu_s() - cpu0)
+            steal[name].append((stolen_s() - stolen0) / (wall * (os.cpu_count() or 1)))
             if r.returncode != 0:
                 sys.exit(f"{name} failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
             if round_:  # round 0 warms the caches
@@ -143,18 +163,23 @@ def main() -> None:
                 own = re.search(r"frames in ([0-9.]+)s", r.stdout + r.stderr)
                 if own:
                     inner[name].append(float(own.group(1)))
-                print(f"round {round_}: {name}: {wall:.1f} s", flush=True)
+                print(f"round {round_}: {name}: {wall:.1f} s, {cpu[name][-1]:.1f} CPU-s, "
+                      f"{100 * steal[name][-1]:.0f}% stolen", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n{len(paths)} real clips ({args.footage}), {video_s:.1f} s of video, {os.cpu_count()} CPU cores; median of "
           f"{args.rounds} alternating runs, whole processes\n")
     print("| contender | runs (s) | median (s) | video-s per wall-s | featurize's own median (s) | video-s per s | "
-          f"fleet-day ({FLEET_DAY_H:g} h of video), machine-hours |")
-    print("|---|---|---|---|---|---|---|")
+          f"fleet-day ({FLEET_DAY_H:g} h of video), machine-hours | CPU-s, median | stolen |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         med = statistics.median(times[name])
         own = statistics.median(inner[name]) if inner[name] else None
         print(f"| {name} | {', '.join(f'{t:.1f}' for t in times[name])} | {med:.1f} | {video_s / med:.2f} | "
-              + (f"{own:.1f} | {video_s / own:.2f} |" if own else "| |") + f" {FLEET_DAY_H * med / video_s:.0f} |")
+              + (f"{own:.1f} | {video_s / own:.2f} |" if own else "| |") + f" {FLEET_DAY_H * med / video_s:.0f} | "
+              f"{statistics.median(cpu[name]):.1f} | {100 * statistics.median(steal[name]):.0f}% |")
+    print("\nCPU-s: the process's own CPU time (user + system, its decode children's included), which the VM's "
+          "stolen time (the hypervisor running other guests: /proc/stat's steal) does not inflate as it does the "
+          "wall time")
     print()
     if not args.objects_only:
         now = statistics.median(times[f"nearmiss, engine {args.engines.split(',')[0]}"])
