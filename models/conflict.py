@@ -177,20 +177,25 @@ def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: Con
         classes = np.full((m, len(CUES)), BACKGROUND, np.int64)
         ttc_at, ttc_from = np.full(m, np.inf), np.zeros(m, np.int64)
         dist_at, lat_at = np.full(m, np.nan), np.full(m, np.nan)
-        for tr, g in zip(tracks, grounds):
-            crit, ttc, basis = next(crits), next(ttcs), next(bases)
-            abrupt = np.maximum(next(shapes), next(stops)) \
-                * ramp(tr.score, cfg.min_score, cfg.full_score)
-            cls = CLASS_INDEX[tr.cls]
+        if tracks:   # every track's rows at once: at each frame, each cue's strongest road user
+            n = len(tracks)
+            step = np.concatenate([tr.step for tr in tracks])
+            owner = np.repeat(np.arange(n), [len(tr.step) for tr in tracks])
+            ids = np.array([tr.track_id for tr in tracks], np.int64)
+            cls = np.array([CLASS_INDEX[tr.cls] for tr in tracks], np.int64)
+            crit, ttc, basis = (np.concatenate([next(it) for _ in range(n)]) for it in (crits, ttcs, bases))
+            abrupt = np.maximum(np.concatenate([next(shapes) for _ in range(n)]),
+                                np.concatenate([next(stops) for _ in range(n)])) \
+                * ramp(np.concatenate([tr.score for tr in tracks]), cfg.min_score, cfg.full_score)
             for cue, values in ((0, crit), (2, abrupt)):
-                better = values > scores[tr.step, cue]
-                scores[tr.step[better], cue] = values[better]
-                parties[tr.step[better], cue, 0] = tr.track_id
-                classes[tr.step[better], cue] = cls
+                rows = _strongest(step, values, owner)
+                at = step[rows]
+                scores[at, cue], parties[at, cue, 0], classes[at, cue] = values[rows], ids[owner[rows]], \
+                    cls[owner[rows]]
                 if cue == 0:
-                    ttc_at[tr.step[better]] = ttc[better]
-                    ttc_from[tr.step[better]] = basis[better]
-                    dist_at[tr.step[better]], lat_at[tr.step[better]] = g.distance[better], g.lateral[better]
+                    ttc_at[at], ttc_from[at] = ttc[rows], basis[rows]
+                    dist_at[at] = np.concatenate([g.distance for g in grounds])[rows]
+                    lat_at[at] = np.concatenate([g.lateral for g in grounds])[rows]
         pair, who = pairs[k]
         scores[:, 1], parties[:, 1] = pair, who
         by_id = {t.track_id: t for t in tracks}
@@ -206,6 +211,14 @@ def clips_cues(clips: list[tuple[ClipObjects, np.ndarray, np.ndarray]], cfg: Con
             parties[:, 3] = np.where(near[:, None], parties[:, 0], -1)
         out.append(ClipCues(o.step_t_s, scores, parties, classes, ttc_at, ttc_from, dist_at, lat_at))
     return out
+
+
+def _strongest(step: np.ndarray, values: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """The rows that hold, at their frame, the largest positive value, the first track's on a tie (as if the tracks
+    were taken in turn, each replacing only a smaller value)."""
+    order = np.lexsort((owner, -values, step))
+    first = order[np.r_[True, step[order][1:] != step[order][:-1]]] if len(order) else order
+    return first[values[first] > 0]
 
 
 def _pack_items(items: list[tuple]) -> dict:

@@ -410,3 +410,24 @@ def test_clips_packed_for_another_process_come_back_the_same():
             x, y = getattr(a, f.name), getattr(b, f.name)
             assert (x is None and y is None) or np.array_equal(np.asarray(x), np.asarray(y)), f.name
     assert back[1].coco is None and back[1].aspect == 4 / 3 and len(back[2].t_s) == 0
+
+
+def test_each_frames_strongest_road_user_is_the_one_tracks_taken_in_turn_would_keep():
+    """clips_cues picks, at every frame, the track with the largest positive cue value in one pass over all tracks'
+    rows; taken a track at a time (each replacing only a smaller value), the same rows win, ties and NaN included."""
+    from models.conflict import _strongest
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n_tracks, frames = rng.integers(1, 6), rng.integers(1, 12)
+        steps = [np.sort(rng.choice(frames, rng.integers(1, frames + 1), replace=False)) for _ in range(n_tracks)]
+        values = [rng.choice([0.0, 0.3, 0.7, 1.0, np.nan, -0.2], len(s)) for s in steps]
+        best, who = np.zeros(frames), np.full(frames, -1)
+        for k, (s, v) in enumerate(zip(steps, values)):   # the tracks in turn
+            better = v > best[s]
+            best[s[better]], who[s[better]] = v[better], k
+        step, owner = np.concatenate(steps), np.repeat(np.arange(n_tracks), [len(s) for s in steps])
+        rows = _strongest(step, np.concatenate(values), owner)
+        got = np.full(frames, -1)
+        got[step[rows]] = owner[rows]
+        assert np.array_equal(got, who)

@@ -38,16 +38,18 @@ def step_of(o: ClipObjects) -> np.ndarray:
     return np.clip(np.searchsorted(o.step_t_s, o.t_s - 1e-6), 0, max(m - 1, 0))
 
 
-def _commonest_labels(coco: np.ndarray, track_id: np.ndarray, n_tracks: int) -> list[str]:
-    """Per track (in the order of their ids): the detector's commonest label for it, the first in alphabetical
-    order on a tie; one count over the clip's rows, not one per track."""
-    if not n_tracks:
-        return []
-    labels, code = np.unique(coco.astype(str), return_inverse=True)
-    _, track = np.unique(track_id, return_inverse=True)
-    counts = np.zeros((n_tracks, len(labels)), np.int64)
-    np.add.at(counts, (track.reshape(-1), code.reshape(-1)), 1)
-    return [str(x) for x in labels[np.argmax(counts, axis=1)]]
+def _commonest_labels(cocos: list[np.ndarray], tracks: list[np.ndarray], n_tracks: list[int]) -> list[list[str]]:
+    """Per clip, per track (tracks: each row's track, numbered in the order of their ids): the detector's commonest
+    label for it, the first in alphabetical order on a tie; one count over a chunk's rows, not one per track."""
+    total = sum(n_tracks)
+    if not total:
+        return [[] for _ in n_tracks]
+    labels, code = np.unique(np.concatenate([np.asarray(c).astype(str) for c in cocos]), return_inverse=True)
+    offsets = np.cumsum([0, *n_tracks[:-1]])
+    track = np.concatenate([t + off for t, off in zip(tracks, offsets)]).astype(np.int64)
+    counts = np.bincount(track * len(labels) + code.reshape(-1), minlength=total * len(labels))
+    best = labels[np.argmax(counts.reshape(total, len(labels)), axis=1)].tolist()
+    return [best[off:off + n] for off, n in zip(offsets, n_tracks)]
 
 
 def clip_tracks(o: ClipObjects, kin: KinematicsSpec = KinematicsSpec(), riders: RiderSpec = RiderSpec(),
@@ -68,16 +70,19 @@ def clips_tracks(clips: list[tuple[ClipObjects, RiderSpec, object]], kin: Kinema
         grouped.append((ids, pieces(order, sizes)))
     kins = iter(tracks_kinematics([(o.t_s[rows], o.boxes[rows]) for (o, _, _), (_, by_track) in zip(clips, grouped)
                                    for rows in by_track], kin))
+    commonest_of = _commonest_labels(
+        [np.asarray(o.coco) if o.coco is not None else np.asarray([_COCO_OF[c] for c in o.cls], dtype=object)
+         for o, _, _ in clips], [np.searchsorted(ids, o.track_id) for (o, _, _), (ids, _) in zip(clips, grouped)],
+        [len(ids) for ids, _ in grouped])
     out = []
-    for (o, riders, yaw_of), (ids, by_track) in zip(clips, grouped):
+    for (o, riders, yaw_of), (ids, by_track), commonest in zip(clips, grouped, commonest_of):
         steps = step_of(o)
-        coco = np.asarray(o.coco) if o.coco is not None else np.asarray([_COCO_OF[c] for c in o.cls], dtype=object)
-        commonest = _commonest_labels(coco, o.track_id, len(ids))
         tracks = []
         for tid, rows, label in zip(ids, by_track, commonest):
             tracks.append(Track(int(tid), rows, steps[rows], o.boxes[rows].astype(np.float64), o.score[rows],
                                 str(o.cls[rows[0]]), label, next(kins), o.aspect))
-        for tr in tracks:
-            tr.cls = rider_class(tr, tracks, riders, foe, yaw_of(tr.t_s) if yaw_of else None) or tr.cls
+        for tr in tracks:   # (only a person may be a rider: the ego's yaw is looked up for those alone)
+            if tr.coco == "person":
+                tr.cls = rider_class(tr, tracks, riders, foe, yaw_of(tr.t_s) if yaw_of else None) or tr.cls
         out.append(tracks)
     return out
