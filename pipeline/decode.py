@@ -39,27 +39,40 @@ def merged_times(duration_s: float, sample_fps: float, extra_fps: float) -> tupl
     return union, np.searchsorted(union, np.round(main, 6)), np.searchsorted(union, np.round(extra, 6))
 
 
-def split_rates(s: "SampledFrames", main_at: np.ndarray, extra_at: np.ndarray, extra_fps: float,
+def split_rates(decoded, rows: np.ndarray, before, prev_rows: np.ndarray, times: np.ndarray, prev_dt: np.ndarray,
+                fps: float, main_at: np.ndarray, extra_at: np.ndarray, extra_fps: float,
                 main_size: tuple[int, int] | None = None) -> "SampledFrames":
-    """The union grid's frames split into the two rates. main_size (w, h): the frames were decoded at the extra
-    rate's larger size, and the main rate's (and the frames before them) are scaled down to it here."""
+    """A window's decoded frames (arrays, or lists of frames) handed out at the two rates: the window's k-th grid
+    time is decoded[rows[k]], the source frame just before it before[prev_rows[k]]. Each rate's frames are
+    gathered straight from the decoded ones, one copy each (the frames before the samples only for the main rate,
+    which flow reads); main_size (w, h): the frames were decoded at the extra rate's larger size, and the main
+    rate's are scaled down to it."""
     if extra_fps <= 0:
-        return s
-    main_at, extra_at = main_at[main_at < len(s.times_s)], extra_at[extra_at < len(s.times_s)]
-    frames, prev = s.frames[main_at], s.prev_frames[main_at]
-    if main_size is not None and frames.shape[1:3] != (main_size[1], main_size[0]):
-        frames, prev = downscale(frames, main_size), downscale(prev, main_size)
-    return SampledFrames(frames, s.times_s[main_at], s.source_fps, prev, s.prev_dt_s[main_at], s.frames[extra_at],
-                         s.times_s[extra_at])
+        return SampledFrames(gather(decoded, rows), times, fps, gather(before, prev_rows), prev_dt)
+    main_at, extra_at = main_at[main_at < len(times)], extra_at[extra_at < len(times)]
+    return SampledFrames(gather(decoded, rows[main_at], main_size), times[main_at], fps,
+                         gather(before, prev_rows[main_at], main_size), prev_dt[main_at],
+                         gather(decoded, rows[extra_at]), times[extra_at])
+
+
+def gather(decoded, rows: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """decoded's frames at rows as one (N, H, W, 3) array, scaled to size (w, h) when given and different,
+    averaging over each output pixel's area (no aliasing)."""
+    shape = decoded[int(rows[0]) if len(rows) else 0].shape
+    if size is None or shape[:2] == (size[1], size[0]):
+        if isinstance(decoded, np.ndarray):
+            return decoded[rows]
+        return np.stack([decoded[int(i)] for i in rows]) if len(rows) else np.zeros((0, *shape), np.uint8)
+    import cv2
+    out = np.empty((len(rows), size[1], size[0], 3), np.uint8)
+    for k, i in enumerate(rows):
+        out[k] = cv2.resize(decoded[int(i)], size, interpolation=cv2.INTER_AREA)
+    return out
 
 
 def downscale(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Frames (N, H, W, 3) to (N, h, w, 3), averaging over each output pixel's area (no aliasing)."""
-    import cv2
-    out = np.empty((len(frames), size[1], size[0], 3), np.uint8)
-    for k, f in enumerate(frames):
-        out[k] = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
-    return out
+    return gather(frames, np.arange(len(frames)), size)
 
 
 def decode_sizes(width: int, height: int, spec: DecodeSpec, extra_fps: float,
@@ -195,18 +208,19 @@ class DecordDecoder(_WholeClip):
             indices, prev = shown[pos[a:b]], shown[np.maximum(pos[a:b] - 1, 0)]
             wanted = np.unique(np.concatenate([indices, prev]))
             check_plan(len(wanted), w, h, max_bytes)
+            # In batches under glibc's largest mmap threshold (32 MB): a batch's memory, freed, is reused by the
+            # next instead of being handed back to the kernel and zeroed again on first touch.
+            step = max(1, (16 << 20) // (w * h * 3))
             try:
-                batch = vr.get_batch(wanted.tolist()).asnumpy()
+                decoded = [f for k in range(0, len(wanted), step)
+                           for f in vr.get_batch(wanted[k:k + step].tolist()).asnumpy()]
             except Exception as exc:
                 raise DecodeError(f"decoding failed part-way (decord: {str(exc).splitlines()[0][:200]})") from None
-            at = {int(i): j for j, i in enumerate(wanted)}
-            frames = batch[[at[int(i)] for i in indices]]
-            prev_frames = batch[[at[int(i)] for i in prev]]
-            del batch
             main, extra = window_rates(main_at, extra_at, a, b)
-            yield split_rates(SampledFrames(frames, times[a:b], fps, prev_frames,
-                                            (starts[indices] - starts[prev]).astype(float)), main, extra, extra_fps,
+            yield split_rates(decoded, np.searchsorted(wanted, indices), decoded, np.searchsorted(wanted, prev),
+                              times[a:b], (starts[indices] - starts[prev]).astype(float), fps, main, extra, extra_fps,
                               main_size)
+            del decoded
 
 
 class PyAVDecoder(_WholeClip):
@@ -325,15 +339,14 @@ class _Window:
         return end is not None and k >= end and self.index < len(self.bounds) - 1
 
     def take(self, main_at, extra_at, extra_fps: float) -> SampledFrames:
-        a = self.bounds[self.index][0]
-        s = SampledFrames(np.stack(self.kept), np.asarray(self.kept_t, float), self.fps, np.stack(self.before),
-                          np.asarray(self.before_dt, float))
+        a, n = self.bounds[self.index][0], len(self.kept)
+        kept, times, before, before_dt = self.kept, np.asarray(self.kept_t, float), self.before, self.before_dt
         self.kept, self.kept_t, self.before, self.before_dt = [], [], [], []
         self.index, self.yielded = self.index + 1, self.yielded + 1
-        if main_at is None:
-            return s
-        main, extra = window_rates(main_at, extra_at, a, a + len(s.times_s))
-        return split_rates(s, main, extra, extra_fps, self.main_sizes.get(s.frames.shape[1:3]))
+        main, extra = window_rates(main_at, extra_at, a, a + n) if main_at is not None else (None, None)
+        return split_rates(kept, np.arange(n), before, np.arange(n), times, np.asarray(before_dt, float), self.fps,
+                           main, extra, extra_fps if main_at is not None else 0.0,
+                           self.main_sizes.get(kept[0].shape[:2]))
 
 
 DECODERS = {"decord": DecordDecoder, "pyav": PyAVDecoder}

@@ -15,6 +15,8 @@ import pickle
 import threading
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from pipeline.decode import DecodeError, DecodeSpec, SampledFrames, make_decoder
 from pipeline.isolation import Child, quiet_child
 
@@ -43,7 +45,7 @@ def _receive(conn) -> tuple[str, Any]:
     head, sizes = conn.recv()
     buffers = []
     for n in sizes:
-        buf = bytearray(n)
+        buf = np.empty(n, np.uint8)   # not bytearray(n): its zero fill is a pass over every frame, then overwritten
         conn.recv_bytes_into(buf)
         buffers.append(buf)
     return pickle.loads(head, buffers=buffers)
