@@ -122,6 +122,31 @@ def test_the_detector_frames_have_their_own_resolution_apart_from_motion_and_cli
     assert capped.extra_frames.shape[1:3] == (180, 320)
 
 
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_each_rate_is_gathered_straight_from_the_decoded_frames(as_list):
+    """decord hands a window's frames as one array, PyAV as a list: either way the detector's rate gets its frames
+    as decoded, the main rate its frames and the frames before them scaled down, each its own array."""
+    import cv2
+
+    from pipeline.decode import split_rates
+    rng = np.random.default_rng(0)
+    decoded, before = (rng.integers(0, 256, (7, 36, 64, 3), np.uint8) for _ in range(2))
+    rows, prev_rows = np.array([0, 2, 3, 5, 6]), np.array([4, 1, 2, 3, 5])
+    times, dt = np.arange(5) * 0.1, np.arange(5) * 0.01 + 0.03
+    main_at, extra_at = np.array([0, 2, 4]), np.arange(5)
+    given = (list(decoded), list(before)) if as_list else (decoded, before)
+    s = split_rates(given[0], rows, given[1], prev_rows, times, dt, 30.0, main_at, extra_at, 10.0, (32, 18))
+    assert np.array_equal(s.extra_frames, decoded[rows]) and np.array_equal(s.extra_times_s, times)
+    small = lambda f: cv2.resize(f, (32, 18), interpolation=cv2.INTER_AREA)  # noqa: E731
+    assert np.array_equal(s.frames, np.stack([small(decoded[r]) for r in rows[main_at]]))
+    assert np.array_equal(s.prev_frames, np.stack([small(before[r]) for r in prev_rows[main_at]]))
+    assert np.array_equal(s.times_s, times[main_at]) and np.array_equal(s.prev_dt_s, dt[main_at])
+    assert not np.shares_memory(s.extra_frames, decoded)   # the decoded window can go once the rates are out
+    whole = split_rates(given[0], rows, given[1], prev_rows, times, dt, 30.0, main_at, extra_at, 0.0, (32, 18))
+    assert whole.extra_frames is None   # one rate: every grid time, at the decoded size
+    assert np.array_equal(whole.frames, decoded[rows]) and np.array_equal(whole.prev_frames, before[prev_rows])
+
 def test_flow_magnitude_is_the_vector_norm_to_float_precision():
     """motion's fast flow length (hypot) stands in for torch's norm over the (u, v) axis: the stored
     descriptors may move by float rounding only (measured on six real clips: 8e-8 relative at most)."""
