@@ -204,13 +204,13 @@ class DecordDecoder(_WholeClip):
             raise DecodeError(problem)
         times, main_at, extra_at = merged_times(duration, spec.sample_fps, extra_fps)
         pos = nearest_frames(starts[shown] - t0, times)
+        # Decoded in batches under glibc's largest mmap threshold (32 MB): a batch's memory, freed, is reused by the
+        # next instead of being handed back to the kernel and zeroed again on first touch.
+        step = max(1, (16 << 20) // (w * h * 3))
         for a, b in window_bounds(times, window_s):
             indices, prev = shown[pos[a:b]], shown[np.maximum(pos[a:b] - 1, 0)]
             wanted = np.unique(np.concatenate([indices, prev]))
             check_plan(len(wanted), w, h, max_bytes)
-            # In batches under glibc's largest mmap threshold (32 MB): a batch's memory, freed, is reused by the
-            # next instead of being handed back to the kernel and zeroed again on first touch.
-            step = max(1, (16 << 20) // (w * h * 3))
             try:
                 decoded = [f for k in range(0, len(wanted), step)
                            for f in vr.get_batch(wanted[k:k + step].tolist()).asnumpy()]
@@ -343,10 +343,12 @@ class _Window:
         kept, times, before, before_dt = self.kept, np.asarray(self.kept_t, float), self.before, self.before_dt
         self.kept, self.kept_t, self.before, self.before_dt = [], [], [], []
         self.index, self.yielded = self.index + 1, self.yielded + 1
-        main, extra = window_rates(main_at, extra_at, a, a + n) if main_at is not None else (None, None)
-        return split_rates(kept, np.arange(n), before, np.arange(n), times, np.asarray(before_dt, float), self.fps,
-                           main, extra, extra_fps if main_at is not None else 0.0,
-                           self.main_sizes.get(kept[0].shape[:2]))
+        rows = np.arange(n)
+        if main_at is None:   # no time grid (no duration to sample): every kept frame, at one rate
+            main_at, extra_at, extra_fps = rows, rows, 0.0
+        main, extra = window_rates(main_at, extra_at, a, a + n)
+        return split_rates(kept, rows, before, rows, times, np.asarray(before_dt, float), self.fps, main, extra,
+                           extra_fps, self.main_sizes.get(kept[0].shape[:2]))
 
 
 DECODERS = {"decord": DecordDecoder, "pyav": PyAVDecoder}
